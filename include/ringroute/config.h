@@ -1,0 +1,150 @@
+/* Configuration: an immutable, reference-counted snapshot built from the JSON
+ * document described in DESIGN.md ("Configuration"). Shards read a snapshot
+ * without locks; the control thread builds a new one for every change.
+ *
+ * Replica runtime state (the global `ongoing` counter, health, per-shard
+ * upstream pools) is NOT part of a snapshot: it lives in a registry keyed by
+ * "backend/replica@address" so that it survives config changes, and every
+ * snapshot that names a replica holds a reference to its state. */
+#ifndef RINGROUTE_CONFIG_H
+#define RINGROUTE_CONFIG_H
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ringroute/list.h"
+
+#define RR_MAX_SHARDS 64
+#define RR_DEFAULT_MAX_BODY (64ull << 20)
+
+struct upstream_pool; /* per shard, defined by upstream.h */
+
+/* Shared by all shards: one cache line of hot counters per replica. */
+struct replica_state {
+	_Atomic uint32_t ongoing;   /* requests in flight process-wide: the cap */
+	_Atomic uint32_t healthy;   /* 1 unless health checks failed */
+	_Atomic uint32_t draining;  /* removed from config: no new requests */
+	_Atomic uint32_t refs;      /* snapshots + in-flight requests */
+	_Atomic uint64_t ewma_us;   /* response latency, for reports */
+	char pad[64 - 4 * 4 - 8];
+	/* cold part */
+	char *key;                  /* "backend/id@host:port" (registry key) */
+	struct sockaddr_in addr;
+	struct upstream_pool *pools[RR_MAX_SHARDS]; /* lazily created by each shard */
+	struct list reg_node;       /* in replica_registry.replicas */
+	struct replica_registry *reg; /* owner, set once; NULL: private, freed by last unref */
+} __attribute__((aligned(64)));
+
+/* Shared by all shards: per-backend queue bookkeeping (issue 3). */
+struct backend_state {
+	_Atomic uint64_t waiting_shards;        /* bit s: shard s has queued requests */
+	_Atomic uint64_t oldest_ns[RR_MAX_SHARDS]; /* enqueue time of each shard's oldest waiter */
+	_Atomic uint32_t queued;                /* total queued, for max_queued_requests */
+	_Atomic uint32_t refs;
+	char *name;
+	struct list reg_node;
+	struct replica_registry *reg; /* owner, set once; NULL: private, freed by last unref */
+} __attribute__((aligned(64)));
+
+/* Owns the replica_state/backend_state objects. Only the control thread (and
+ * config parsing) calls into it; shards only follow pointers they hold a
+ * reference on. */
+struct replica_registry {
+	pthread_mutex_t lock;
+	struct list replicas;
+	struct list backends;
+};
+
+void registry_init(struct replica_registry *reg);
+/* Free every state whose refcount is zero; returns how many remain. */
+size_t registry_collect(struct replica_registry *reg);
+void registry_destroy(struct replica_registry *reg);
+/* Returns the state for key with one more reference, creating it if needed;
+ * NULL on allocation failure. reg may be NULL: then a private state is made. */
+struct replica_state *registry_replica(struct replica_registry *reg, const char *key,
+				       const struct sockaddr_in *addr);
+struct backend_state *registry_backend(struct replica_registry *reg, const char *name);
+void replica_state_unref(struct replica_state *r);
+void backend_state_unref(struct backend_state *b);
+
+enum backend_policy {
+	POLICY_P2C = 0,   /* power of two choices on ongoing/max */
+	POLICY_RR,        /* round robin over replicas with a free slot */
+};
+
+struct replica_cfg {
+	char *id;
+	char *address;                /* "host:port" as written */
+	struct sockaddr_in addr;
+	struct replica_state *state;  /* referenced */
+};
+
+struct backend_cfg {
+	char *name;
+	uint32_t index;               /* position in config.backends */
+	uint32_t max_ongoing;         /* max_ongoing_requests, >= 1 */
+	uint32_t max_queued;          /* max_queued_requests, 0 = no queueing */
+	uint32_t queue_timeout_ms;
+	uint32_t connect_timeout_ms;
+	uint32_t request_timeout_ms;
+	uint32_t retries;
+	enum backend_policy policy;
+	char *hc_path;                /* NULL: no health check */
+	uint32_t hc_interval_ms;
+	size_t nreplicas;
+	struct replica_cfg *replicas;
+	struct backend_state *state;  /* referenced */
+};
+
+struct weighted {
+	struct backend_cfg *backend;
+	double weight;                /* as configured */
+	double cum;                   /* cumulative weight up to and including this one */
+};
+
+struct endpoint_cfg {
+	char *name;
+	char *route;                  /* path prefix, starts with '/' */
+	size_t route_len;
+	uint64_t methods;             /* bit (1 << llhttp_method_t); 0 = any method */
+	char *call_method;            /* default X-Serve-Call-Method, or NULL */
+	uint64_t max_body_bytes;
+	size_t ntraffic;
+	struct weighted *traffic;     /* weights sum > 0 */
+	size_t nshadow;
+	struct weighted *shadow;      /* weight = probability in [0,1] */
+};
+
+struct config {
+	_Atomic uint32_t refs;
+	uint64_t version;             /* increases with every applied change */
+	size_t nbackends;
+	struct backend_cfg *backends;
+	size_t nendpoints;
+	struct endpoint_cfg *endpoints; /* sorted: longest route first */
+	char *json;                   /* canonical JSON text of this snapshot */
+};
+
+/* Parse and validate a whole config document.
+ * text/len: the JSON; source: name used in messages (file name).
+ * reg: registry to take replica/backend states from (may be NULL in tests).
+ * Returns 0 and *out (refcount 1), or -EINVAL with err holding
+ * "source:line:column: reason" for syntax errors and
+ * "source: json.path: reason" for invalid values. Nothing is half-built. */
+int config_parse(const char *text, size_t len, const char *source,
+		 struct replica_registry *reg, struct config **out, char *err, size_t errlen);
+/* Same, reading the file at path. -errno when the file cannot be read. */
+int config_load_file(const char *path, struct replica_registry *reg, struct config **out,
+		     char *err, size_t errlen);
+
+static inline void config_ref(struct config *c) { atomic_fetch_add(&c->refs, 1); }
+/* Drops a reference; the last one frees the snapshot and its state refs. */
+void config_unref(struct config *c);
+
+const struct backend_cfg *config_backend(const struct config *c, const char *name);
+const struct endpoint_cfg *config_endpoint(const struct config *c, const char *name);
+
+#endif

@@ -1,0 +1,24 @@
+/* The control plane: the control socket (--control PATH, Unix, mode 0600,
+ * HTTP/1.1 + JSON, read-write) and the admin port (--admin ADDR:PORT, TCP,
+ * read-only GETs), served by one control thread; plus queue-length reports
+ * (--report-url). See DESIGN.md "Control plane". */
+#ifndef RINGROUTE_CONTROL_H
+#define RINGROUTE_CONTROL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct proxy;
+struct control;
+
+/* Bind the control socket and/or admin port named in p->opt and start the
+ * control thread. *admin_port receives the admin port actually bound (0 if
+ * none). Returns 0 and *out, or -errno with a message on stderr. */
+int control_start(struct proxy *p, struct control **out, uint16_t *admin_port);
+/* Stop the thread, close the sockets (unlinking the Unix socket), free. */
+void control_stop(struct control *ctl);
+/* SIGHUP: reload path as one change, serialised with control-socket
+ * changes. Returns 0, or -errno with err set (nothing changed). */
+int control_reload(struct control *ctl, const char *path, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,97 @@
+/* HTTP/1.1 message heads: collecting the head of a request or response from
+ * llhttp callbacks (which may split any token across receive buffers), and
+ * writing the rewritten head that ringroute forwards. Bodies never pass
+ * through here: they are forwarded raw from the receive buffers. */
+#ifndef RINGROUTE_HTTP_H
+#define RINGROUTE_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <llhttp.h>
+
+#define HTTP_MAX_HEAD (64u * 1024u)   /* larger header blocks get 431 */
+#define HTTP_MAX_HEADERS 256
+
+struct http_hdr {
+	uint32_t name_off, name_len;
+	uint32_t value_off, value_len;
+	uint32_t flags;               /* HDR_F_* */
+};
+
+enum {
+	HDR_F_HOP = 1u << 0,          /* hop-by-hop: never forwarded */
+};
+
+/* One message head being collected. buf holds the URL (requests) or the
+ * reason phrase (responses) followed by every header name and value. */
+struct http_head {
+	char *buf;
+	uint32_t len, cap;
+	uint32_t url_off, url_len;    /* request target, or reason phrase */
+	uint32_t nhdrs;
+	int in_value;                 /* last callback was a value */
+	int too_large;                /* head exceeded HTTP_MAX_HEAD / HTTP_MAX_HEADERS */
+	struct http_hdr hdrs[HTTP_MAX_HEADERS];
+};
+
+void http_head_reset(struct http_head *h);
+void http_head_free(struct http_head *h);
+/* llhttp data callbacks feed these. Return 0, or -1 when the head is too
+ * large (then h->too_large is set and the caller answers 431). */
+int http_head_url(struct http_head *h, const char *at, size_t len);
+int http_head_field(struct http_head *h, const char *at, size_t len);
+int http_head_value(struct http_head *h, const char *at, size_t len);
+/* on_header_value_complete: ends the header even when its value was empty. */
+int http_head_value_done(struct http_head *h);
+
+static inline const char *http_hdr_name(const struct http_head *h, const struct http_hdr *x)
+{
+	return h->buf + x->name_off;
+}
+static inline const char *http_hdr_value(const struct http_head *h, const struct http_hdr *x)
+{
+	return h->buf + x->value_off;
+}
+/* Case-insensitive lookup of the first header called name; NULL if absent. */
+const struct http_hdr *http_head_find(const struct http_head *h, const char *name);
+/* Mark hop-by-hop headers (the fixed list plus those named in Connection). */
+void http_head_mark_hop(struct http_head *h);
+
+/* Growable output buffer for writing heads. */
+struct strbuf {
+	char *p;
+	size_t len, cap;
+};
+int sb_put(struct strbuf *s, const char *p, size_t n);
+int sb_puts(struct strbuf *s, const char *str);
+int sb_printf(struct strbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Values added to a forwarded request. */
+struct fwd_info {
+	const char *client_ip;        /* for X-Forwarded-For */
+	const char *request_id;       /* used when the client sent none */
+	const char *call_method;      /* endpoint default, or NULL */
+};
+
+/* Write the request head sent to a replica: "METHOD URL HTTP/1.1", the
+ * client's end-to-end headers, X-Forwarded-For appended, X-Request-Id and
+ * X-Serve-Call-Method added when absent. Body framing headers
+ * (Content-Length / Transfer-Encoding) pass unchanged because the body is
+ * forwarded raw. Returns 0 or -ENOMEM. */
+int http_write_request_head(struct strbuf *out, const struct http_head *h, const llhttp_t *p,
+			    const struct fwd_info *fi);
+
+/* Write the response head sent to the client: status line as HTTP/1.1,
+ * end-to-end headers, plus "Connection: close" when close is set. */
+int http_write_response_head(struct strbuf *out, const struct http_head *h, const llhttp_t *p,
+			     int close);
+
+/* A complete JSON error response (DESIGN.md: {"error": ..., "endpoint": ...}).
+ * endpoint may be NULL (JSON null). retry_after > 0 adds Retry-After. */
+int http_write_error(struct strbuf *out, int status, const char *msg, const char *endpoint,
+		     int close, int retry_after);
+
+const char *http_reason(int status);
+
+#endif

@@ -1,0 +1,54 @@
+/* Per-shard metrics. Each counter is written only by its shard, with relaxed
+ * atomic load+store (a plain mov on x86-64: no locked instruction on the hot
+ * path), and read by the control thread, which sums over shards. */
+#ifndef RINGROUTE_METRICS_H
+#define RINGROUTE_METRICS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "ringroute/list.h"
+
+typedef _Atomic uint64_t counter_t;
+
+static inline void counter_add(counter_t *c, uint64_t n)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
+static inline uint64_t counter_get(counter_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
+
+/* Latency buckets in seconds (Prometheus `le`), +Inf implied. */
+#define HIST_NBUCKETS 14
+extern const double hist_bounds[HIST_NBUCKETS];
+
+struct hist {
+	counter_t bucket[HIST_NBUCKETS + 1]; /* non-cumulative; last is +Inf */
+	counter_t count;
+	counter_t sum_us;
+};
+
+void hist_observe(struct hist *h, uint64_t us);
+
+struct endpoint_metrics {
+	struct list node;           /* in shard_metrics.endpoints */
+	char *name;
+	counter_t status[600];      /* requests by status code */
+	struct hist total, queue_wait, ttfb;
+};
+
+struct shard_metrics {
+	struct list endpoints;      /* appended by the shard only; never removed */
+	pthread_mutex_t lock;       /* taken to append, and by readers to walk */
+	counter_t accepted;
+	counter_t requests;
+};
+
+void shard_metrics_init(struct shard_metrics *m);
+void shard_metrics_destroy(struct shard_metrics *m);
+/* Find or create the metrics of endpoint name (shard thread only). Never
+ * NULL unless out of memory. */
+struct endpoint_metrics *shard_metrics_endpoint(struct shard_metrics *m, const char *name);
+
+#endif

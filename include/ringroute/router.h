@@ -1,0 +1,44 @@
+/* Routing decisions (DESIGN.md "Routing semantics"). Pure functions over a
+ * config snapshot plus the atomic replica counters; no I/O, so unit-testable. */
+#ifndef RINGROUTE_ROUTER_H
+#define RINGROUTE_ROUTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ringroute/config.h"
+
+/* Match an endpoint: longest route prefix that ends at a path-segment boundary
+ * ("/predict" matches "/predict", "/predict/x", "/predict?q" but not
+ * "/predictions"; a route ending in '/' matches anything under it), then
+ * methods. url is the request target (query allowed), method an llhttp method.
+ * Returns the endpoint, or NULL with *status = 404 (no route) or 405 (a route
+ * matched but not for this method). */
+const struct endpoint_cfg *router_match(const struct config *c, const char *url, size_t len,
+					unsigned method, int *status);
+
+/* Weighted choice: u in [0,1) picks by cumulative weight. n >= 1. */
+struct backend_cfg *router_pick_weighted(const struct weighted *w, size_t n, double u);
+
+/* Deterministic unit value in [0,1) for a shard key (same key -> same value). */
+double router_key_unit(const char *key, size_t len);
+
+/* Uniform double in [0,1) from a per-shard xorshift state. */
+uint64_t router_rand(uint64_t *state);
+double router_rand_unit(uint64_t *state);
+
+/* Try to take one slot of a replica whose cap is max: 1 on success (ongoing
+ * was < max and is now one more, never exceeding max even under contention
+ * from other shards), 0 when full, draining or unhealthy. */
+int replica_try_acquire(struct replica_state *r, uint32_t max);
+void replica_release(struct replica_state *r);
+
+/* Choose a replica of b and take a slot on it.
+ * key/keylen: shard key or NULL: with a key, rendezvous hashing with bounded
+ * load (the key's replicas in hash order, first with a free slot); without,
+ * b->policy (p2c on ongoing/max, or round robin using *rr_cursor).
+ * Returns the replica index, or -1 when no replica has a free slot. */
+int router_pick_replica(const struct backend_cfg *b, const char *key, size_t keylen,
+			uint64_t *rng, uint32_t *rr_cursor);
+
+#endif

@@ -1,0 +1,916 @@
+/* Config snapshots: JSON document -> validated, immutable struct config.
+ *
+ * The snapshot is canonical: backends are ordered by name, replicas by id,
+ * traffic/shadow entries by backend (so by name too) and endpoints by route
+ * length, longest first, ties by route. The order of keys in the document
+ * therefore never changes a routing decision, and config->json (written from
+ * the snapshot, defaults filled in) parses back to an equal snapshot. */
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <llhttp.h>
+
+#include "ringroute/config.h"
+
+/* One place for defaults and bounds, shared by parsing and documentation. */
+#define DEF_MAX_ONGOING     100
+#define DEF_MAX_QUEUED      1024
+#define DEF_QUEUE_TIMEOUT   5000
+#define DEF_CONNECT_TIMEOUT 1000
+#define DEF_REQUEST_TIMEOUT 60000
+#define DEF_RETRIES         2
+#define DEF_HC_INTERVAL     2000
+#define MIN_HC_INTERVAL     100
+
+/* Largest config file config_load_file() reads: a guard against pointing it
+ * at something that is not a config, not a real limit. */
+#define CONFIG_MAX_FILE (64u << 20)
+
+/* llhttp method names, indexed by llhttp_method_t. Built from llhttp's own
+ * table so a new llhttp cannot drift from it. */
+static const struct {
+	unsigned num;
+	const char *name;
+} method_names[] = {
+#define RR_METHOD_ENTRY(NUM, NAME, STRING) { NUM, #STRING },
+	HTTP_ALL_METHOD_MAP(RR_METHOD_ENTRY)
+#undef RR_METHOD_ENTRY
+};
+
+/* Parsing context: where errors go and where states come from. */
+struct parse_ctx {
+	const char *source;
+	char *err;
+	size_t errlen;
+	struct replica_registry *reg;
+};
+
+/* Writes "source: path: reason" into ctx->err. Always returns -EINVAL so a
+ * caller can `return fail(...)`. */
+__attribute__((format(printf, 3, 4)))
+static int fail(struct parse_ctx *ctx, const char *path, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (!ctx->err || ctx->errlen == 0)
+		return -EINVAL;
+	n = snprintf(ctx->err, ctx->errlen, "%s: %s: ", ctx->source, path);
+	if (n >= 0 && (size_t)n < ctx->errlen) {
+		va_start(ap, fmt);
+		vsnprintf(ctx->err + n, ctx->errlen - (size_t)n, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+/* Allocation failure: reported like any error, but as -ENOMEM. */
+static int fail_nomem(struct parse_ctx *ctx, const char *path)
+{
+	fail(ctx, path, "out of memory");
+	return -ENOMEM;
+}
+
+/* Joins "prefix.key" into buf. A path too long for buf is cut short with
+ * "...": it only ever goes into a message. */
+static const char *join(char *buf, size_t len, const char *prefix, const char *key)
+{
+	int n;
+
+	if (prefix && *prefix)
+		n = snprintf(buf, len, "%s.%s", prefix, key);
+	else
+		n = snprintf(buf, len, "%s", key);
+	if ((n < 0 || (size_t)n >= len) && len > 4)
+		memcpy(buf + len - 4, "...", 4);
+	return buf;
+}
+
+#define PATH_MAX_LEN 512
+
+/* Rejects any key of obj that is not in allowed (NULL terminated): a typo in
+ * a key must fail loudly instead of silently taking the default. */
+static int check_keys(struct parse_ctx *ctx, json_t *obj, const char *path,
+		      const char *const *allowed)
+{
+	const char *key;
+	json_t *val;
+	char p[PATH_MAX_LEN];
+
+	json_object_foreach(obj, key, val) {
+		size_t i;
+		for (i = 0; allowed[i]; i++)
+			if (strcmp(key, allowed[i]) == 0)
+				break;
+		if (!allowed[i])
+			return fail(ctx, join(p, sizeof(p), path, key), "unknown key");
+	}
+	return 0;
+}
+
+/* Reads an optional integer field key of obj into *out, checking
+ * min <= value <= max; def when absent. 0 or -EINVAL. */
+static int get_uint(struct parse_ctx *ctx, json_t *obj, const char *path, const char *key,
+		    uint64_t min, uint64_t max, uint64_t def, uint64_t *out)
+{
+	json_t *v = json_object_get(obj, key);
+	char p[PATH_MAX_LEN];
+	json_int_t x;
+
+	if (!v) {
+		*out = def;
+		return 0;
+	}
+	join(p, sizeof(p), path, key);
+	if (!json_is_integer(v))
+		return fail(ctx, p, "must be an integer >= %" PRIu64, min);
+	x = json_integer_value(v);
+	if (x < 0 || (uint64_t)x < min)
+		return fail(ctx, p, "must be an integer >= %" PRIu64, min);
+	if ((uint64_t)x > max)
+		return fail(ctx, p, "must be an integer <= %" PRIu64, max);
+	*out = (uint64_t)x;
+	return 0;
+}
+
+static int get_u32(struct parse_ctx *ctx, json_t *obj, const char *path, const char *key,
+		   uint32_t min, uint32_t def, uint32_t *out)
+{
+	uint64_t v;
+	int rc = get_uint(ctx, obj, path, key, min, UINT32_MAX, def, &v);
+	if (rc == 0)
+		*out = (uint32_t)v;
+	return rc;
+}
+
+/* Names (backends, replicas, endpoints) end up in registry keys and control
+ * API paths, where '/' is a separator; control characters would end up in
+ * logs and metrics labels. 1 if acceptable. */
+static int name_ok(const char *s)
+{
+	if (!*s)
+		return 0;
+	for (; *s; s++)
+		if (*s == '/' || (unsigned char)*s < 0x20 || *s == 0x7f)
+			return 0;
+	return 1;
+}
+
+/* 1 if s may go into a request line or header value as is: no controls,
+ * no spaces (CR/LF would let a config inject headers). */
+static int token_ok(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s <= 0x20 || *s == 0x7f)
+			return 0;
+	return 1;
+}
+
+/* Parses "host:port", host an IPv4 literal or "localhost", port 1..65535.
+ * Fills *sa. 0 or -EINVAL (no message: the caller names the path). */
+static int parse_address(const char *s, struct sockaddr_in *sa)
+{
+	const char *colon = strrchr(s, ':');
+	char host[INET_ADDRSTRLEN];
+	unsigned long port = 0;
+	size_t hlen;
+	const char *p;
+
+	if (!colon)
+		return -EINVAL;
+	hlen = (size_t)(colon - s);
+	if (hlen == 0 || hlen >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+	p = colon + 1;
+	if (!*p || strlen(p) > 5)
+		return -EINVAL;
+	for (; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+		port = port * 10 + (unsigned long)(*p - '0');
+	}
+	if (port < 1 || port > 65535)
+		return -EINVAL;
+	memset(sa, 0, sizeof(*sa));
+	sa->sin_family = AF_INET;
+	sa->sin_port = htons((uint16_t)port);
+	if (strcmp(host, "localhost") == 0)
+		sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
+		return -EINVAL;
+	return 0;
+}
+
+/* Frees a snapshot whatever its stage of construction: every array is
+ * calloc'ed with its count set right away, so NULL members are skipped. */
+static void config_free(struct config *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; c->backends && i < c->nbackends; i++) {
+		struct backend_cfg *b = &c->backends[i];
+		for (size_t j = 0; b->replicas && j < b->nreplicas; j++) {
+			struct replica_cfg *r = &b->replicas[j];
+			replica_state_unref(r->state);
+			free(r->id);
+			free(r->address);
+		}
+		free(b->replicas);
+		backend_state_unref(b->state);
+		free(b->name);
+		free(b->hc_path);
+	}
+	free(c->backends);
+	for (size_t i = 0; c->endpoints && i < c->nendpoints; i++) {
+		struct endpoint_cfg *e = &c->endpoints[i];
+		free(e->name);
+		free(e->route);
+		free(e->call_method);
+		free(e->traffic);
+		free(e->shadow);
+	}
+	free(c->endpoints);
+	free(c->json);
+	free(c);
+}
+
+/* See config.h. */
+void config_unref(struct config *c)
+{
+	if (!c)
+		return;
+	uint32_t prev = atomic_fetch_sub(&c->refs, 1);
+	assert(prev > 0);
+	if (prev == 1)
+		config_free(c);
+}
+
+static int cmp_str_ptr(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Sorted copy of obj's keys (pointers into obj, valid while obj lives);
+ * *n gets the count. NULL with *n == 0 for an empty object; NULL with
+ * *n != 0 on allocation failure. */
+static const char **sorted_keys(json_t *obj, size_t *n)
+{
+	const char **keys;
+	const char *key;
+	json_t *val;
+	size_t i = 0;
+
+	*n = json_object_size(obj);
+	if (*n == 0)
+		return NULL;
+	keys = calloc(*n, sizeof(*keys));
+	if (!keys)
+		return NULL;
+	json_object_foreach(obj, key, val)
+		keys[i++] = key;
+	qsort(keys, *n, sizeof(*keys), cmp_str_ptr);
+	return keys;
+}
+
+static const char *const backend_keys[] = {
+	"max_ongoing_requests", "max_queued_requests", "queue_timeout_ms",
+	"connect_timeout_ms", "request_timeout_ms", "retries", "policy",
+	"health_check", "replicas", NULL,
+};
+static const char *const hc_keys[] = { "path", "interval_ms", NULL };
+static const char *const endpoint_keys[] = {
+	"route", "methods", "call_method", "max_body_bytes", "traffic", "shadow", NULL,
+};
+
+/* Fills b (zeroed, name already set) from its JSON object. 0 or -errno with
+ * ctx->err set; partial contents are left for config_free. */
+static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *obj,
+			  const char *path)
+{
+	char p[PATH_MAX_LEN], rp[PATH_MAX_LEN];
+	const char **ids = NULL;
+	size_t n;
+	int rc = 0;
+
+	join(p, sizeof(p), path, "replicas");
+	if (!json_is_object(obj))
+		return fail(ctx, p, "must be an object of id -> \"host:port\"");
+	ids = sorted_keys(obj, &n);
+	if (!ids && n)
+		return fail_nomem(ctx, p);
+	if (n == 0)
+		return 0;
+	b->replicas = calloc(n, sizeof(*b->replicas));
+	if (!b->replicas) {
+		rc = fail_nomem(ctx, p);
+		goto out;
+	}
+	b->nreplicas = n;
+	for (size_t i = 0; i < n; i++) {
+		struct replica_cfg *r = &b->replicas[i];
+		json_t *v = json_object_get(obj, ids[i]);
+		char ip[INET_ADDRSTRLEN];
+		char *key = NULL;
+
+		join(rp, sizeof(rp), p, ids[i]);
+		if (!name_ok(ids[i])) {
+			rc = fail(ctx, rp, "replica id must be non-empty, without '/' or control characters");
+			goto out;
+		}
+		if (!json_is_string(v)) {
+			rc = fail(ctx, rp, "must be a string \"host:port\"");
+			goto out;
+		}
+		if (parse_address(json_string_value(v), &r->addr) != 0) {
+			rc = fail(ctx, rp, "bad address \"%s\": expected IPv4:port or localhost:port, port 1..65535",
+				  json_string_value(v));
+			goto out;
+		}
+		r->id = strdup(ids[i]);
+		r->address = strdup(json_string_value(v));
+		if (!r->id || !r->address) {
+			rc = fail_nomem(ctx, rp);
+			goto out;
+		}
+		/* The key uses the resolved address, so "localhost:9000" and
+		 * "127.0.0.1:9000" share one state (they are one server). */
+		inet_ntop(AF_INET, &r->addr.sin_addr, ip, sizeof(ip));
+		if (asprintf(&key, "%s/%s@%s:%u", b->name, r->id, ip,
+			     (unsigned)ntohs(r->addr.sin_port)) < 0) {
+			rc = fail_nomem(ctx, rp);
+			goto out;
+		}
+		r->state = registry_replica(ctx->reg, key, &r->addr);
+		free(key);
+		if (!r->state) {
+			rc = fail_nomem(ctx, rp);
+			goto out;
+		}
+	}
+out:
+	free(ids);
+	return rc;
+}
+
+static int parse_backend(struct parse_ctx *ctx, struct backend_cfg *b, json_t *obj,
+			 const char *path)
+{
+	char p[PATH_MAX_LEN];
+	json_t *v, *hc;
+	int rc;
+
+	if (!name_ok(b->name))
+		return fail(ctx, path, "backend name must be non-empty, without '/' or control characters");
+	if (!json_is_object(obj))
+		return fail(ctx, path, "must be an object");
+	if ((rc = check_keys(ctx, obj, path, backend_keys)) != 0)
+		return rc;
+	if ((rc = get_u32(ctx, obj, path, "max_ongoing_requests", 1, DEF_MAX_ONGOING, &b->max_ongoing)) ||
+	    (rc = get_u32(ctx, obj, path, "max_queued_requests", 0, DEF_MAX_QUEUED, &b->max_queued)) ||
+	    (rc = get_u32(ctx, obj, path, "queue_timeout_ms", 0, DEF_QUEUE_TIMEOUT, &b->queue_timeout_ms)) ||
+	    (rc = get_u32(ctx, obj, path, "connect_timeout_ms", 1, DEF_CONNECT_TIMEOUT, &b->connect_timeout_ms)) ||
+	    (rc = get_u32(ctx, obj, path, "request_timeout_ms", 1, DEF_REQUEST_TIMEOUT, &b->request_timeout_ms)) ||
+	    (rc = get_u32(ctx, obj, path, "retries", 0, DEF_RETRIES, &b->retries)))
+		return rc;
+
+	b->policy = POLICY_P2C;
+	v = json_object_get(obj, "policy");
+	if (v) {
+		const char *s = json_string_value(v);
+		if (s && strcmp(s, "p2c") == 0)
+			b->policy = POLICY_P2C;
+		else if (s && strcmp(s, "round_robin") == 0)
+			b->policy = POLICY_RR;
+		else
+			return fail(ctx, join(p, sizeof(p), path, "policy"),
+				    "must be \"p2c\" or \"round_robin\"");
+	}
+
+	hc = json_object_get(obj, "health_check");
+	if (hc) {
+		char hp[PATH_MAX_LEN];
+		const char *s;
+
+		join(hp, sizeof(hp), path, "health_check");
+		if (!json_is_object(hc))
+			return fail(ctx, hp, "must be an object {\"path\": \"/...\", \"interval_ms\": N}");
+		if ((rc = check_keys(ctx, hc, hp, hc_keys)) != 0)
+			return rc;
+		v = json_object_get(hc, "path");
+		s = json_string_value(v);
+		if (!s || s[0] != '/' || !token_ok(s))
+			return fail(ctx, join(p, sizeof(p), hp, "path"),
+				    "must be a string starting with '/', without spaces or control characters");
+		b->hc_path = strdup(s);
+		if (!b->hc_path)
+			return fail_nomem(ctx, hp);
+		if ((rc = get_u32(ctx, hc, hp, "interval_ms", MIN_HC_INTERVAL, DEF_HC_INTERVAL,
+				  &b->hc_interval_ms)) != 0)
+			return rc;
+	}
+
+	v = json_object_get(obj, "replicas");
+	if (v && (rc = parse_replicas(ctx, b, v, path)) != 0)
+		return rc;
+
+	b->state = registry_backend(ctx->reg, b->name);
+	if (!b->state)
+		return fail_nomem(ctx, path);
+	return 0;
+}
+
+/* Index of backend name in c->backends (sorted by name), or -1. */
+static long backend_index(const struct config *c, const char *name)
+{
+	size_t lo = 0, hi = c->nbackends;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int d = strcmp(name, c->backends[mid].name);
+		if (d == 0)
+			return (long)mid;
+		if (d < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return -1;
+}
+
+/* Parses a traffic (is_shadow 0) or shadow (1) object into *out and *n, ordered
+ * by backend index, with cumulative weights. */
+static int parse_weights(struct parse_ctx *ctx, struct config *c, json_t *obj,
+			 const char *path, int is_shadow, struct weighted **out, size_t *n)
+{
+	const char *what = is_shadow ? "shadow" : "traffic";
+	char p[PATH_MAX_LEN], wp[PATH_MAX_LEN];
+	const char **names = NULL;
+	struct weighted *w;
+	double cum = 0;
+	size_t cnt;
+	int rc = 0;
+
+	join(p, sizeof(p), path, what);
+	if (!json_is_object(obj))
+		return fail(ctx, p, is_shadow ? "must be an object of backend -> probability"
+					      : "must be an object of backend -> weight");
+	/* Backends are sorted by name, so sorting by name orders by index. */
+	names = sorted_keys(obj, &cnt);
+	if (!names && cnt)
+		return fail_nomem(ctx, p);
+	if (cnt == 0) {
+		if (is_shadow)
+			return 0;
+		return fail(ctx, p, "must name at least one backend");
+	}
+	w = calloc(cnt, sizeof(*w));
+	if (!w) {
+		rc = fail_nomem(ctx, p);
+		goto out;
+	}
+	*out = w;
+	*n = cnt;
+	for (size_t i = 0; i < cnt; i++) {
+		json_t *v = json_object_get(obj, names[i]);
+		long bi = backend_index(c, names[i]);
+		double x;
+
+		join(wp, sizeof(wp), p, names[i]);
+		if (bi < 0) {
+			rc = fail(ctx, wp, "unknown backend");
+			goto out;
+		}
+		if (!json_is_number(v)) {
+			rc = fail(ctx, wp, is_shadow ? "must be a number in [0, 1]" : "must be a number >= 0");
+			goto out;
+		}
+		x = json_number_value(v);
+		if (!isfinite(x) || x < 0 || (is_shadow && x > 1)) {
+			rc = fail(ctx, wp, is_shadow ? "must be a number in [0, 1]" : "must be a number >= 0");
+			goto out;
+		}
+		cum += x;
+		w[i].backend = &c->backends[bi];
+		w[i].weight = x;
+		w[i].cum = cum;
+	}
+	if (!is_shadow && !(cum > 0 && isfinite(cum)))
+		rc = fail(ctx, p, "weights must sum to a finite number > 0");
+out:
+	free(names);
+	return rc;
+}
+
+/* Parses methods: a non-empty array of llhttp method names -> bit mask. */
+static int parse_methods(struct parse_ctx *ctx, json_t *arr, const char *path, uint64_t *mask)
+{
+	char p[PATH_MAX_LEN], ip[PATH_MAX_LEN + 24];
+	size_t i;
+	json_t *v;
+
+	join(p, sizeof(p), path, "methods");
+	if (!json_is_array(arr) || json_array_size(arr) == 0)
+		return fail(ctx, p, "must be a non-empty array of method names such as \"GET\"");
+	*mask = 0;
+	json_array_foreach(arr, i, v) {
+		const char *s = json_string_value(v);
+		size_t k;
+
+		snprintf(ip, sizeof(ip), "%s[%zu]", p, i);
+		if (!s)
+			return fail(ctx, ip, "must be a method name string");
+		for (k = 0; k < sizeof(method_names) / sizeof(method_names[0]); k++)
+			if (method_names[k].num < 64 && strcmp(s, method_names[k].name) == 0)
+				break;
+		if (k == sizeof(method_names) / sizeof(method_names[0]))
+			return fail(ctx, ip, "unknown method \"%s\"", s);
+		*mask |= 1ull << method_names[k].num;
+	}
+	return 0;
+}
+
+static int parse_endpoint(struct parse_ctx *ctx, struct config *c, struct endpoint_cfg *e,
+			  json_t *obj, const char *path)
+{
+	char p[PATH_MAX_LEN];
+	const char *s;
+	json_t *v;
+	int rc;
+
+	if (!name_ok(e->name))
+		return fail(ctx, path, "endpoint name must be non-empty, without '/' or control characters");
+	if (!json_is_object(obj))
+		return fail(ctx, path, "must be an object");
+	if ((rc = check_keys(ctx, obj, path, endpoint_keys)) != 0)
+		return rc;
+
+	join(p, sizeof(p), path, "route");
+	v = json_object_get(obj, "route");
+	if (!v)
+		return fail(ctx, p, "required");
+	s = json_string_value(v);
+	/* '?' and '#' can never match: the query is stripped before matching. */
+	if (!s || s[0] != '/' || !token_ok(s) || strpbrk(s, "?#"))
+		return fail(ctx, p, "must be a path starting with '/', without spaces, '?' or '#'");
+	e->route = strdup(s);
+	if (!e->route)
+		return fail_nomem(ctx, p);
+	e->route_len = strlen(s);
+
+	v = json_object_get(obj, "methods");
+	if (v && (rc = parse_methods(ctx, v, path, &e->methods)) != 0)
+		return rc;
+
+	v = json_object_get(obj, "call_method");
+	if (v) {
+		join(p, sizeof(p), path, "call_method");
+		s = json_string_value(v);
+		if (!s || !*s || !token_ok(s))
+			return fail(ctx, p, "must be a non-empty string without spaces or control characters");
+		e->call_method = strdup(s);
+		if (!e->call_method)
+			return fail_nomem(ctx, p);
+	}
+
+	uint64_t mb;
+	if ((rc = get_uint(ctx, obj, path, "max_body_bytes", 0, INT64_MAX, RR_DEFAULT_MAX_BODY, &mb)) != 0)
+		return rc;
+	e->max_body_bytes = mb;
+
+	v = json_object_get(obj, "traffic");
+	if (!v)
+		return fail(ctx, join(p, sizeof(p), path, "traffic"), "required");
+	if ((rc = parse_weights(ctx, c, v, path, 0, &e->traffic, &e->ntraffic)) != 0)
+		return rc;
+	v = json_object_get(obj, "shadow");
+	if (v && (rc = parse_weights(ctx, c, v, path, 1, &e->shadow, &e->nshadow)) != 0)
+		return rc;
+	return 0;
+}
+
+/* Longest route first; equal lengths by route text (routes are unique). */
+static int cmp_endpoint(const void *a, const void *b)
+{
+	const struct endpoint_cfg *x = a, *y = b;
+
+	if (x->route_len != y->route_len)
+		return x->route_len > y->route_len ? -1 : 1;
+	return strcmp(x->route, y->route);
+}
+
+/* Builds the canonical document of c (defaults included). NULL on ENOMEM. */
+static json_t *config_to_json(const struct config *c)
+{
+	json_t *root = json_object(), *bs = json_object(), *es = json_object();
+
+	if (!root || !bs || !es)
+		goto fail;
+	if (json_object_set(root, "backends", bs) || json_object_set(root, "endpoints", es))
+		goto fail;
+	for (size_t i = 0; i < c->nbackends; i++) {
+		const struct backend_cfg *b = &c->backends[i];
+		json_t *reps = json_object();
+		json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:o*}",
+				      "max_ongoing_requests", (json_int_t)b->max_ongoing,
+				      "max_queued_requests", (json_int_t)b->max_queued,
+				      "queue_timeout_ms", (json_int_t)b->queue_timeout_ms,
+				      "connect_timeout_ms", (json_int_t)b->connect_timeout_ms,
+				      "request_timeout_ms", (json_int_t)b->request_timeout_ms,
+				      "retries", (json_int_t)b->retries,
+				      "policy", b->policy == POLICY_RR ? "round_robin" : "p2c",
+				      "replicas", reps);
+		if (!o)
+			goto fail;
+		if (json_object_set_new(bs, b->name, o))
+			goto fail;
+		for (size_t j = 0; j < b->nreplicas; j++)
+			if (json_object_set_new(reps, b->replicas[j].id,
+						json_string(b->replicas[j].address)))
+				goto fail;
+		if (b->hc_path &&
+		    json_object_set_new(o, "health_check",
+					json_pack("{s:s, s:I}", "path", b->hc_path,
+						  "interval_ms", (json_int_t)b->hc_interval_ms)))
+			goto fail;
+	}
+	for (size_t i = 0; i < c->nendpoints; i++) {
+		const struct endpoint_cfg *e = &c->endpoints[i];
+		json_t *t = json_object(), *o;
+
+		o = json_pack("{s:s, s:I, s:o*}", "route", e->route,
+			      "max_body_bytes", (json_int_t)e->max_body_bytes, "traffic", t);
+		if (!o)
+			goto fail;
+		if (json_object_set_new(es, e->name, o))
+			goto fail;
+		for (size_t j = 0; j < e->ntraffic; j++)
+			if (json_object_set_new(t, e->traffic[j].backend->name,
+						json_real(e->traffic[j].weight)))
+				goto fail;
+		if (e->nshadow) {
+			json_t *s = json_object();
+			if (json_object_set_new(o, "shadow", s))
+				goto fail;
+			for (size_t j = 0; j < e->nshadow; j++)
+				if (json_object_set_new(s, e->shadow[j].backend->name,
+							json_real(e->shadow[j].weight)))
+					goto fail;
+		}
+		if (e->methods) {
+			json_t *m = json_array();
+			if (json_object_set_new(o, "methods", m))
+				goto fail;
+			for (size_t k = 0; k < sizeof(method_names) / sizeof(method_names[0]); k++)
+				if (method_names[k].num < 64 && (e->methods & (1ull << method_names[k].num)) &&
+				    json_array_append_new(m, json_string(method_names[k].name)))
+					goto fail;
+		}
+		if (e->call_method &&
+		    json_object_set_new(o, "call_method", json_string(e->call_method)))
+			goto fail;
+	}
+	json_decref(bs);
+	json_decref(es);
+	return root;
+fail:
+	json_decref(bs);
+	json_decref(es);
+	json_decref(root);
+	return NULL;
+}
+
+static const char *const top_keys[] = { "backends", "endpoints", NULL };
+
+/* Builds the snapshot from a parsed document. */
+static int config_build(struct parse_ctx *ctx, json_t *root, struct config **out)
+{
+	const char **names = NULL;
+	struct config *c;
+	json_t *bs, *es, *doc = NULL;
+	size_t n;
+	int rc;
+
+	if (!json_is_object(root))
+		return fail(ctx, "(top level)", "must be an object with \"backends\" and \"endpoints\"");
+	if ((rc = check_keys(ctx, root, "", top_keys)) != 0)
+		return rc;
+	bs = json_object_get(root, "backends");
+	es = json_object_get(root, "endpoints");
+	if (!bs)
+		return fail(ctx, "backends", "required");
+	if (!json_is_object(bs))
+		return fail(ctx, "backends", "must be an object of name -> backend");
+	if (!es)
+		return fail(ctx, "endpoints", "required");
+	if (!json_is_object(es))
+		return fail(ctx, "endpoints", "must be an object of name -> endpoint");
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return fail_nomem(ctx, "(top level)");
+	atomic_init(&c->refs, 1);
+	c->version = 1;
+
+	names = sorted_keys(bs, &n);
+	if (!names && n) {
+		rc = fail_nomem(ctx, "backends");
+		goto err;
+	}
+	if (n) {
+		c->backends = calloc(n, sizeof(*c->backends));
+		if (!c->backends) {
+			rc = fail_nomem(ctx, "backends");
+			goto err;
+		}
+		c->nbackends = n;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct backend_cfg *b = &c->backends[i];
+		char p[PATH_MAX_LEN];
+
+		join(p, sizeof(p), "backends", names[i]);
+		b->index = (uint32_t)i;
+		b->name = strdup(names[i]);
+		if (!b->name) {
+			rc = fail_nomem(ctx, p);
+			goto err;
+		}
+		if ((rc = parse_backend(ctx, b, json_object_get(bs, names[i]), p)) != 0)
+			goto err;
+	}
+	free(names);
+
+	names = sorted_keys(es, &n);
+	if (!names && n) {
+		rc = fail_nomem(ctx, "endpoints");
+		goto err;
+	}
+	if (n) {
+		c->endpoints = calloc(n, sizeof(*c->endpoints));
+		if (!c->endpoints) {
+			rc = fail_nomem(ctx, "endpoints");
+			goto err;
+		}
+		c->nendpoints = n;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct endpoint_cfg *e = &c->endpoints[i];
+		char p[PATH_MAX_LEN];
+
+		join(p, sizeof(p), "endpoints", names[i]);
+		e->name = strdup(names[i]);
+		if (!e->name) {
+			rc = fail_nomem(ctx, p);
+			goto err;
+		}
+		if ((rc = parse_endpoint(ctx, c, e, json_object_get(es, names[i]), p)) != 0)
+			goto err;
+		/* Names are visited in sorted order, so the later name of a
+		 * pair is the one reported: stable whatever the key order. */
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp(c->endpoints[j].route, e->route) == 0) {
+				char rp[PATH_MAX_LEN];
+				rc = fail(ctx, join(rp, sizeof(rp), p, "route"),
+					  "duplicate route \"%s\" (also endpoints.%s.route)",
+					  e->route, c->endpoints[j].name);
+				goto err;
+			}
+		}
+	}
+	free(names);
+	names = NULL;
+	if (c->nendpoints > 1)
+		qsort(c->endpoints, c->nendpoints, sizeof(*c->endpoints), cmp_endpoint);
+
+	doc = config_to_json(c);
+	if (!doc) {
+		rc = fail_nomem(ctx, "(top level)");
+		goto err;
+	}
+	c->json = json_dumps(doc, JSON_SORT_KEYS | JSON_COMPACT);
+	json_decref(doc);
+	if (!c->json) {
+		rc = fail_nomem(ctx, "(top level)");
+		goto err;
+	}
+	*out = c;
+	return 0;
+err:
+	free(names);
+	config_free(c);
+	return rc;
+}
+
+/* See config.h. On error *out is left untouched. */
+int config_parse(const char *text, size_t len, const char *source,
+		 struct replica_registry *reg, struct config **out, char *err, size_t errlen)
+{
+	struct parse_ctx ctx = { .source = source ? source : "config", .err = err,
+				 .errlen = errlen, .reg = reg };
+	json_error_t jerr;
+	json_t *root;
+	int rc;
+
+	if (err && errlen)
+		err[0] = '\0';
+	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		if (err && errlen)
+			snprintf(err, errlen, "%s:%d:%d: %s", ctx.source, jerr.line, jerr.column,
+				 jerr.text);
+		return -EINVAL;
+	}
+	rc = config_build(&ctx, root, out);
+	json_decref(root);
+	return rc;
+}
+
+/* See config.h. Read errors are reported as "path: strerror" and returned as
+ * -errno; parse errors as config_parse. */
+int config_load_file(const char *path, struct replica_registry *reg, struct config **out,
+		     char *err, size_t errlen)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t got = 0;
+	int fd, rc;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		goto fail_msg;
+	}
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		goto fail_close;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		rc = -EINVAL;
+		goto fail_close;
+	}
+	if ((uint64_t)st.st_size > CONFIG_MAX_FILE) {
+		rc = -EFBIG;
+		goto fail_close;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		rc = -ENOMEM;
+		goto fail_close;
+	}
+	while (got < (size_t)st.st_size) {
+		ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = -errno;
+			goto fail_free;
+		}
+		if (r == 0)
+			break; /* truncated under us: parse what is there */
+		got += (size_t)r;
+	}
+	close(fd);
+	rc = config_parse(buf, got, path, reg, out, err, errlen);
+	free(buf);
+	return rc;
+
+fail_free:
+	free(buf);
+fail_close:
+	close(fd);
+fail_msg:
+	if (err && errlen)
+		snprintf(err, errlen, "%s: %s", path,
+			 rc == -EINVAL ? "not a regular file" : strerror(-rc));
+	return rc;
+}
+
+/* See config.h: lookup by backend name (binary search, backends are sorted). */
+const struct backend_cfg *config_backend(const struct config *c, const char *name)
+{
+	long i = backend_index(c, name);
+	return i < 0 ? NULL : &c->backends[i];
+}
+
+/* Lookup by endpoint name (linear: endpoints are sorted by route). */
+const struct endpoint_cfg *config_endpoint(const struct config *c, const char *name)
+{
+	for (size_t i = 0; i < c->nendpoints; i++)
+		if (strcmp(c->endpoints[i].name, name) == 0)
+			return &c->endpoints[i];
+	return NULL;
+}

@@ -1,0 +1,334 @@
+#include "ringroute/http.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "ringroute/alloc.h"
+
+void http_head_reset(struct http_head *h)
+{
+	h->len = 0;
+	h->url_off = h->url_len = 0;
+	h->nhdrs = 0;
+	h->in_value = 0;
+	h->too_large = 0;
+}
+
+void http_head_free(struct http_head *h)
+{
+	mi_free(h->buf);
+	h->buf = NULL;
+	h->cap = 0;
+	http_head_reset(h);
+}
+
+/* Append bytes plus a NUL kept just past them, so names and values can be
+ * used as C strings; a later append overwrites that NUL when it continues
+ * the same token. */
+static int head_append(struct http_head *h, const char *at, size_t len)
+{
+	if (h->len + len + 1 > HTTP_MAX_HEAD) {
+		h->too_large = 1;
+		return -1;
+	}
+	if (h->len + len + 1 > h->cap) {
+		uint32_t cap = h->cap ? h->cap : 1024;
+		char *p;
+		while (cap < h->len + len + 1)
+			cap *= 2;
+		p = mi_realloc(h->buf, cap);
+		if (!p) {
+			h->too_large = 1;
+			return -1;
+		}
+		h->buf = p;
+		h->cap = cap;
+	}
+	memcpy(h->buf + h->len, at, len);
+	h->len += (uint32_t)len;
+	h->buf[h->len] = '\0';
+	return 0;
+}
+
+int http_head_url(struct http_head *h, const char *at, size_t len)
+{
+	if (h->url_len == 0)
+		h->url_off = h->len;
+	h->url_len += (uint32_t)len;
+	return head_append(h, at, len);
+}
+
+int http_head_field(struct http_head *h, const char *at, size_t len)
+{
+	struct http_hdr *x;
+
+	if (h->nhdrs == 0 || h->in_value) {
+		if (h->nhdrs == HTTP_MAX_HEADERS) {
+			h->too_large = 1;
+			return -1;
+		}
+		if (h->len) /* step over the NUL that ends the previous token */
+			h->len++;
+		x = &h->hdrs[h->nhdrs++];
+		memset(x, 0, sizeof(*x));
+		x->name_off = h->len;
+		h->in_value = 0;
+	} else {
+		x = &h->hdrs[h->nhdrs - 1];
+	}
+	x->name_len += (uint32_t)len;
+	return head_append(h, at, len);
+}
+
+int http_head_value(struct http_head *h, const char *at, size_t len)
+{
+	struct http_hdr *x;
+
+	if (h->nhdrs == 0)
+		return 0;
+	x = &h->hdrs[h->nhdrs - 1];
+	if (!h->in_value) {
+		h->len++; /* keep the name's NUL */
+		x->value_off = h->len;
+		h->in_value = 1;
+	}
+	x->value_len += (uint32_t)len;
+	return head_append(h, at, len);
+}
+
+int http_head_value_done(struct http_head *h)
+{
+	return h->in_value ? 0 : http_head_value(h, "", 0);
+}
+
+const struct http_hdr *http_head_find(const struct http_head *h, const char *name)
+{
+	size_t n = strlen(name);
+	for (uint32_t i = 0; i < h->nhdrs; i++) {
+		const struct http_hdr *x = &h->hdrs[i];
+		if (x->name_len == n && strncasecmp(h->buf + x->name_off, name, n) == 0)
+			return x;
+	}
+	return NULL;
+}
+
+static int name_is(const struct http_head *h, const struct http_hdr *x, const char *name, size_t n)
+{
+	return x->name_len == n && strncasecmp(h->buf + x->name_off, name, n) == 0;
+}
+
+void http_head_mark_hop(struct http_head *h)
+{
+	static const char *const fixed[] = {"connection", "keep-alive", "proxy-connection", "te",
+					    "trailer", "upgrade", "proxy-authorization",
+					    "proxy-authenticate"};
+	for (uint32_t i = 0; i < h->nhdrs; i++) {
+		struct http_hdr *x = &h->hdrs[i];
+		for (size_t k = 0; k < sizeof(fixed) / sizeof(fixed[0]); k++)
+			if (name_is(h, x, fixed[k], strlen(fixed[k])))
+				x->flags |= HDR_F_HOP;
+	}
+	/* Headers named in any Connection header are hop-by-hop too, except
+	 * the framing ones we must keep because bodies are forwarded raw. */
+	for (uint32_t i = 0; i < h->nhdrs; i++) {
+		const struct http_hdr *c = &h->hdrs[i];
+		const char *v, *end;
+		if (!name_is(h, c, "connection", 10))
+			continue;
+		v = h->buf + c->value_off;
+		end = v + c->value_len;
+		while (v < end) {
+			const char *tok;
+			size_t tl;
+			while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
+				v++;
+			tok = v;
+			while (v < end && *v != ',' && *v != ' ' && *v != '\t')
+				v++;
+			tl = (size_t)(v - tok);
+			if (!tl || (tl == 14 && strncasecmp(tok, "content-length", 14) == 0) ||
+			    (tl == 17 && strncasecmp(tok, "transfer-encoding", 17) == 0))
+				continue;
+			for (uint32_t k = 0; k < h->nhdrs; k++)
+				if (name_is(h, &h->hdrs[k], tok, tl))
+					h->hdrs[k].flags |= HDR_F_HOP;
+		}
+	}
+}
+
+int sb_put(struct strbuf *s, const char *p, size_t n)
+{
+	if (s->len + n + 1 > s->cap) {
+		size_t cap = s->cap ? s->cap : 512;
+		char *q;
+		while (cap < s->len + n + 1)
+			cap *= 2;
+		q = mi_realloc(s->p, cap);
+		if (!q)
+			return -ENOMEM;
+		s->p = q;
+		s->cap = cap;
+	}
+	memcpy(s->p + s->len, p, n);
+	s->len += n;
+	s->p[s->len] = '\0';
+	return 0;
+}
+
+int sb_puts(struct strbuf *s, const char *str) { return sb_put(s, str, strlen(str)); }
+
+int sb_printf(struct strbuf *s, const char *fmt, ...)
+{
+	char tmp[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -EINVAL;
+	if ((size_t)n < sizeof(tmp))
+		return sb_put(s, tmp, (size_t)n);
+	/* Rare: long values. Format again straight into the buffer. */
+	if (sb_put(s, "", 0) || s->cap - s->len < (size_t)n + 1) {
+		char *q = mi_realloc(s->p, s->len + (size_t)n + 1);
+		if (!q)
+			return -ENOMEM;
+		s->p = q;
+		s->cap = s->len + (size_t)n + 1;
+	}
+	va_start(ap, fmt);
+	vsnprintf(s->p + s->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	s->len += (size_t)n;
+	return 0;
+}
+
+static int put_header(struct strbuf *out, const struct http_head *h, const struct http_hdr *x)
+{
+	if (sb_put(out, h->buf + x->name_off, x->name_len) || sb_put(out, ": ", 2) ||
+	    sb_put(out, h->buf + x->value_off, x->value_len) || sb_put(out, "\r\n", 2))
+		return -ENOMEM;
+	return 0;
+}
+
+int http_write_request_head(struct strbuf *out, const struct http_head *h, const llhttp_t *p,
+			    const struct fwd_info *fi)
+{
+	const struct http_hdr *xff = NULL;
+	int have_rid = 0, have_cm = 0, ret = 0;
+
+	ret |= sb_puts(out, llhttp_method_name((llhttp_method_t)p->method));
+	ret |= sb_put(out, " ", 1);
+	ret |= sb_put(out, h->buf + h->url_off, h->url_len);
+	ret |= sb_put(out, " HTTP/1.1\r\n", 11);
+	for (uint32_t i = 0; i < h->nhdrs; i++) {
+		const struct http_hdr *x = &h->hdrs[i];
+		if (x->flags & HDR_F_HOP)
+			continue;
+		if (name_is(h, x, "x-forwarded-for", 15)) {
+			if (!xff)
+				xff = x;
+			continue; /* rewritten below, joined with ours */
+		}
+		if (name_is(h, x, "x-request-id", 12))
+			have_rid = 1;
+		else if (name_is(h, x, "x-serve-call-method", 19))
+			have_cm = 1;
+		ret |= put_header(out, h, x);
+	}
+	ret |= sb_put(out, "X-Forwarded-For: ", 17);
+	if (xff) {
+		ret |= sb_put(out, h->buf + xff->value_off, xff->value_len);
+		ret |= sb_put(out, ", ", 2);
+	}
+	ret |= sb_puts(out, fi->client_ip);
+	ret |= sb_put(out, "\r\n", 2);
+	if (!have_rid && fi->request_id)
+		ret |= sb_printf(out, "X-Request-Id: %s\r\n", fi->request_id);
+	if (!have_cm && fi->call_method)
+		ret |= sb_printf(out, "X-Serve-Call-Method: %s\r\n", fi->call_method);
+	ret |= sb_put(out, "\r\n", 2);
+	return ret ? -ENOMEM : 0;
+}
+
+int http_write_response_head(struct strbuf *out, const struct http_head *h, const llhttp_t *p,
+			     int close)
+{
+	int ret = sb_printf(out, "HTTP/1.1 %d ", p->status_code);
+	ret |= sb_put(out, h->buf + h->url_off, h->url_len);
+	ret |= sb_put(out, "\r\n", 2);
+	for (uint32_t i = 0; i < h->nhdrs; i++) {
+		const struct http_hdr *x = &h->hdrs[i];
+		if (!(x->flags & HDR_F_HOP))
+			ret |= put_header(out, h, x);
+	}
+	if (close)
+		ret |= sb_put(out, "Connection: close\r\n", 19);
+	ret |= sb_put(out, "\r\n", 2);
+	return ret ? -ENOMEM : 0;
+}
+
+const char *http_reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 400: return "Bad Request";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 413: return "Content Too Large";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	default: return "Unknown";
+	}
+}
+
+static int put_json_string(struct strbuf *s, const char *str)
+{
+	int ret = sb_put(s, "\"", 1);
+	for (const unsigned char *c = (const unsigned char *)str; *c; c++) {
+		if (*c == '"' || *c == '\\') {
+			char e[2] = {'\\', (char)*c};
+			ret |= sb_put(s, e, 2);
+		} else if (*c < 0x20) {
+			ret |= sb_printf(s, "\\u%04x", *c);
+		} else {
+			ret |= sb_put(s, (const char *)c, 1);
+		}
+	}
+	return ret | sb_put(s, "\"", 1);
+}
+
+int http_write_error(struct strbuf *out, int status, const char *msg, const char *endpoint,
+		     int close, int retry_after)
+{
+	struct strbuf body = {0};
+	int ret = sb_puts(&body, "{\"error\": ");
+	ret |= put_json_string(&body, msg);
+	ret |= sb_puts(&body, ", \"endpoint\": ");
+	ret |= endpoint ? put_json_string(&body, endpoint) : sb_puts(&body, "null");
+	ret |= sb_puts(&body, "}\n");
+	if (!ret) {
+		ret |= sb_printf(out,
+				 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+				 "Content-Length: %zu\r\n",
+				 status, http_reason(status), body.len);
+		if (retry_after > 0)
+			ret |= sb_printf(out, "Retry-After: %d\r\n", retry_after);
+		if (close)
+			ret |= sb_puts(out, "Connection: close\r\n");
+		ret |= sb_put(out, "\r\n", 2);
+		ret |= sb_put(out, body.p, body.len);
+	}
+	mi_free(body.p);
+	return ret ? -ENOMEM : 0;
+}

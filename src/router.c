@@ -1,0 +1,232 @@
+/* Routing decisions (DESIGN.md "Routing semantics"): endpoint match, weighted
+ * backend choice, replica choice under the global max_ongoing_requests cap.
+ * Everything here runs on the shard hot path: no locks, no allocation. */
+#include <assert.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "ringroute/router.h"
+
+/* Fixed seed for shard keys: the backend a key maps to must not change across
+ * restarts or between shards. */
+#define RR_KEY_SEED 0x72696e67726f7574ull /* "ringrout" */
+
+/* Rendezvous scores are kept on the stack up to this many replicas; larger
+ * backends recompute them per candidate (only when the first choices are
+ * full), which costs hashing but never allocates. */
+#define RR_SCORE_STACK 64
+
+/* See router.h. The match is done on the path only: everything from '?' on
+ * is the query. Endpoints are sorted longest route first, so the first route
+ * that matches at a segment boundary is the longest one; its method check is
+ * final (a shorter route is never tried instead, so a method mismatch is a
+ * 405, not a surprise route). */
+const struct endpoint_cfg *router_match(const struct config *c, const char *url, size_t len,
+					unsigned method, int *status)
+{
+	const char *q = memchr(url, '?', len);
+	size_t plen = q ? (size_t)(q - url) : len;
+
+	for (size_t i = 0; i < c->nendpoints; i++) {
+		const struct endpoint_cfg *e = &c->endpoints[i];
+		size_t rl = e->route_len;
+
+		if (rl > plen || memcmp(url, e->route, rl) != 0)
+			continue;
+		if (rl != plen && e->route[rl - 1] != '/' && url[rl] != '/')
+			continue; /* "/predict" vs "/predictions" */
+		if (e->methods && (method >= 64 || !(e->methods & (1ull << method)))) {
+			*status = 405;
+			return NULL;
+		}
+		*status = 200;
+		return e;
+	}
+	*status = 404;
+	return NULL;
+}
+
+/* See router.h. Zero-weight entries share the cum of the previous entry so
+ * "cum > target" never selects them; rounding that pushes target to the
+ * total falls back to the last entry with weight. */
+struct backend_cfg *router_pick_weighted(const struct weighted *w, size_t n, double u)
+{
+	double target = u * w[n - 1].cum;
+	size_t last = n - 1;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!(w[i].weight > 0))
+			continue;
+		if (w[i].cum > target)
+			return w[i].backend;
+		last = i;
+	}
+	return w[last].backend;
+}
+
+static inline double unit_from_u64(uint64_t x)
+{
+	return (double)(x >> 11) * 0x1.0p-53; /* top 53 bits: exact, < 1 */
+}
+
+/* See router.h. */
+double router_key_unit(const char *key, size_t len)
+{
+	return unit_from_u64(XXH64(key, len, RR_KEY_SEED));
+}
+
+/* xorshift64* (Vigna). A zero state would stick at zero, so it is replaced
+ * by a fixed non-zero one. */
+uint64_t router_rand(uint64_t *state)
+{
+	uint64_t x = *state;
+
+	if (x == 0)
+		x = 0x9e3779b97f4a7c15ull;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*state = x;
+	return x * 0x2545f4914f6cdd1dull;
+}
+
+double router_rand_unit(uint64_t *state)
+{
+	return unit_from_u64(router_rand(state));
+}
+
+/* See router.h. The CAS only succeeds from a value < max, so no interleaving
+ * of shards can push ongoing past max. Health and draining are read first:
+ * they are advisory (a slot taken just as a replica is marked unhealthy is
+ * fine; the request fails over like any other replica failure). */
+int replica_try_acquire(struct replica_state *r, uint32_t max)
+{
+	uint32_t cur;
+
+	if (atomic_load_explicit(&r->draining, memory_order_relaxed) ||
+	    !atomic_load_explicit(&r->healthy, memory_order_relaxed))
+		return 0;
+	cur = atomic_load_explicit(&r->ongoing, memory_order_relaxed);
+	do {
+		if (cur >= max)
+			return 0;
+	} while (!atomic_compare_exchange_weak_explicit(&r->ongoing, &cur, cur + 1,
+							memory_order_acquire,
+							memory_order_relaxed));
+	return 1;
+}
+
+/* Gives back a slot taken by replica_try_acquire. */
+void replica_release(struct replica_state *r)
+{
+	uint32_t prev = atomic_fetch_sub_explicit(&r->ongoing, 1, memory_order_release);
+	assert(prev > 0);
+	(void)prev;
+}
+
+static inline uint64_t rendezvous_score(const struct replica_cfg *r, const char *key, size_t keylen)
+{
+	uint64_t seed = XXH64(r->id, strlen(r->id), 0);
+	return XXH64(key, keylen, seed);
+}
+
+/* Rendezvous hashing with bounded load: candidates in descending
+ * (score, then lower index) order, first with a free slot wins. Each round
+ * picks the best candidate strictly below the previous one, so no allocation
+ * is needed; only a full backend pays the O(n^2). */
+static int pick_rendezvous(const struct backend_cfg *b, const char *key, size_t keylen)
+{
+	uint64_t stack[RR_SCORE_STACK];
+	size_t n = b->nreplicas;
+	int cached = n <= RR_SCORE_STACK;
+	uint64_t prev_s = 0;
+	size_t prev_i = 0;
+
+	if (cached)
+		for (size_t i = 0; i < n; i++)
+			stack[i] = rendezvous_score(&b->replicas[i], key, keylen);
+
+	for (size_t round = 0; round < n; round++) {
+		int found = 0;
+		uint64_t best_s = 0;
+		size_t best_i = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			uint64_t s = cached ? stack[i] : rendezvous_score(&b->replicas[i], key, keylen);
+			/* (s, i) must come after (prev_s, prev_i) in the order */
+			if (round > 0 && (s > prev_s || (s == prev_s && i <= prev_i)))
+				continue;
+			if (!found || s > best_s) {
+				found = 1;
+				best_s = s;
+				best_i = i;
+			}
+		}
+		assert(found);
+		if (replica_try_acquire(b->replicas[best_i].state, b->max_ongoing))
+			return (int)best_i;
+		prev_s = best_s;
+		prev_i = best_i;
+	}
+	return -1;
+}
+
+/* First replica with a free slot, scanning from start and wrapping. */
+static int pick_scan(const struct backend_cfg *b, size_t start)
+{
+	size_t n = b->nreplicas;
+
+	for (size_t k = 0; k < n; k++) {
+		size_t i = (start + k) % n;
+		if (replica_try_acquire(b->replicas[i].state, b->max_ongoing))
+			return (int)i;
+	}
+	return -1;
+}
+
+/* Power of two choices. Both candidates share the backend's max, so
+ * comparing ongoing compares ongoing/max. Losing both races falls back to a
+ * full scan from a random offset: a free slot anywhere is never missed (the
+ * caller would otherwise queue a request that could have run). */
+static int pick_p2c(const struct backend_cfg *b, uint64_t *rng)
+{
+	size_t n = b->nreplicas;
+	size_t a, c;
+
+	if (n == 1)
+		return replica_try_acquire(b->replicas[0].state, b->max_ongoing) ? 0 : -1;
+	a = (size_t)(router_rand(rng) % n);
+	c = (size_t)(router_rand(rng) % (n - 1));
+	if (c >= a)
+		c++;
+	if (atomic_load_explicit(&b->replicas[c].state->ongoing, memory_order_relaxed) <
+	    atomic_load_explicit(&b->replicas[a].state->ongoing, memory_order_relaxed)) {
+		size_t t = a;
+		a = c;
+		c = t;
+	}
+	if (replica_try_acquire(b->replicas[a].state, b->max_ongoing))
+		return (int)a;
+	if (replica_try_acquire(b->replicas[c].state, b->max_ongoing))
+		return (int)c;
+	return pick_scan(b, (size_t)(router_rand(rng) % n));
+}
+
+/* See router.h. rng/rr_cursor may be NULL: then a local state is used
+ * (p2c still works, round robin always starts at replica 0). */
+int router_pick_replica(const struct backend_cfg *b, const char *key, size_t keylen,
+			uint64_t *rng, uint32_t *rr_cursor)
+{
+	uint64_t local_rng = (uint64_t)(uintptr_t)b ^ 0x9e3779b97f4a7c15ull;
+
+	if (b->nreplicas == 0)
+		return -1;
+	if (key)
+		return pick_rendezvous(b, key, keylen);
+	if (b->policy == POLICY_RR) {
+		uint32_t start = rr_cursor ? (*rr_cursor)++ : 0;
+		return pick_scan(b, start % b->nreplicas);
+	}
+	return pick_p2c(b, rng ? rng : &local_rng);
+}

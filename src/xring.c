@@ -1,0 +1,114 @@
+/* Cross-core messages over IORING_OP_MSG_RING. A message is a doorbell: its
+ * CQE on the target ring carries OP_MSG as user_data and the message kind as
+ * res; any payload (a config snapshot) waits in an atomic slot of the
+ * target shard. Shards message each other from their own rings; the control
+ * thread has a small ring of its own for that. */
+#include <errno.h>
+#include <string.h>
+
+#include <liburing.h>
+#include "ringroute/alloc.h"
+
+#include "ringroute/proxy.h"
+#include "ringroute/shard.h"
+
+void shard_msg(struct shard *s, struct shard *t, enum msg_kind kind)
+{
+	struct io_uring_sqe *sqe = shard_sqe(s);
+	io_uring_prep_msg_ring(sqe, t->ring.ring_fd, (unsigned)kind, (uint64_t)OP_MSG, 0);
+	/* Our own completion for the send: decoded as a cancel, ignored. */
+	io_uring_sqe_set_data64(sqe, (uint64_t)OP_CANCEL | ((uint64_t)0xfffffffeu << 32));
+}
+
+/* Send kind to every shard from the control ring and wait until each
+ * message was delivered. Returns 0 or the first -errno. */
+static int xring_broadcast(struct proxy *p, enum msg_kind kind)
+{
+	struct io_uring *ring;
+	int ret = 0;
+
+	pthread_mutex_lock(&p->xring_lock);
+	ring = p->xring;
+	if (!ring) {
+		ring = mi_zalloc(sizeof(*ring));
+		if (!ring || io_uring_queue_init(64, ring, 0)) {
+			mi_free(ring);
+			pthread_mutex_unlock(&p->xring_lock);
+			return -ENOMEM;
+		}
+		p->xring = ring;
+	}
+	for (unsigned i = 0; i < p->nshards; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+		if (!sqe) {
+			io_uring_submit(ring);
+			sqe = io_uring_get_sqe(ring);
+		}
+		io_uring_prep_msg_ring(sqe, p->shards[i]->ring.ring_fd, (unsigned)kind,
+				       (uint64_t)OP_MSG, 0);
+		io_uring_sqe_set_data64(sqe, i);
+	}
+	io_uring_submit(ring);
+	for (unsigned i = 0; i < p->nshards; i++) {
+		struct io_uring_cqe *cqe;
+		if (io_uring_wait_cqe(ring, &cqe))
+			break;
+		if (cqe->res < 0 && !ret)
+			ret = cqe->res;
+		io_uring_cqe_seen(ring, cqe);
+	}
+	pthread_mutex_unlock(&p->xring_lock);
+	return ret;
+}
+
+static int config_names_replica(const struct config *c, const struct replica_state *rs)
+{
+	for (size_t i = 0; i < c->nbackends; i++)
+		for (size_t r = 0; r < c->backends[i].nreplicas; r++)
+			if (c->backends[i].replicas[r].state == rs)
+				return 1;
+	return 0;
+}
+
+int proxy_publish(struct proxy *p, struct config *c)
+{
+	struct config *old = p->config;
+
+	/* Replicas the new snapshot drops drain: no new requests start on them
+	 * while those in flight finish. Replicas it (re)names serve again. */
+	for (size_t i = 0; i < c->nbackends; i++)
+		for (size_t r = 0; r < c->backends[i].nreplicas; r++)
+			atomic_store(&c->backends[i].replicas[r].state->draining, 0);
+	for (size_t i = 0; old && i < old->nbackends; i++)
+		for (size_t r = 0; r < old->backends[i].nreplicas; r++) {
+			struct replica_state *rs = old->backends[i].replicas[r].state;
+			if (!config_names_replica(c, rs))
+				atomic_store(&rs->draining, 1);
+		}
+	p->config = c;
+	for (unsigned i = 0; i < p->nshards; i++) {
+		struct config *prev;
+		config_ref(c);
+		prev = atomic_exchange(&p->shards[i]->next_config, c);
+		if (prev)
+			config_unref(prev); /* superseded before the shard took it */
+	}
+	if (old)
+		config_unref(old);
+	return xring_broadcast(p, MSG_CONFIG);
+}
+
+int proxy_stop_shards(struct proxy *p)
+{
+	return xring_broadcast(p, MSG_STOP);
+}
+
+void proxy_xring_destroy(struct proxy *p)
+{
+	struct io_uring *ring = p->xring;
+	if (!ring)
+		return;
+	io_uring_queue_exit(ring);
+	mi_free(ring);
+	p->xring = NULL;
+}
