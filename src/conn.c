@@ -567,17 +567,22 @@ static void client_on_headers(struct shard *s, struct client *c)
 	req->ridx = -1;
 	req->t_start_us = now_us();
 	req->is_head = c->parser.method == HTTP_HEAD;
+	req->http10 = c->parser.http_major == 1 && c->parser.http_minor == 0;
 	list_init(&req->qnode);
 	c->req = req;
 	counter_add(&s->metrics.requests, 1);
 
 	ep = router_match(req->cfg, c->hd.buf + c->hd.url_off, c->hd.url_len, c->parser.method,
 			  &status);
-	if (!ep) {
+	req->ep = ep;
+	if (status != 200) {
 		client_error(s, c, status, status == 405 ? "method not allowed" : "no route", 0, 0);
 		return;
 	}
-	req->ep = ep;
+	if (!http_head_valid(&c->hd)) {
+		client_error(s, c, 400, "malformed header", 1, 0);
+		return;
+	}
 	req->em = shard_metrics_endpoint(&s->metrics, ep->name);
 	if ((c->parser.flags & F_CONTENT_LENGTH) && c->parser.content_length > ep->max_body_bytes) {
 		client_error(s, c, 413, "request body too large", 1, 0);

@@ -115,6 +115,23 @@ const struct http_hdr *http_head_find(const struct http_head *h, const char *nam
 	return NULL;
 }
 
+int http_head_valid(const struct http_head *h)
+{
+	static const char tchar[] = "!#$%&'*+-.^_`|~";
+	for (uint32_t i = 0; i < h->nhdrs; i++) {
+		const struct http_hdr *x = &h->hdrs[i];
+		if (!x->name_len)
+			return 0;
+		for (uint32_t k = 0; k < x->name_len; k++) {
+			unsigned char ch = (unsigned char)h->buf[x->name_off + k];
+			if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+			      (ch >= 'A' && ch <= 'Z') || (ch && strchr(tchar, ch))))
+				return 0;
+		}
+	}
+	return 1;
+}
+
 static int name_is(const struct http_head *h, const struct http_hdr *x, const char *name, size_t n)
 {
 	return x->name_len == n && strncasecmp(h->buf + x->name_off, name, n) == 0;

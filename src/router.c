@@ -38,7 +38,7 @@ const struct endpoint_cfg *router_match(const struct config *c, const char *url,
 			continue; /* "/predict" vs "/predictions" */
 		if (e->methods && (method >= 64 || !(e->methods & (1ull << method)))) {
 			*status = 405;
-			return NULL;
+			return e; /* named in the error body */
 		}
 		*status = 200;
 		return e;

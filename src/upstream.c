@@ -50,6 +50,16 @@ static int up_on_headers(llhttp_t *p)
 	return HPE_PAUSED;
 }
 
+/* Decoded body bytes: forwarded only when de-chunking for an HTTP/1.0
+ * client; otherwise the raw bytes (framing included) go out unchanged. */
+static int up_on_body(llhttp_t *p, const char *at, size_t len)
+{
+	struct upstream *up = p->data;
+	if (up->dechunk && up->req)
+		req_response_body(up->s, up->req, up->cur_bid, at, len);
+	return 0;
+}
+
 static int up_on_message(llhttp_t *p)
 {
 	struct upstream *up = p->data;
@@ -69,6 +79,7 @@ static void up_settings_init(void)
 	up_settings.on_header_value_complete = up_on_value_done;
 	up_settings.on_headers_complete = up_on_headers;
 	up_settings.on_message_complete = up_on_message;
+	up_settings.on_body = up_on_body;
 }
 
 static void up_reset_parser(struct upstream *up)
@@ -78,6 +89,7 @@ static void up_reset_parser(struct upstream *up)
 	http_head_reset(&up->hd);
 	up->flags &= ~(UP_F_IN_BODY | UP_F_GOT_BYTES | UP_F_REQ_SENT);
 	up->event = EV_NONE;
+	up->dechunk = 0;
 }
 
 static struct upstream_pool *pool_of(struct shard *s, struct replica_state *rs)
@@ -285,6 +297,7 @@ void upstream_on_input(struct shard *s, struct sock *sk)
 		}
 		up->flags |= UP_F_GOT_BYTES;
 		up->event = EV_NONE;
+		up->cur_bid = b->bid;
 		rc = llhttp_execute(&up->parser, data, b->len);
 		pos = rc == HPE_OK ? data + b->len : llhttp_get_error_pos(&up->parser);
 		if (rc != HPE_OK && rc != HPE_PAUSED) {
@@ -292,7 +305,7 @@ void upstream_on_input(struct shard *s, struct sock *sk)
 			return;
 		}
 		used = (uint32_t)(pos - data);
-		if (in_body && used)
+		if (in_body && used && !up->dechunk)
 			req_response_body(s, req, b->bid, data, used);
 		sock_in_consume(s, sk, used);
 		if (rc == HPE_PAUSED)
@@ -317,6 +330,15 @@ void upstream_on_input(struct shard *s, struct sock *sk)
 				continue;
 			}
 			http_head_mark_hop(&up->hd);
+			if (req->http10 && (f & F_CHUNKED)) {
+				/* HTTP/1.0 has no chunked coding: send the decoded
+				 * body, delimited by closing the connection. */
+				const struct http_hdr *te = http_head_find(&up->hd, "transfer-encoding");
+				up->dechunk = 1;
+				eof_body = 1;
+				if (te)
+					up->hd.hdrs[te - up->hd.hdrs].flags |= HDR_F_HOP;
+			}
 			if (http_write_response_head(&head, &up->hd, &up->parser,
 						     eof_body || req_wants_close(req))) {
 				mi_free(head.p);

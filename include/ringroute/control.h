@@ -17,8 +17,12 @@ struct control;
 int control_start(struct proxy *p, struct control **out, uint16_t *admin_port);
 /* Stop the thread, close the sockets (unlinking the Unix socket), free. */
 void control_stop(struct control *ctl);
-/* SIGHUP: reload path as one change, serialised with control-socket
- * changes. Returns 0, or -errno with err set (nothing changed). */
+
+/* Reload the config file at path as one change (SIGHUP), serialised with the
+ * changes made through the control socket: a reload never interleaves with a
+ * PUT/DELETE. Returns 0 when the new snapshot is current, or -errno with err
+ * holding the reason (nothing changed, except for a shard that could not be
+ * reached: see proxy_change). Callable from any thread. */
 int control_reload(struct control *ctl, const char *path, char *err, size_t errlen);
 
 #endif

@@ -55,6 +55,9 @@ static inline const char *http_hdr_value(const struct http_head *h, const struct
 }
 /* Case-insensitive lookup of the first header called name; NULL if absent. */
 const struct http_hdr *http_head_find(const struct http_head *h, const char *name);
+/* 1 when every header name is an RFC 9110 token (llhttp's non-strict build
+ * lets "Host : x" through); 0 means answer 400. */
+int http_head_valid(const struct http_head *h);
 /* Mark hop-by-hop headers (the fixed list plus those named in Connection). */
 void http_head_mark_hop(struct http_head *h);
 

@@ -75,6 +75,7 @@ struct request {
 	struct bqueue *bq;         /* queue it waits in while REQ_F_QUEUED */
 	int ridx;                  /* replica index in be, -1 if none */
 	int is_head;               /* HEAD request: the response has no body */
+	int http10;                /* HTTP/1.0 client: chunked responses are decoded */
 };
 
 struct client {
@@ -115,6 +116,8 @@ struct upstream {
 	struct request *req;
 	uint32_t flags;
 	int event;
+	int dechunk;               /* forward decoded body (HTTP/1.0 client) */
+	uint32_t cur_bid;          /* buffer being parsed, for on_body */
 	struct timer timer;        /* connect / response timeout */
 	struct shard *s;
 };

@@ -12,8 +12,9 @@
  * ("/predict" matches "/predict", "/predict/x", "/predict?q" but not
  * "/predictions"; a route ending in '/' matches anything under it), then
  * methods. url is the request target (query allowed), method an llhttp method.
- * Returns the endpoint, or NULL with *status = 404 (no route) or 405 (a route
- * matched but not for this method). */
+ * Returns the endpoint with *status = 200; the endpoint whose route matched
+ * with *status = 405 when its methods exclude this one (the caller must not
+ * route it); or NULL with *status = 404 (no route). */
 const struct endpoint_cfg *router_match(const struct config *c, const char *url, size_t len,
 					unsigned method, int *status);
 

@@ -36,6 +36,7 @@ static const char *match_name(const struct config *c, const char *url, unsigned 
 	do {                                                                \
 		int st_ = 0;                                                \
 		const char *n_ = match_name(c, url, method, &st_);          \
+		assert_int_equal(st_, 200);                                 \
 		assert_non_null(n_);                                        \
 		assert_string_equal(n_, name);                              \
 	} while (0)
@@ -43,8 +44,12 @@ static const char *match_name(const struct config *c, const char *url, unsigned 
 #define EXPECT_STATUS(c, url, method, status)                               \
 	do {                                                                \
 		int st_ = 0;                                                \
-		assert_null(match_name(c, url, method, &st_));              \
+		const char *n_ = match_name(c, url, method, &st_);          \
 		assert_int_equal(st_, status);                              \
+		if (status == 404)                                          \
+			assert_null(n_);                                    \
+		else                                                        \
+			assert_non_null(n_);                                \
 	} while (0)
 
 static const char routes_doc[] =
