@@ -128,6 +128,7 @@ enum {
 	REQ_FL_IN_FIELD  = 1u << 7, /* parser is inside a header name */
 	REQ_FL_DELAY_SET = 1u << 8, /* X-Mock-Delay-Ms given: exact, no jitter */
 	REQ_FL_HTTP10    = 1u << 9, /* HTTP/1.0 request: no chunked framing */
+	REQ_FL_EXPECT    = 1u << 10,/* Expect: 100-continue */
 };
 
 struct mock_hdr {
@@ -644,6 +645,27 @@ static void req_override(struct mock_ctx *ctx, struct req *r, const char *name, 
 
 /* ------------------------------------------------------- llhttp callbacks */
 
+static char *out_reserve(struct conn *c, size_t n);
+static void out_commit(struct conn *c, char *end);
+
+/* Answer Expect: 100-continue at once when nothing before r is still to be
+ * produced (an interim response may not overtake earlier responses; if it
+ * cannot go now the client just sends the body after its own timeout). */
+static void req_maybe_continue(struct conn *c, struct req *r)
+{
+	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+	char *p;
+
+	if ((r->flags & (REQ_FL_HTTP10 | REQ_FL_RESET)) || llhttp_get_http_major(&c->parser) != 1)
+		return;
+	for (struct list *pos = c->reqs.next; pos != &r->node; pos = pos->next)
+		if (container_of(pos, struct req, node)->state != RS_FLUSHING)
+			return;
+	p = out_reserve(c, sizeof(cont) - 1);
+	if (p)
+		out_commit(c, put(p, cont, sizeof(cont) - 1));
+}
+
 static int on_message_begin(llhttp_t *p)
 {
 	struct conn *c = p->data;
@@ -746,7 +768,10 @@ static int on_header_value_complete(llhttp_t *p)
 	while (h->val_len && (r->scratch[h->val_off + h->val_len - 1] == ' ' ||
 			      r->scratch[h->val_off + h->val_len - 1] == '\t'))
 		h->val_len--;
-	if (h->name_len > 7 && r->scratch[h->name_off] == 'x')
+	if (h->name_len == 6 && memcmp(r->scratch + h->name_off, "expect", 6) == 0 &&
+	    h->val_len == 12 && strncasecmp(r->scratch + h->val_off, "100-continue", 12) == 0)
+		r->flags |= REQ_FL_EXPECT;
+	else if (h->name_len > 7 && r->scratch[h->name_off] == 'x')
 		req_override(c->loop->ctx, r, r->scratch + h->name_off, h->name_len,
 			     r->scratch + h->val_off, h->val_len);
 	return 0;
@@ -798,6 +823,8 @@ static int on_headers_complete(llhttp_t *p)
 	c->nparsed++;
 	if (ctx->opt.close_after && c->nparsed >= ctx->opt.close_after)
 		r->flags |= REQ_FL_LAST;
+	if (r->flags & REQ_FL_EXPECT)
+		req_maybe_continue(c, r);
 	return 0;
 }
 
@@ -1041,8 +1068,14 @@ static int emit_normal(struct mock_loop *l, struct conn *c, struct req *r)
 	size_t base = 0, padn = 0, blen = 0, need;
 	char *p;
 
-	if (chunked && (r->flags & REQ_FL_HTTP10))
-		r->flags |= REQ_FL_LAST; /* no chunked framing in 1.0: the close ends the body */
+	if (chunked && (r->flags & REQ_FL_HTTP10) && !(r->flags & REQ_FL_LAST)) {
+		/* No chunked framing in 1.0: the close ends the body, so nothing
+		 * after this request will be answered. */
+		r->flags |= REQ_FL_LAST;
+		c->flags |= CONN_FL_NO_READ;
+		while (c->reqs.prev != &r->node)
+			req_release(l, c, container_of(c->reqs.prev, struct req, node));
+	}
 	if (!no_body && !chunked) {
 		ssize_t n = build_body(l, r);
 		if (n < 0)
