@@ -25,7 +25,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: ringroute --config FILE [--listen ADDR:PORT] [--shards N] [--control PATH]\n"
 		   "                 [--admin ADDR:PORT] [--state FILE] [--report-url URL]\n"
-		   "                 [--report-interval-ms N] [--drain-timeout-ms N]\n");
+		   "                 [--report-interval-ms N] [--drain-timeout-ms N] [--pin on|off|auto]\n");
 }
 
 /* Parse "a.b.c.d:port" (or "localhost:port", ":port") into addr. */
@@ -79,6 +79,7 @@ static int parse_args(int argc, char **argv, struct proxy_options *o)
 		{"report-url", required_argument, NULL, 'r'},
 		{"report-interval-ms", required_argument, NULL, 'i'},
 		{"drain-timeout-ms", required_argument, NULL, 'd'},
+		{"pin", required_argument, NULL, 'p'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -89,6 +90,7 @@ static int parse_args(int argc, char **argv, struct proxy_options *o)
 	o->listen = "0.0.0.0:8080";
 	o->report_interval_ms = 1000;
 	o->drain_timeout_ms = 10000;
+	o->pin = -1;
 	while ((ch = getopt_long(argc, argv, "c:l:s:h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': o->config_path = optarg; break;
@@ -116,6 +118,19 @@ static int parse_args(int argc, char **argv, struct proxy_options *o)
 				o->report_interval_ms = (uint32_t)v;
 			else
 				o->drain_timeout_ms = (uint32_t)v;
+			break;
+		case 'p':
+			if (strcmp(optarg, "on") == 0)
+				o->pin = 1;
+			else if (strcmp(optarg, "off") == 0)
+				o->pin = 0;
+			else if (strcmp(optarg, "auto") == 0)
+				o->pin = -1;
+			else {
+				fprintf(stderr, "ringroute: --pin: expected on, off or auto, got '%s'\n",
+					optarg);
+				return -EINVAL;
+			}
 			break;
 		case 'h':
 			usage(stdout);
@@ -215,6 +230,10 @@ int main(int argc, char **argv)
 	p->nshards = p->opt.nshards ? p->opt.nshards : (unsigned)(ncpu > 0 ? ncpu : 1);
 	if (p->nshards > RR_MAX_SHARDS)
 		p->nshards = RR_MAX_SHARDS;
+	/* A shard per CPU owns the machine: pin. Fewer shards share it with
+	 * other processes: let the scheduler move them to an idle core. */
+	if (p->opt.pin < 0)
+		p->opt.pin = ncpu > 0 && p->nshards >= (unsigned)ncpu;
 
 	/* Signals are taken synchronously by this thread only. */
 	sigemptyset(&set);

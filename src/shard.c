@@ -547,9 +547,11 @@ static void *shard_main(void *arg)
 	cpu_set_t set;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
-	CPU_ZERO(&set);
-	CPU_SET(s->id % (unsigned)(ncpu > 0 ? ncpu : 1), &set);
-	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	if (s->proxy->opt.pin) {
+		CPU_ZERO(&set);
+		CPU_SET(s->id % (unsigned)(ncpu > 0 ? ncpu : 1), &set);
+		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	}
 
 	s->init_err = shard_init_ring(s);
 	if (s->init_err) {

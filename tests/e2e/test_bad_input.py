@@ -45,7 +45,7 @@ class BadInputTest(harness.RRTestCase):
         self.bad(b"HELLO\r\n\r\n")
         self.bad(b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n")
         self.bad(b"GET / FTP/1.1\r\nHost: x\r\n\r\n")
-        self.bad(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64)
+        self.bad(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64 + b"\r\n\r\n")
 
     def test_garbage_after_good_request(self):
         c = self.client(self.rr.port)
