@@ -330,17 +330,6 @@ out_shards:
 		shard_join_and_destroy(p->shards[i]);
 	proxy_xring_destroy(p);
 	config_unref(p->config);
-	/* Pools belong to the shards, which are gone: free them before the states. */
-	{
-		struct list *pos, *tmp;
-		list_for_each_safe(pos, tmp, &p->registry.replicas) {
-			struct replica_state *rs = container_of(pos, struct replica_state, reg_node);
-			for (unsigned i = 0; i < RR_MAX_SHARDS; i++) {
-				mi_free(rs->pools[i]);
-				rs->pools[i] = NULL;
-			}
-		}
-	}
 out_registry:
 	registry_destroy(&p->registry);
 	pthread_mutex_destroy(&p->config_lock);

@@ -77,6 +77,8 @@ int proxy_change(struct proxy *p, struct config *c, char *err, size_t errlen)
 		}
 	}
 	ret = proxy_publish(p, c);
+	/* States only older snapshots named go once nothing holds them. */
+	registry_collect(&p->registry);
 	pthread_mutex_unlock(&p->config_lock);
 	if (ret)
 		snprintf(err, errlen, "could not reach every shard: %s", strerror(-ret));

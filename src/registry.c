@@ -11,14 +11,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ringroute/alloc.h"
 #include "ringroute/config.h"
 
 /* Frees a replica state that is on no list and referenced by nobody. */
 static void replica_state_free(struct replica_state *r)
 {
-	/* r->pools[] belong to the shards: each shard tears down its own
-	 * upstream pool for a replica before the proxy lets registry_collect()
-	 * run, so there is nothing to release here. */
+	/* r->pools[] were made by the shards (mi_zalloc in upstream.c). With
+	 * no reference left, no upstream connection exists (each holds one),
+	 * so every pool is empty and no shard can reach it any more. */
+	for (unsigned i = 0; i < RR_MAX_SHARDS; i++) {
+		mi_free(r->pools[i]);
+		r->pools[i] = NULL;
+	}
 	free(r->key);
 	r->key = NULL;
 	free(r);
