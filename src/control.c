@@ -1011,7 +1011,9 @@ static void conn_start_watch(struct control *ctl, struct ctl_conn *c)
 		conn_error(c, 500, NULL, "out of memory");
 		return;
 	}
-	c->flags |= CC_F_WATCH;
+	/* The stream is the response and ends when the client goes, so a
+	 * "Connection: close" request does not end it after one line. */
+	c->flags = (c->flags & ~CC_F_CLOSE) | CC_F_WATCH;
 	if (buf_printf(&c->out,
 		       "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
 		       "Transfer-Encoding: chunked\r\nCache-Control: no-store\r\n"

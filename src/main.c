@@ -15,6 +15,7 @@
 
 #include "ringroute/alloc.h"
 #include "ringroute/control.h"
+#include "ringroute/health.h"
 #include "ringroute/proxy.h"
 #include "ringroute/shard.h"
 
@@ -199,6 +200,7 @@ int main(int argc, char **argv)
 	struct proxy *p;
 	struct sockaddr_in addr;
 	struct control *ctl = NULL;
+	struct health *health = NULL;
 	uint16_t admin_port = 0;
 	sigset_t set;
 	long ncpu;
@@ -280,6 +282,12 @@ int main(int argc, char **argv)
 			goto out_stop;
 		}
 	}
+	ret = health_start(p, &health);
+	if (ret) {
+		fprintf(stderr, "ringroute: cannot start health checks: %s\n", strerror(-ret));
+		code = 1;
+		goto out_stop;
+	}
 	printf("LISTEN %u\n", p->listen_port);
 	if (p->opt.admin)
 		printf("ADMIN %u\n", admin_port);
@@ -315,6 +323,7 @@ int main(int argc, char **argv)
 	}
 	fprintf(stderr, "ringroute: draining\n");
 out_stop:
+	health_stop(health);
 	if (ctl)
 		control_stop(ctl);
 	proxy_stop_shards(p);
