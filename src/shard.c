@@ -1,5 +1,6 @@
 #include "ringroute/shard.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -277,8 +278,11 @@ void sock_close(struct shard *s, struct sock *sk)
 		sk->out_n = keep;
 	}
 	sock_in_clear(s, sk);
-	if (!sk->sqes)
+	if (!sk->sqes) {
+		/* Owners take a socket off their lists before closing it. */
+		assert(!list_linked(&sk->node));
 		list_push_back(&s->dead, &sk->node);
+	}
 }
 
 /* The last SQE naming a closing socket has completed. */
@@ -577,7 +581,7 @@ static void *shard_main(void *arg)
 		free_dead(s);
 		if (!list_empty(&s->rearm))
 			rearm_waiting(s);
-		if (s->stopping && s->nclients == 0 && list_empty(&s->queued))
+		if (s->stopping && s->nclients == 0)
 			break;
 		io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1,
 						 (s->tw.armed || s->stopping) ? &ts : NULL, NULL);

@@ -114,6 +114,10 @@ static void up_timeout(struct timer *t, void *ctx)
 
 	if (!req) {
 		/* Idle connection kept too long: close it. */
+		if (list_linked(&up->sk.node)) {
+			list_del_init(&up->sk.node);
+			up->pool->nidle--;
+		}
 		sock_close(s, &up->sk);
 		return;
 	}
