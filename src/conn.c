@@ -414,8 +414,17 @@ static void req_enqueue(struct shard *s, struct request *req)
 static void req_dispatch(struct shard *s, struct request *req, int from_queue)
 {
 	const struct backend_cfg *be = req->be;
-	int idx = pick_replica(s, req);
-	int ret;
+	int idx, ret;
+
+	/* No barging: while anyone waits for this backend, a newcomer queues
+	 * behind them even if a slot just freed (the queue gets it first). */
+	if (!from_queue && !(req->flags & REQ_F_SHADOW) &&
+	    atomic_load_explicit(&be->state->queued, memory_order_relaxed) > 0) {
+		req_enqueue(s, req);
+		s->retry_pending = 1;
+		return;
+	}
+	idx = pick_replica(s, req);
 
 	if (idx < 0) {
 		if (req->flags & REQ_F_SHADOW) {
