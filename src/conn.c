@@ -246,8 +246,11 @@ static void req_release_slot(struct shard *s, struct request *req)
 
 static void replay_clear(struct shard *s, struct request *req)
 {
-	for (uint32_t i = 0; i < req->nreplay; i++)
-		bufring_unref(&s->br, (uint32_t)req->replay[i].bid);
+	for (uint32_t i = 0; i < req->nreplay; i++) {
+		if (req->replay[i].bid >= 0)
+			bufring_unref(&s->br, (uint32_t)req->replay[i].bid);
+		mi_free(req->replay[i].own);
+	}
 	req->nreplay = 0;
 	req->replay_bytes = 0;
 }
@@ -273,8 +276,20 @@ static void replay_keep(struct shard *s, struct request *req, uint32_t bid, cons
 		req->replay = v;
 		req->capreplay = cap;
 	}
-	bufring_ref(&s->br, bid);
-	req->replay[req->nreplay++] = (struct seg){.p = p, .len = (uint32_t)len, .bid = (int32_t)bid};
+	if (bid == BID_NONE) {
+		char *own = mi_malloc(len);
+		if (!own) {
+			replay_clear(s, req);
+			req->flags |= REQ_F_NO_REPLAY;
+			return;
+		}
+		memcpy(own, p, len);
+		req->replay[req->nreplay++] = (struct seg){.p = own, .len = (uint32_t)len, .bid = -1, .own = own};
+	} else {
+		bufring_ref(&s->br, bid);
+		req->replay[req->nreplay++] =
+			(struct seg){.p = p, .len = (uint32_t)len, .bid = (int32_t)bid, .own = NULL};
+	}
 	req->replay_bytes += len;
 }
 
@@ -697,14 +712,19 @@ void client_on_input(struct shard *s, struct sock *sk)
 		if (c->flags & CL_F_MSG_DONE)
 			break; /* pipelined: wait for the response */
 		if (in_body && req && !(c->flags & CL_F_DISCARD)) {
-			if (!req->up)
-				break; /* queued or connecting: body waits */
+			if (!req->up) {
+				/* Queued or connecting: the body waits; a queued one
+				 * gives its receive buffers back while it waits. */
+				if (req->flags & REQ_F_QUEUED)
+					sock_in_spill(s, sk);
+				break;
+			}
 			if (req->up->sk.out_bytes > SINK_HIGH)
 				break;
 		}
 		b = &sk->in[sk->in_head];
 		bid = b->bid;
-		data = bufring_ptr(&s->br, bid) + b->off;
+		data = sock_in_ptr(s, b);
 		c->event = EV_NONE;
 		rc = llhttp_execute(&c->parser, data, b->len);
 		pos = rc == HPE_OK ? data + b->len : llhttp_get_error_pos(&c->parser);
@@ -725,12 +745,17 @@ void client_on_input(struct shard *s, struct sock *sk)
 			return;
 		}
 		if (in_body && used) {
-			bufring_ref(&s->br, bid); /* client_body may clear the input */
-			if (client_body(s, c, bid, data, used)) {
+			/* A spilled buffer is copied onward; a provided one is
+			 * referenced, and held here since client_body may clear
+			 * the input. */
+			int ret;
+			if (bid != BID_NONE)
+				bufring_ref(&s->br, bid);
+			ret = client_body(s, c, bid, data, used);
+			if (bid != BID_NONE)
 				bufring_unref(&s->br, bid);
+			if (ret)
 				return;
-			}
-			bufring_unref(&s->br, bid);
 		}
 		sock_in_consume(s, sk, used);
 		if (rc == HPE_PAUSED)

@@ -17,7 +17,7 @@
 #include "ringroute/proxy.h"
 
 #define SHARD_ENTRIES 4096
-#define SHARD_BUFS 2048
+#define SHARD_BUFS 1024 /* per group: 2 x 16 MiB per shard */
 #define SHARD_BUFSZ (16 * 1024)
 #define UD_LISTENER 0xffffffffu
 #define UD_MSG 0xfffffffeu
@@ -179,7 +179,7 @@ static void arm_recv(struct shard *s, struct sock *sk)
 	struct io_uring_sqe *sqe = shard_sqe(s);
 	io_uring_prep_recv_multishot(sqe, sk->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = s->br.bgid;
+	sqe->buf_group = sk->kind == SOCK_CLIENT ? 0 : 1;
 	io_uring_sqe_set_data64(sqe, shard_ud(OP_RECV, sk));
 	sk->flags |= SK_F_RECV_ARMED;
 	sk->sqes++;
@@ -227,8 +227,18 @@ static int in_push(struct sock *sk, uint32_t bid, uint32_t len)
 			sk->in_cap = cap;
 		}
 	}
-	sk->in[sk->in_head + sk->in_n++] = (struct inbuf){.bid = bid, .off = 0, .len = len};
+	sk->in[sk->in_head + sk->in_n++] = (struct inbuf){.bid = bid, .off = 0, .len = len, .mem = NULL};
 	return 0;
+}
+
+static void in_release(struct shard *s, struct inbuf *b)
+{
+	if (b->mem) {
+		mi_free(b->mem);
+		b->mem = NULL;
+	} else {
+		bufring_unref(&s->br, b->bid);
+	}
 }
 
 void sock_in_consume(struct shard *s, struct sock *sk, uint32_t n)
@@ -237,7 +247,7 @@ void sock_in_consume(struct shard *s, struct sock *sk, uint32_t n)
 	b->off += n;
 	b->len -= n;
 	if (b->len == 0) {
-		bufring_unref(&s->br, b->bid);
+		in_release(s, b);
 		sk->in_head++;
 		if (--sk->in_n == 0)
 			sk->in_head = 0;
@@ -247,11 +257,29 @@ void sock_in_consume(struct shard *s, struct sock *sk, uint32_t n)
 void sock_in_clear(struct shard *s, struct sock *sk)
 {
 	while (sk->in_n) {
-		bufring_unref(&s->br, sk->in[sk->in_head].bid);
+		in_release(s, &sk->in[sk->in_head]);
 		sk->in_head++;
 		sk->in_n--;
 	}
 	sk->in_head = 0;
+}
+
+void sock_in_spill(struct shard *s, struct sock *sk)
+{
+	for (uint32_t i = 0; i < sk->in_n; i++) {
+		struct inbuf *b = &sk->in[sk->in_head + i];
+		char *m;
+		if (b->mem)
+			continue;
+		m = mi_malloc(b->len);
+		if (!m)
+			return; /* keep the buffer: correct, only less fair */
+		memcpy(m, bufring_ptr(&s->br, b->bid) + b->off, b->len);
+		bufring_unref(&s->br, b->bid);
+		b->bid = BID_NONE;
+		b->mem = m;
+		b->off = 0;
+	}
 }
 
 void sock_close(struct shard *s, struct sock *sk)
@@ -508,9 +536,15 @@ static void dispatch(struct shard *s, struct io_uring_cqe *cqe)
 static void rearm_waiting(struct shard *s)
 {
 	struct list *pos;
-	/* Give a starved socket a recv only when buffers are back in quantity. */
-	while (s->br.in_kernel > s->br.nbufs / 8 && (pos = list_pop_front(&s->rearm))) {
+	struct list *tmp;
+	/* Give a starved socket a recv only when its group has buffers back
+	 * in quantity. */
+	list_for_each_safe(pos, tmp, &s->rearm) {
 		struct sock *sk = container_of(pos, struct sock, rearm);
+		unsigned g = sk->kind == SOCK_CLIENT ? 0 : 1;
+		if (s->br.in_kernel[g] <= s->br.nbufs / 8)
+			continue;
+		list_del_init(pos);
 		sk->flags &= ~SK_F_REARM;
 		if (!(sk->flags & SK_F_RECV_OFF))
 			sock_want_input(s, sk);
@@ -536,7 +570,7 @@ static int shard_init_ring(struct shard *s)
 	}
 	if (ret)
 		return ret;
-	ret = bufring_init(&s->br, &s->ring, 0, SHARD_BUFS, SHARD_BUFSZ);
+	ret = bufring_init(&s->br, &s->ring, SHARD_BUFS, SHARD_BUFSZ);
 	if (ret) {
 		io_uring_queue_exit(&s->ring);
 		return ret;

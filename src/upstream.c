@@ -201,9 +201,11 @@ int upstream_start(struct shard *s, struct request *req, struct replica_state *r
 	req->up = up;
 	counter_add(&pool->requests, 1);
 	ret = sock_push_copy(s, &up->sk, req->head.p, req->head.len);
-	for (uint32_t i = 0; !ret && i < req->nreplay; i++)
-		ret = sock_push_buf(s, &up->sk, (uint32_t)req->replay[i].bid, req->replay[i].p,
-				    req->replay[i].len);
+	for (uint32_t i = 0; !ret && i < req->nreplay; i++) {
+		const struct seg *g = &req->replay[i];
+		ret = g->bid >= 0 ? sock_push_buf(s, &up->sk, (uint32_t)g->bid, g->p, g->len)
+				  : sock_push_copy(s, &up->sk, g->p, g->len);
+	}
 	if (ret) {
 		up_fail(s, up, ret);
 		return 0; /* req_upstream_failed took over */
@@ -232,7 +234,8 @@ void upstream_on_connect(struct shard *s, struct sock *sk, int res)
 
 int upstream_body(struct shard *s, struct upstream *up, uint32_t bid, const char *p, size_t len)
 {
-	int ret = sock_push_buf(s, &up->sk, bid, p, len);
+	int ret = bid == BID_NONE ? sock_push_copy(s, &up->sk, p, len)
+				  : sock_push_buf(s, &up->sk, bid, p, len);
 	if (!ret)
 		sock_flush(s, &up->sk);
 	return ret;
@@ -283,7 +286,7 @@ void upstream_on_input(struct shard *s, struct sock *sk)
 
 	while (sk->in_n && !(sk->flags & SK_F_CLOSING)) {
 		struct inbuf *b = &sk->in[sk->in_head];
-		const char *data = bufring_ptr(&s->br, b->bid) + b->off;
+		const char *data = sock_in_ptr(s, b);
 		struct request *req = up->req;
 		int in_body = up->flags & UP_F_IN_BODY;
 		const char *pos;

@@ -128,7 +128,7 @@ struct upstream {
  * forces a new connection. Returns 0 or -errno (req untouched on error). */
 int upstream_start(struct shard *s, struct request *req, struct replica_state *rs,
 		   const struct sockaddr_in *addr, int fresh);
-/* Queue body bytes of the request on its upstream. */
+/* Queue body bytes of the request on its upstream (bid BID_NONE: copied). */
 int upstream_body(struct shard *s, struct upstream *up, uint32_t bid, const char *p, size_t len);
 /* The request is being abandoned (client gone or failed): close up. */
 void upstream_abort(struct shard *s, struct upstream *up);

@@ -63,14 +63,19 @@ struct seg {
 	void *own;
 };
 
-/* A received buffer not yet consumed by the parser. */
+#define BID_NONE UINT32_MAX /* bytes not in a provided buffer */
+
+/* Received bytes not yet consumed by the parser: in a provided buffer, or
+ * (bid == BID_NONE) in memory of their own after sock_in_spill(). */
 struct inbuf {
 	uint32_t bid;
 	uint32_t off, len;
+	char *mem;
 };
 
 #define SOCK_IOV_MAX 32
-#define SOCK_INQ_MAX 8     /* recv is cancelled when this many wait */
+#define SOCK_INQ_MAX 2     /* a paused socket's recv is cancelled when this many
+                            * buffers wait: bounds what idle-waiting peers hold */
 
 struct sock {
 	int fd;
@@ -167,6 +172,15 @@ void sock_pause_input(struct shard *s, struct sock *sk);
 void sock_in_consume(struct shard *s, struct sock *sk, uint32_t n);
 /* Drop all queued input. */
 void sock_in_clear(struct shard *s, struct sock *sk);
+/* Copy queued input out of the provided buffers and give those back: for a
+ * peer that may wait long (queued request), so that waiting peers never
+ * hold the buffers that the requests being served need. */
+void sock_in_spill(struct shard *s, struct sock *sk);
+
+static inline const char *sock_in_ptr(const struct shard *s, const struct inbuf *b)
+{
+	return (b->mem ? b->mem : bufring_ptr(&s->br, b->bid)) + b->off;
+}
 
 /* Send a MSG_RING message of kind to shard t from shard s's ring. */
 void shard_msg(struct shard *s, struct shard *t, enum msg_kind kind);
