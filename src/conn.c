@@ -24,6 +24,9 @@
 #define HEADER_TIMEOUT_MS 10000u
 #define KEEPALIVE_TIMEOUT_MS 75000u
 #define QUEUE_TICK_MS 5u
+#define QUEUED_READ_MAX (64u * 1024u) /* a queued request reads (and copies)
+                                        * this much ahead, to notice a
+                                        * client that leaves */
 
 enum { EV_NONE = 0, EV_HEADERS = 1, EV_MESSAGE = 2 };
 
@@ -418,7 +421,7 @@ static void req_enqueue(struct shard *s, struct request *req)
 	req->flags |= REQ_F_QUEUED;
 	req->bq = q;
 	req->t_queued_us = now_us();
-	req->q_deadline_ms = shard_now_ms(s) + be->queue_timeout_ms;
+	req->q_deadline_us = req->t_queued_us + (uint64_t)be->queue_timeout_ms * 1000u;
 	list_push_back(&q->reqs, &req->qnode);
 	q->n++;
 	bq_publish(s, q);
@@ -493,10 +496,34 @@ static int req_refresh(struct shard *s, struct request *req)
 	return 0;
 }
 
+/* Does another shard hold an older waiter for this backend? Then it, not
+ * us, should take the next free slot: wake it (its wake-up may have raced)
+ * and say so. Ties go to the lower shard id. */
+static int older_elsewhere(struct shard *s, struct bqueue *q, uint64_t t)
+{
+	uint64_t mask = atomic_load(&q->bs->waiting_shards) & ~(1ull << s->id);
+	int best = -1;
+	uint64_t best_t = t;
+	for (unsigned i = 0; mask && i < s->proxy_nshards; i++) {
+		uint64_t ti;
+		if (!(mask & (1ull << i)))
+			continue;
+		ti = atomic_load(&q->bs->oldest_ns[i]);
+		if (ti < best_t || (ti == best_t && i < s->id)) {
+			best_t = ti;
+			best = (int)i;
+		}
+	}
+	if (best < 0)
+		return 0;
+	shard_msg(s, s->peers[best], MSG_WAKE);
+	return 1;
+}
+
 void client_retry_queued(struct shard *s)
 {
 	struct list *pos, *tmp;
-	uint64_t now = shard_now_ms(s);
+	uint64_t now = now_us();
 	int any = 0;
 
 	s->retry_pending = 0;
@@ -504,7 +531,7 @@ void client_retry_queued(struct shard *s)
 		struct bqueue *q = container_of(pos, struct bqueue, node);
 		while (q->n) {
 			struct request *req = container_of(q->reqs.next, struct request, qnode);
-			if (now >= req->q_deadline_ms || req_refresh(s, req)) {
+			if (now >= req->q_deadline_us || req_refresh(s, req)) {
 				queue_remove(s, req);
 				if (req->c)
 					client_error(s, req->c, 503, "backend overloaded: queue timeout",
@@ -513,6 +540,8 @@ void client_retry_queued(struct shard *s)
 					req_free(s, req);
 				continue;
 			}
+			if (older_elsewhere(s, q, req->t_queued_us))
+				break; /* that shard was woken: it goes first */
 			{
 				uint32_t before = q->n;
 				req_dispatch(s, req, 1);
@@ -672,6 +701,7 @@ static void client_next(struct shard *s, struct client *c)
 	}
 	c->flags &= ~(CL_F_IN_BODY | CL_F_MSG_DONE | CL_F_RESP_HEAD | CL_F_DISCARD | CL_F_BEGUN);
 	http_head_reset(&c->hd);
+	c->head_bytes = 0;
 	if (c->flags & CL_F_CLOSE) {
 		c->flags |= CL_F_LINGER;
 		sock_pause_input(s, &c->sk);
@@ -687,6 +717,14 @@ static void client_next(struct shard *s, struct client *c)
 	}
 	timer_arm(&s->tw, &c->timer, c->sk.in_n ? HEADER_TIMEOUT_MS : KEEPALIVE_TIMEOUT_MS);
 	client_on_input(s, &c->sk);
+}
+
+static size_t in_bytes(const struct sock *sk)
+{
+	size_t n = 0;
+	for (uint32_t i = 0; i < sk->in_n; i++)
+		n += sk->in[sk->in_head + i].len;
+	return n;
 }
 
 static int parse_error_status(struct client *c, llhttp_errno_t rc)
@@ -740,7 +778,9 @@ void client_on_input(struct shard *s, struct sock *sk)
 			return;
 		}
 		used = (uint32_t)(pos - data);
-		if (!in_body && c->hd.len > HTTP_MAX_HEAD) {
+		if (!in_body)
+			c->head_bytes += used;
+		if (!in_body && c->head_bytes > HTTP_MAX_HEAD) {
 			client_error(s, c, 431, "request header fields too large", 1, 0);
 			return;
 		}
@@ -782,7 +822,15 @@ void client_on_input(struct shard *s, struct sock *sk)
 	}
 	if (sk->flags & SK_F_CLOSING)
 		return;
-	if (sk->in_n || (c->flags & (CL_F_MSG_DONE | CL_F_LINGER)))
+	if (c->req && (c->req->flags & REQ_F_QUEUED)) {
+		/* Keep reading (into copies) to see the client leave while it
+		 * waits, up to a bound. */
+		sock_in_spill(s, sk);
+		if (in_bytes(sk) < QUEUED_READ_MAX)
+			sock_want_input(s, sk);
+		else
+			sock_pause_input(s, sk);
+	} else if (sk->in_n || (c->flags & (CL_F_MSG_DONE | CL_F_LINGER)))
 		sock_pause_input(s, sk);
 	else
 		sock_want_input(s, sk);
@@ -792,7 +840,7 @@ void client_on_input(struct shard *s, struct sock *sk)
 				sock_close(s, sk);
 			else
 				c->flags |= CL_F_LINGER;
-		} else if (c->req && (c->flags & CL_F_MSG_DONE)) {
+		} else if (c->req && (c->flags & CL_F_MSG_DONE) && !(c->req->flags & REQ_F_QUEUED)) {
 			c->flags |= CL_F_CLOSE; /* half-closed: answer, then close */
 		} else if (!c->req && (c->flags & CL_F_BEGUN) && !(c->flags & CL_F_IN_BODY)) {
 			sock_close(s, sk); /* incomplete head */

@@ -236,7 +236,6 @@ static int put_header(struct strbuf *out, const struct http_head *h, const struc
 int http_write_request_head(struct strbuf *out, const struct http_head *h, const llhttp_t *p,
 			    const struct fwd_info *fi)
 {
-	const struct http_hdr *xff = NULL;
 	int have_rid = 0, have_cm = 0, ret = 0;
 
 	ret |= sb_puts(out, llhttp_method_name((llhttp_method_t)p->method));
@@ -247,21 +246,23 @@ int http_write_request_head(struct strbuf *out, const struct http_head *h, const
 		const struct http_hdr *x = &h->hdrs[i];
 		if (x->flags & HDR_F_HOP)
 			continue;
-		if (name_is(h, x, "x-forwarded-for", 15)) {
-			if (!xff)
-				xff = x;
+		if (name_is(h, x, "x-forwarded-for", 15))
 			continue; /* rewritten below, joined with ours */
-		}
 		if (name_is(h, x, "x-request-id", 12))
 			have_rid = 1;
 		else if (name_is(h, x, "x-serve-call-method", 19))
 			have_cm = 1;
 		ret |= put_header(out, h, x);
 	}
+	/* Every X-Forwarded-For line the client sent is one list (RFC 9110
+	 * 5.3); empty ones add nothing. Ours goes last. */
 	ret |= sb_put(out, "X-Forwarded-For: ", 17);
-	if (xff) {
-		ret |= sb_put(out, h->buf + xff->value_off, xff->value_len);
-		ret |= sb_put(out, ", ", 2);
+	for (uint32_t i = 0; i < h->nhdrs; i++) {
+		const struct http_hdr *x = &h->hdrs[i];
+		if (!(x->flags & HDR_F_HOP) && x->value_len && name_is(h, x, "x-forwarded-for", 15)) {
+			ret |= sb_put(out, h->buf + x->value_off, x->value_len);
+			ret |= sb_put(out, ", ", 2);
+		}
 	}
 	ret |= sb_puts(out, fi->client_ip);
 	ret |= sb_put(out, "\r\n", 2);

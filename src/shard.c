@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -655,7 +656,11 @@ int shard_create(struct proxy *p, unsigned id, const struct sockaddr_in *addr,
 		return -ENOMEM;
 	s->id = id;
 	s->proxy = p;
-	s->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)id << 32) ^ (uint64_t)time(NULL);
+	if (getrandom(&s->rng, sizeof(s->rng), 0) != sizeof(s->rng))
+		s->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
+	s->rng ^= 0x9E3779B97F4A7C15ull * (id + 1);
+	if (!s->rng)
+		s->rng = 1; /* xorshift must not start at 0 */
 	list_init(&s->rearm);
 	list_init(&s->dead);
 	list_init(&s->queued);

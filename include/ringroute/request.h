@@ -60,7 +60,7 @@ struct request {
 	uint32_t tries;            /* replicas tried after a connect failure */
 	uint64_t tried_mask;       /* replica indexes already tried */
 	uint64_t t_start_us, t_queued_us, t_first_us;
-	uint64_t q_deadline_ms;
+	uint64_t q_deadline_us;     /* queue timeout, on the now_us() clock */
 	struct list qnode;         /* in shard.queued */
 	struct strbuf head;        /* request head sent upstream (kept for replay) */
 	struct seg *replay;        /* body segments kept for replay (buffer refs) */
@@ -85,6 +85,7 @@ struct client {
 	struct request *req;       /* current request, or NULL between requests */
 	uint32_t flags;
 	int event;                 /* set by parser callbacks: 1 headers, 2 message */
+	uint32_t head_bytes;       /* bytes of the current request head received */
 	struct timer timer;        /* header / keep-alive idle timeout */
 	struct list all;           /* in shard.clients */
 	struct shard *s;
