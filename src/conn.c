@@ -28,8 +28,6 @@
                                         * this much ahead, to notice a
                                         * client that leaves */
 
-enum { EV_NONE = 0, EV_HEADERS = 1, EV_MESSAGE = 2 };
-
 static uint64_t now_us(void)
 {
 	struct timespec ts;
@@ -47,57 +45,13 @@ static int cl_on_begin(llhttp_t *p)
 	return 0;
 }
 
-static int cl_on_url(llhttp_t *p, const char *at, size_t len)
-{
-	struct client *c = p->data;
-	return http_head_url(&c->hd, at, len) ? HPE_USER : 0;
-}
-
-static int cl_on_field(llhttp_t *p, const char *at, size_t len)
-{
-	struct client *c = p->data;
-	return http_head_field(&c->hd, at, len) ? HPE_USER : 0;
-}
-
-static int cl_on_value(llhttp_t *p, const char *at, size_t len)
-{
-	struct client *c = p->data;
-	return http_head_value(&c->hd, at, len) ? HPE_USER : 0;
-}
-
-static int cl_on_value_done(llhttp_t *p)
-{
-	struct client *c = p->data;
-	return http_head_value_done(&c->hd) ? HPE_USER : 0;
-}
-
-static int cl_on_headers(llhttp_t *p)
-{
-	struct client *c = p->data;
-	c->event = EV_HEADERS;
-	return HPE_PAUSED;
-}
-
-static int cl_on_message(llhttp_t *p)
-{
-	struct client *c = p->data;
-	c->event = EV_MESSAGE;
-	return HPE_PAUSED;
-}
-
 static llhttp_settings_t cl_settings;
 static pthread_once_t cl_settings_once = PTHREAD_ONCE_INIT;
 
 static void cl_settings_init(void)
 {
-	llhttp_settings_init(&cl_settings);
+	http_settings_init(&cl_settings);
 	cl_settings.on_message_begin = cl_on_begin;
-	cl_settings.on_url = cl_on_url;
-	cl_settings.on_header_field = cl_on_field;
-	cl_settings.on_header_value = cl_on_value;
-	cl_settings.on_header_value_complete = cl_on_value_done;
-	cl_settings.on_headers_complete = cl_on_headers;
-	cl_settings.on_message_complete = cl_on_message;
 }
 
 /* ---- client lifetime ---- */
@@ -132,8 +86,8 @@ void client_accept(struct shard *s, int fd)
 		inet_ntop(AF_INET, &peer.sin_addr, c->ip, sizeof(c->ip));
 	else
 		strcpy(c->ip, "unknown");
-	llhttp_init(&c->parser, HTTP_REQUEST, &cl_settings);
-	c->parser.data = c;
+	llhttp_init(&c->hp.p, HTTP_REQUEST, &cl_settings);
+	c->hp.p.data = c;
 	timer_init(&c->timer, client_timeout);
 	timer_arm(&s->tw, &c->timer, HEADER_TIMEOUT_MS);
 	list_init(&c->all);
@@ -149,7 +103,7 @@ void client_free(struct shard *s, struct sock *sk)
 	timer_cancel(&s->tw, &c->timer);
 	if (list_linked(&c->all))
 		list_del_init(&c->all);
-	http_head_free(&c->hd);
+	http_head_free(&c->hp.hd);
 	s->nclients--;
 	mi_free(c);
 }
@@ -605,8 +559,8 @@ static void client_on_headers(struct shard *s, struct client *c)
 
 	timer_cancel(&s->tw, &c->timer);
 	c->flags |= CL_F_IN_BODY;
-	if (!llhttp_should_keep_alive(&c->parser) || c->parser.http_major < 1 ||
-	    (c->parser.http_major == 1 && c->parser.http_minor == 0))
+	if (!llhttp_should_keep_alive(&c->hp.p) || c->hp.p.http_major < 1 ||
+	    (c->hp.p.http_major == 1 && c->hp.p.http_minor == 0))
 		c->flags |= CL_F_CLOSE;
 	req = mi_zalloc(sizeof(*req));
 	if (!req) {
@@ -619,39 +573,39 @@ static void client_on_headers(struct shard *s, struct client *c)
 	config_ref(req->cfg);
 	req->ridx = -1;
 	req->t_start_us = now_us();
-	req->is_head = c->parser.method == HTTP_HEAD;
-	req->http10 = c->parser.http_major == 1 && c->parser.http_minor == 0;
+	req->is_head = c->hp.p.method == HTTP_HEAD;
+	req->http10 = c->hp.p.http_major == 1 && c->hp.p.http_minor == 0;
 	list_init(&req->qnode);
 	c->req = req;
 	counter_add(&s->metrics.requests, 1);
 
-	ep = router_match(req->cfg, c->hd.buf + c->hd.url_off, c->hd.url_len, c->parser.method,
+	ep = router_match(req->cfg, c->hp.hd.buf + c->hp.hd.url_off, c->hp.hd.url_len, c->hp.p.method,
 			  &status);
 	req->ep = ep;
 	if (status != 200) {
 		client_error(s, c, status, status == 405 ? "method not allowed" : "no route", 0, 0);
 		return;
 	}
-	if (!http_head_valid(&c->hd)) {
+	if (!http_head_valid(&c->hp.hd)) {
 		client_error(s, c, 400, "malformed header", 1, 0);
 		return;
 	}
 	req->em = shard_metrics_endpoint(&s->metrics, ep->name);
-	if ((c->parser.flags & F_CONTENT_LENGTH) && c->parser.content_length > ep->max_body_bytes) {
+	if ((c->hp.p.flags & F_CONTENT_LENGTH) && c->hp.p.content_length > ep->max_body_bytes) {
 		client_error(s, c, 413, "request body too large", 1, 0);
 		return;
 	}
-	key = http_head_find(&c->hd, "x-serve-shard-key");
+	key = http_head_find(&c->hp.hd, "x-serve-shard-key");
 	if (key) {
-		req->shard_key = mi_strndup(http_hdr_value(&c->hd, key), key->value_len);
+		req->shard_key = mi_strndup(http_hdr_value(&c->hp.hd, key), key->value_len);
 		req->shard_key_len = key->value_len;
 	}
-	http_head_mark_hop(&c->hd);
+	http_head_mark_hop(&c->hp.hd);
 	make_request_id(s, rid, sizeof(rid));
 	fi.client_ip = c->ip;
 	fi.request_id = rid;
 	fi.call_method = ep->call_method;
-	if (http_write_request_head(&req->head, &c->hd, &c->parser, &fi)) {
+	if (http_write_request_head(&req->head, &c->hp.hd, &c->hp.p, &fi)) {
 		client_error(s, c, 503, "out of memory", 1, 1);
 		return;
 	}
@@ -700,7 +654,7 @@ static void client_next(struct shard *s, struct client *c)
 			return; /* still dropping the body */
 	}
 	c->flags &= ~(CL_F_IN_BODY | CL_F_MSG_DONE | CL_F_RESP_HEAD | CL_F_DISCARD | CL_F_BEGUN);
-	http_head_reset(&c->hd);
+	http_head_reset(&c->hp.hd);
 	c->head_bytes = 0;
 	if (c->flags & CL_F_CLOSE) {
 		c->flags |= CL_F_LINGER;
@@ -730,7 +684,7 @@ static size_t in_bytes(const struct sock *sk)
 static int parse_error_status(struct client *c, llhttp_errno_t rc)
 {
 	(void)rc;
-	if (c->hd.too_large)
+	if (c->hp.hd.too_large)
 		return 431;
 	return 400;
 }
@@ -763,9 +717,9 @@ void client_on_input(struct shard *s, struct sock *sk)
 		b = &sk->in[sk->in_head];
 		bid = b->bid;
 		data = sock_in_ptr(s, b);
-		c->event = EV_NONE;
-		rc = llhttp_execute(&c->parser, data, b->len);
-		pos = rc == HPE_OK ? data + b->len : llhttp_get_error_pos(&c->parser);
+		c->hp.event = HTTP_EV_NONE;
+		rc = llhttp_execute(&c->hp.p, data, b->len);
+		pos = rc == HPE_OK ? data + b->len : llhttp_get_error_pos(&c->hp.p);
 		if (rc != HPE_OK && rc != HPE_PAUSED) {
 			int st = parse_error_status(c, rc);
 			if (getenv("RR_DEBUG"))
@@ -799,17 +753,17 @@ void client_on_input(struct shard *s, struct sock *sk)
 		}
 		sock_in_consume(s, sk, used);
 		if (rc == HPE_PAUSED)
-			llhttp_resume(&c->parser);
-		if (c->event == EV_HEADERS) {
+			llhttp_resume(&c->hp.p);
+		if (c->hp.event == HTTP_EV_HEADERS) {
 			client_on_headers(s, c);
 			if (sk->flags & SK_F_CLOSING)
 				return;
 			/* A request without a body completes on a zero-length run. */
-			c->event = EV_NONE;
-			if (llhttp_execute(&c->parser, pos, 0) == HPE_PAUSED)
-				llhttp_resume(&c->parser);
+			c->hp.event = HTTP_EV_NONE;
+			if (llhttp_execute(&c->hp.p, pos, 0) == HPE_PAUSED)
+				llhttp_resume(&c->hp.p);
 		}
-		if (c->event == EV_MESSAGE) {
+		if (c->hp.event == HTTP_EV_MESSAGE) {
 			c->flags |= CL_F_MSG_DONE;
 			if (c->req && c->req->shadow) {
 				/* The copy has its whole body: it lives on alone. */

@@ -1,4 +1,5 @@
 #include "ringroute/http.h"
+#include "ringroute/list.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -102,6 +103,59 @@ int http_head_value(struct http_head *h, const char *at, size_t len)
 int http_head_value_done(struct http_head *h)
 {
 	return h->in_value ? 0 : http_head_value(h, "", 0);
+}
+
+static struct http_parser *hp_of(llhttp_t *p)
+{
+	return container_of(p, struct http_parser, p);
+}
+
+static int hp_on_url(llhttp_t *p, const char *at, size_t len)
+{
+	return http_head_url(&hp_of(p)->hd, at, len) ? HPE_USER : 0;
+}
+
+static int hp_on_field(llhttp_t *p, const char *at, size_t len)
+{
+	return http_head_field(&hp_of(p)->hd, at, len) ? HPE_USER : 0;
+}
+
+static int hp_on_value(llhttp_t *p, const char *at, size_t len)
+{
+	return http_head_value(&hp_of(p)->hd, at, len) ? HPE_USER : 0;
+}
+
+static int hp_on_value_done(llhttp_t *p)
+{
+	return http_head_value_done(&hp_of(p)->hd) ? HPE_USER : 0;
+}
+
+static int hp_on_headers(llhttp_t *p)
+{
+	struct http_parser *hp = hp_of(p);
+	hp->event = HTTP_EV_HEADERS;
+	/* A response to HEAD has no body whatever its headers say: tell
+	 * llhttp (return 1), which then completes the message at once and
+	 * pauses there instead. */
+	return hp->no_body ? 1 : HPE_PAUSED;
+}
+
+static int hp_on_message(llhttp_t *p)
+{
+	hp_of(p)->event = HTTP_EV_MESSAGE;
+	return HPE_PAUSED;
+}
+
+void http_settings_init(llhttp_settings_t *s)
+{
+	llhttp_settings_init(s);
+	s->on_url = hp_on_url;       /* requests */
+	s->on_status = hp_on_url;    /* responses: the reason phrase */
+	s->on_header_field = hp_on_field;
+	s->on_header_value = hp_on_value;
+	s->on_header_value_complete = hp_on_value_done;
+	s->on_headers_complete = hp_on_headers;
+	s->on_message_complete = hp_on_message;
 }
 
 const struct http_hdr *http_head_find(const struct http_head *h, const char *name)

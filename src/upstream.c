@@ -13,43 +13,6 @@
 #include "ringroute/conn.h"
 #include "ringroute/request.h"
 
-enum { EV_NONE = 0, EV_HEADERS = 1, EV_MESSAGE = 2 };
-
-static int up_on_status(llhttp_t *p, const char *at, size_t len)
-{
-	struct upstream *up = p->data;
-	return http_head_url(&up->hd, at, len) ? HPE_USER : 0;
-}
-
-static int up_on_field(llhttp_t *p, const char *at, size_t len)
-{
-	struct upstream *up = p->data;
-	return http_head_field(&up->hd, at, len) ? HPE_USER : 0;
-}
-
-static int up_on_value(llhttp_t *p, const char *at, size_t len)
-{
-	struct upstream *up = p->data;
-	return http_head_value(&up->hd, at, len) ? HPE_USER : 0;
-}
-
-static int up_on_value_done(llhttp_t *p)
-{
-	struct upstream *up = p->data;
-	return http_head_value_done(&up->hd) ? HPE_USER : 0;
-}
-
-static int up_on_headers(llhttp_t *p)
-{
-	struct upstream *up = p->data;
-	up->event = EV_HEADERS;
-	/* A HEAD response has no body whatever its headers say: tell llhttp,
-	 * which then completes the message at once (and pauses there). */
-	if (up->req && req_is_head(up->req))
-		return 1;
-	return HPE_PAUSED;
-}
-
 /* Decoded body bytes: forwarded only when de-chunking for an HTTP/1.0
  * client; otherwise the raw bytes (framing included) go out unchanged. */
 static int up_on_body(llhttp_t *p, const char *at, size_t len)
@@ -60,35 +23,23 @@ static int up_on_body(llhttp_t *p, const char *at, size_t len)
 	return 0;
 }
 
-static int up_on_message(llhttp_t *p)
-{
-	struct upstream *up = p->data;
-	up->event = EV_MESSAGE;
-	return HPE_PAUSED;
-}
-
 static llhttp_settings_t up_settings;
 static pthread_once_t up_settings_once = PTHREAD_ONCE_INIT;
 
 static void up_settings_init(void)
 {
-	llhttp_settings_init(&up_settings);
-	up_settings.on_status = up_on_status;
-	up_settings.on_header_field = up_on_field;
-	up_settings.on_header_value = up_on_value;
-	up_settings.on_header_value_complete = up_on_value_done;
-	up_settings.on_headers_complete = up_on_headers;
-	up_settings.on_message_complete = up_on_message;
+	http_settings_init(&up_settings);
 	up_settings.on_body = up_on_body;
 }
 
 static void up_reset_parser(struct upstream *up)
 {
-	llhttp_init(&up->parser, HTTP_RESPONSE, &up_settings);
-	up->parser.data = up;
-	http_head_reset(&up->hd);
+	llhttp_init(&up->hp.p, HTTP_RESPONSE, &up_settings);
+	up->hp.p.data = up;
+	http_head_reset(&up->hp.hd);
 	up->flags &= ~(UP_F_IN_BODY | UP_F_GOT_BYTES | UP_F_REQ_SENT);
-	up->event = EV_NONE;
+	up->hp.event = HTTP_EV_NONE;
+	up->hp.no_body = up->req && req_is_head(up->req);
 	up->dechunk = 0;
 }
 
@@ -196,9 +147,9 @@ int upstream_start(struct shard *s, struct request *req, struct replica_state *r
 		up->sk.sqes++;
 		timer_arm(&s->tw, &up->timer, req->be->connect_timeout_ms);
 	}
-	up_reset_parser(up);
 	up->req = req;
 	req->up = up;
+	up_reset_parser(up);
 	counter_add(&pool->requests, 1);
 	ret = sock_push_copy(s, &up->sk, req->head.p, req->head.len);
 	for (uint32_t i = 0; !ret && i < req->nreplay; i++) {
@@ -303,10 +254,10 @@ void upstream_on_input(struct shard *s, struct sock *sk)
 			return;
 		}
 		up->flags |= UP_F_GOT_BYTES;
-		up->event = EV_NONE;
+		up->hp.event = HTTP_EV_NONE;
 		up->cur_bid = b->bid;
-		rc = llhttp_execute(&up->parser, data, b->len);
-		pos = rc == HPE_OK ? data + b->len : llhttp_get_error_pos(&up->parser);
+		rc = llhttp_execute(&up->hp.p, data, b->len);
+		pos = rc == HPE_OK ? data + b->len : llhttp_get_error_pos(&up->hp.p);
 		if (rc != HPE_OK && rc != HPE_PAUSED) {
 			up_fail(s, up, -EPROTO);
 			return;
@@ -316,17 +267,17 @@ void upstream_on_input(struct shard *s, struct sock *sk)
 			req_response_body(s, req, b->bid, data, used);
 		sock_in_consume(s, sk, used);
 		if (rc == HPE_PAUSED)
-			llhttp_resume(&up->parser);
-		if (up->event == EV_HEADERS || (up->event == EV_MESSAGE && !in_body)) {
+			llhttp_resume(&up->hp.p);
+		if (up->hp.event == HTTP_EV_HEADERS || (up->hp.event == HTTP_EV_MESSAGE && !in_body)) {
 			struct strbuf head = {0};
-			uint8_t f = up->parser.flags;
-			int status = up->parser.status_code;
+			uint8_t f = up->hp.p.flags;
+			int status = up->hp.p.status_code;
 			int eof_body = !(f & (F_CHUNKED | F_CONTENT_LENGTH)) && status >= 200 &&
 				       status != 204 && status != 304 && !req_is_head(req);
 			if (status >= 100 && status < 200 && status != 101) {
 				/* Interim response: pass it on, expect the real one. */
-				http_head_mark_hop(&up->hd);
-				if (req->c && !http_write_response_head(&head, &up->hd, &up->parser, 0)) {
+				http_head_mark_hop(&up->hp.hd);
+				if (req->c && !http_write_response_head(&head, &up->hp.hd, &up->hp.p, 0)) {
 					sock_push_owned(s, &req->c->sk, head.p, head.p, head.len);
 					sock_flush(s, &req->c->sk);
 				} else {
@@ -336,17 +287,17 @@ void upstream_on_input(struct shard *s, struct sock *sk)
 				up->flags |= UP_F_GOT_BYTES;
 				continue;
 			}
-			http_head_mark_hop(&up->hd);
+			http_head_mark_hop(&up->hp.hd);
 			if (req->http10 && (f & F_CHUNKED)) {
 				/* HTTP/1.0 has no chunked coding: send the decoded
 				 * body, delimited by closing the connection. */
-				const struct http_hdr *te = http_head_find(&up->hd, "transfer-encoding");
+				const struct http_hdr *te = http_head_find(&up->hp.hd, "transfer-encoding");
 				up->dechunk = 1;
 				eof_body = 1;
 				if (te)
-					up->hd.hdrs[te - up->hd.hdrs].flags |= HDR_F_HOP;
+					up->hp.hd.hdrs[te - up->hp.hd.hdrs].flags |= HDR_F_HOP;
 			}
-			if (http_write_response_head(&head, &up->hd, &up->parser,
+			if (http_write_response_head(&head, &up->hp.hd, &up->hp.p,
 						     eof_body || req_wants_close(req))) {
 				mi_free(head.p);
 				up_fail(s, up, -ENOMEM);
@@ -357,16 +308,16 @@ void upstream_on_input(struct shard *s, struct sock *sk)
 				req->c->flags |= CL_F_CLOSE;
 			req_response_head(s, req, &head);
 			up->flags |= UP_F_IN_BODY;
-			if (up->event == EV_HEADERS) {
+			if (up->hp.event == HTTP_EV_HEADERS) {
 				/* A body-less response completes on a zero-length run. */
-				up->event = EV_NONE;
-				rc = llhttp_execute(&up->parser, pos, 0);
+				up->hp.event = HTTP_EV_NONE;
+				rc = llhttp_execute(&up->hp.p, pos, 0);
 				if (rc == HPE_PAUSED)
-					llhttp_resume(&up->parser);
+					llhttp_resume(&up->hp.p);
 			}
 		}
-		if (up->event == EV_MESSAGE) {
-			int keep = llhttp_should_keep_alive(&up->parser);
+		if (up->hp.event == HTTP_EV_MESSAGE) {
+			int keep = llhttp_should_keep_alive(&up->hp.p);
 			up_finish(s, up, keep);
 			return;
 		}
@@ -376,8 +327,8 @@ void upstream_on_input(struct shard *s, struct sock *sk)
 	if (sk->flags & SK_F_CLOSING)
 		return;
 	if (sk->flags & SK_F_EOF) {
-		if (up->req && (up->flags & UP_F_IN_BODY) && llhttp_finish(&up->parser) == HPE_OK &&
-		    up->event == EV_MESSAGE) {
+		if (up->req && (up->flags & UP_F_IN_BODY) && llhttp_finish(&up->hp.p) == HPE_OK &&
+		    up->hp.event == HTTP_EV_MESSAGE) {
 			up_finish(s, up, 0); /* body delimited by the close */
 			return;
 		}
@@ -409,7 +360,7 @@ void upstream_free(struct shard *s, struct sock *sk)
 		list_del_init(&sk->node);
 		up->pool->nidle--;
 	}
-	http_head_free(&up->hd);
+	http_head_free(&up->hp.hd);
 	replica_state_unref(up->rs);
 	mi_free(up);
 }

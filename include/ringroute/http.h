@@ -61,6 +61,24 @@ int http_head_valid(const struct http_head *h);
 /* Mark hop-by-hop headers (the fixed list plus those named in Connection). */
 void http_head_mark_hop(struct http_head *h);
 
+enum { HTTP_EV_NONE = 0, HTTP_EV_HEADERS, HTTP_EV_MESSAGE };
+
+/* An llhttp parser and the head it collects. The callbacks installed by
+ * http_settings_init() pause at the end of the head and at the end of the
+ * message, so the caller learns where the raw body starts and ends (the
+ * pause position) and forwards those bytes untouched. Both the client and
+ * the upstream side parse with one of these. */
+struct http_parser {
+	llhttp_t p;                   /* p.data: the owner (client, upstream) */
+	struct http_head hd;
+	int event;                    /* HTTP_EV_*: why execute last paused */
+	int no_body;                  /* response to HEAD: the head ends it */
+};
+
+/* Fill s with the head-collecting, pausing callbacks; the owner may then
+ * add its own (on_message_begin, on_body). */
+void http_settings_init(llhttp_settings_t *s);
+
 /* Growable output buffer for writing heads. */
 struct strbuf {
 	char *p;

@@ -80,11 +80,9 @@ struct request {
 
 struct client {
 	struct sock sk;
-	llhttp_t parser;
-	struct http_head hd;
+	struct http_parser hp;     /* hp.p.data = this client */
 	struct request *req;       /* current request, or NULL between requests */
 	uint32_t flags;
-	int event;                 /* set by parser callbacks: 1 headers, 2 message */
 	uint32_t head_bytes;       /* bytes of the current request head received */
 	struct timer timer;        /* header / keep-alive idle timeout */
 	struct list all;           /* in shard.clients */
@@ -112,11 +110,9 @@ struct upstream {
 	struct sock sk;
 	struct replica_state *rs;  /* referenced */
 	struct upstream_pool *pool;
-	llhttp_t parser;
-	struct http_head hd;
+	struct http_parser hp;     /* hp.p.data = this upstream */
 	struct request *req;
 	uint32_t flags;
-	int event;
 	int dechunk;               /* forward decoded body (HTTP/1.0 client) */
 	uint32_t cur_bid;          /* buffer being parsed, for on_body */
 	struct timer timer;        /* connect / response timeout */

@@ -33,15 +33,11 @@ static void rr_test_sb_free(struct strbuf *sb)
 
 #define MAX_MSGS 4
 
-enum { EV_NONE = 0, EV_HEADERS = 1, EV_MESSAGE = 2 };
-
 struct harness {
-	llhttp_t p;
+	struct http_parser hp;        /* the parser conn.c and upstream.c use */
 	llhttp_settings_t set;
-	struct http_head hd;
 	struct fwd_info fi;
 	int close;                    /* responses: http_write_response_head's close */
-	int event;
 	int nmsgs;                    /* heads written */
 	int valid[MAX_MSGS];          /* http_head_valid at the headers pause */
 	char *out[MAX_MSGS];          /* written heads, NUL-terminated */
@@ -49,60 +45,13 @@ struct harness {
 	llhttp_errno_t err;           /* first error other than a pause, or HPE_OK */
 };
 
-static int h_url(llhttp_t *p, const char *at, size_t len)
-{
-	struct harness *t = p->data;
-	return http_head_url(&t->hd, at, len) ? HPE_USER : 0;
-}
-
-static int h_field(llhttp_t *p, const char *at, size_t len)
-{
-	struct harness *t = p->data;
-	return http_head_field(&t->hd, at, len) ? HPE_USER : 0;
-}
-
-static int h_value(llhttp_t *p, const char *at, size_t len)
-{
-	struct harness *t = p->data;
-	return http_head_value(&t->hd, at, len) ? HPE_USER : 0;
-}
-
-static int h_value_done(llhttp_t *p)
-{
-	struct harness *t = p->data;
-	return http_head_value_done(&t->hd) ? HPE_USER : 0;
-}
-
-static int h_headers(llhttp_t *p)
-{
-	struct harness *t = p->data;
-	t->event = EV_HEADERS;
-	return HPE_PAUSED;
-}
-
-static int h_message(llhttp_t *p)
-{
-	struct harness *t = p->data;
-	t->event = EV_MESSAGE;
-	return HPE_PAUSED;
-}
-
 static void harness_init(struct harness *t, llhttp_type_t type, const struct fwd_info *fi,
 			 int close)
 {
 	memset(t, 0, sizeof(*t));
-	llhttp_settings_init(&t->set);
-	if (type == HTTP_REQUEST)
-		t->set.on_url = h_url;
-	else
-		t->set.on_status = h_url;
-	t->set.on_header_field = h_field;
-	t->set.on_header_value = h_value;
-	t->set.on_header_value_complete = h_value_done;
-	t->set.on_headers_complete = h_headers;
-	t->set.on_message_complete = h_message;
-	llhttp_init(&t->p, type, &t->set);
-	t->p.data = t;
+	http_settings_init(&t->set);
+	llhttp_init(&t->hp.p, type, &t->set);
+	t->hp.p.data = t;
 	if (fi)
 		t->fi = *fi;
 	t->close = close;
@@ -113,7 +62,7 @@ static void harness_free(struct harness *t)
 {
 	for (int i = 0; i < t->nmsgs; i++)
 		free(t->out[i]);
-	http_head_free(&t->hd);
+	http_head_free(&t->hp.hd);
 }
 
 /* The head is complete: rewrite it as conn.c / upstream.c do. */
@@ -123,13 +72,13 @@ static void on_head(struct harness *t)
 	int rc;
 
 	assert_true(t->nmsgs < MAX_MSGS);
-	assert_false(t->hd.too_large);
-	t->valid[t->nmsgs] = http_head_valid(&t->hd);
-	http_head_mark_hop(&t->hd);
-	if (t->p.type == HTTP_REQUEST)
-		rc = http_write_request_head(&sb, &t->hd, &t->p, &t->fi);
+	assert_false(t->hp.hd.too_large);
+	t->valid[t->nmsgs] = http_head_valid(&t->hp.hd);
+	http_head_mark_hop(&t->hp.hd);
+	if (t->hp.p.type == HTTP_REQUEST)
+		rc = http_write_request_head(&sb, &t->hp.hd, &t->hp.p, &t->fi);
 	else
-		rc = http_write_response_head(&sb, &t->hd, &t->p, t->close);
+		rc = http_write_response_head(&sb, &t->hp.hd, &t->hp.p, t->close);
 	assert_int_equal(rc, 0);
 	assert_non_null(sb.p);
 	assert_int_equal(strlen(sb.p), sb.len);
@@ -150,25 +99,25 @@ static llhttp_errno_t feed(struct harness *t, const char *data, size_t len)
 		llhttp_errno_t rc;
 		const char *pos;
 
-		t->event = EV_NONE;
-		rc = llhttp_execute(&t->p, data, len);
+		t->hp.event = HTTP_EV_NONE;
+		rc = llhttp_execute(&t->hp.p, data, len);
 		if (rc == HPE_OK)
 			return HPE_OK;
 		if (rc != HPE_PAUSED) {
 			t->err = rc;
 			return rc;
 		}
-		pos = llhttp_get_error_pos(&t->p);
-		llhttp_resume(&t->p);
+		pos = llhttp_get_error_pos(&t->hp.p);
+		llhttp_resume(&t->hp.p);
 		len -= (size_t)(pos - data);
 		data = pos;
-		if (t->event == EV_HEADERS) {
+		if (t->hp.event == HTTP_EV_HEADERS) {
 			on_head(t);
 			continue; /* a body-less message completes on a zero-length run */
 		}
-		if (t->event == EV_MESSAGE) {
+		if (t->hp.event == HTTP_EV_MESSAGE) {
 			/* conn.c resets at client_next, before the next message. */
-			http_head_reset(&t->hd);
+			http_head_reset(&t->hp.hd);
 			if (!len)
 				return HPE_OK;
 			continue;
@@ -493,14 +442,14 @@ static void test_shard_key_passthrough(void **state)
 	t.set.on_message_complete = NULL; /* keep the head after the message */
 	for (size_t i = 0; raw[i]; i++)
 		assert_int_equal(feed(&t, raw + i, 1), HPE_OK);
-	k = http_head_find(&t.hd, "x-serve-shard-key");
+	k = http_head_find(&t.hp.hd, "x-serve-shard-key");
 	assert_non_null(k);
 	assert_int_equal(k->value_len, 7);
-	assert_string_equal(http_hdr_value(&t.hd, k), "user-42");
-	assert_string_equal(http_hdr_name(&t.hd, k), "X-Serve-Shard-Key");
-	assert_null(http_head_find(&t.hd, "x-serve-shard"));
-	assert_null(http_head_find(&t.hd, "x-serve-shard-key-2"));
-	assert_true(http_head_find(&t.hd, "HOST") == &t.hd.hdrs[0]);
+	assert_string_equal(http_hdr_value(&t.hp.hd, k), "user-42");
+	assert_string_equal(http_hdr_name(&t.hp.hd, k), "X-Serve-Shard-Key");
+	assert_null(http_head_find(&t.hp.hd, "x-serve-shard"));
+	assert_null(http_head_find(&t.hp.hd, "x-serve-shard-key-2"));
+	assert_true(http_head_find(&t.hp.hd, "HOST") == &t.hp.hd.hdrs[0]);
 	harness_free(&t);
 }
 
@@ -519,18 +468,18 @@ static void test_empty_values(void **state)
 	t.set.on_message_complete = NULL;
 	for (size_t i = 0; raw[i]; i++)
 		assert_int_equal(feed(&t, raw + i, 1), HPE_OK);
-	assert_int_equal(t.hd.nhdrs, 4);
-	assert_int_equal(t.hd.url_len, 2);
-	assert_memory_equal(t.hd.buf + t.hd.url_off, "/e", 2);
-	assert_string_equal(http_hdr_name(&t.hd, &t.hd.hdrs[0]), "X-Empty");
-	assert_int_equal(t.hd.hdrs[0].value_len, 0);
-	assert_string_equal(http_hdr_value(&t.hd, &t.hd.hdrs[0]), "");
-	assert_int_equal(t.hd.hdrs[1].value_len, 0);
-	assert_string_equal(http_hdr_value(&t.hd, &t.hd.hdrs[1]), "");
-	assert_string_equal(http_hdr_name(&t.hd, &t.hd.hdrs[2]), "X-After");
-	assert_string_equal(http_hdr_value(&t.hd, &t.hd.hdrs[2]), "v");
-	assert_string_equal(http_hdr_name(&t.hd, &t.hd.hdrs[3]), "X-Last");
-	assert_string_equal(http_hdr_value(&t.hd, &t.hd.hdrs[3]), "");
+	assert_int_equal(t.hp.hd.nhdrs, 4);
+	assert_int_equal(t.hp.hd.url_len, 2);
+	assert_memory_equal(t.hp.hd.buf + t.hp.hd.url_off, "/e", 2);
+	assert_string_equal(http_hdr_name(&t.hp.hd, &t.hp.hd.hdrs[0]), "X-Empty");
+	assert_int_equal(t.hp.hd.hdrs[0].value_len, 0);
+	assert_string_equal(http_hdr_value(&t.hp.hd, &t.hp.hd.hdrs[0]), "");
+	assert_int_equal(t.hp.hd.hdrs[1].value_len, 0);
+	assert_string_equal(http_hdr_value(&t.hp.hd, &t.hp.hd.hdrs[1]), "");
+	assert_string_equal(http_hdr_name(&t.hp.hd, &t.hp.hd.hdrs[2]), "X-After");
+	assert_string_equal(http_hdr_value(&t.hp.hd, &t.hp.hd.hdrs[2]), "v");
+	assert_string_equal(http_hdr_name(&t.hp.hd, &t.hp.hd.hdrs[3]), "X-Last");
+	assert_string_equal(http_hdr_value(&t.hp.hd, &t.hp.hd.hdrs[3]), "");
 	harness_free(&t);
 }
 
@@ -649,9 +598,9 @@ static void test_too_large_bytes(void **state)
 		harness_init(&t, HTTP_REQUEST, &fi_plain, 0);
 		feed_in_chunks(&t, r, chunks[c]);
 		assert_int_equal(t.err, HPE_USER);
-		assert_true(t.hd.too_large);
+		assert_true(t.hp.hd.too_large);
 		assert_int_equal(t.nmsgs, 0);
-		assert_true(t.hd.len <= HTTP_MAX_HEAD);
+		assert_true(t.hp.hd.len <= HTTP_MAX_HEAD);
 		harness_free(&t);
 		free(r);
 	}
@@ -679,7 +628,7 @@ static void test_large_head_under_limit(void **state)
 	harness_init(&t, HTTP_REQUEST, &fi_plain, 0);
 	feed_in_chunks(&t, r, 4096);
 	assert_int_equal(t.err, HPE_OK);
-	assert_false(t.hd.too_large);
+	assert_false(t.hp.hd.too_large);
 	assert_int_equal(t.nmsgs, 1);
 	assert_int_equal(t.out_len[0], strlen("GET / HTTP/1.1\r\nX-Big: \r\n") + vlen +
 					       strlen("X-Forwarded-For: 10.0.0.1\r\n"
@@ -691,7 +640,7 @@ static void test_large_head_under_limit(void **state)
 	harness_init(&t, HTTP_REQUEST, &fi_plain, 0);
 	feed_in_chunks(&t, r, 4096);
 	assert_int_equal(t.err, HPE_USER);
-	assert_true(t.hd.too_large);
+	assert_true(t.hp.hd.too_large);
 	harness_free(&t);
 	free(r);
 }
@@ -719,11 +668,11 @@ static void test_too_many_headers(void **state)
 	t.set.on_message_complete = NULL;
 	feed_in_chunks(&t, r, 1);
 	assert_int_equal(t.err, HPE_OK);
-	assert_false(t.hd.too_large);
-	assert_int_equal(t.hd.nhdrs, HTTP_MAX_HEADERS);
+	assert_false(t.hp.hd.too_large);
+	assert_int_equal(t.hp.hd.nhdrs, HTTP_MAX_HEADERS);
 	assert_int_equal(t.nmsgs, 1);
-	assert_string_equal(http_hdr_name(&t.hd, &t.hd.hdrs[HTTP_MAX_HEADERS - 1]), "X-H255");
-	assert_string_equal(http_hdr_value(&t.hd, &t.hd.hdrs[HTTP_MAX_HEADERS - 1]), "255");
+	assert_string_equal(http_hdr_name(&t.hp.hd, &t.hp.hd.hdrs[HTTP_MAX_HEADERS - 1]), "X-H255");
+	assert_string_equal(http_hdr_value(&t.hp.hd, &t.hp.hd.hdrs[HTTP_MAX_HEADERS - 1]), "255");
 	harness_free(&t);
 	free(r);
 	/* One more: too large, at any split. */
@@ -732,8 +681,8 @@ static void test_too_many_headers(void **state)
 		harness_init(&t, HTTP_REQUEST, &fi_plain, 0);
 		feed_in_chunks(&t, r, chunk);
 		assert_int_equal(t.err, HPE_USER);
-		assert_true(t.hd.too_large);
-		assert_int_equal(t.hd.nhdrs, HTTP_MAX_HEADERS);
+		assert_true(t.hp.hd.too_large);
+		assert_int_equal(t.hp.hd.nhdrs, HTTP_MAX_HEADERS);
 		assert_int_equal(t.nmsgs, 0);
 		harness_free(&t);
 	}
