@@ -79,6 +79,7 @@ static int buf_reserve(struct buf *b, size_t n)
 	return 0;
 }
 
+/* Appends n bytes and keeps a NUL after them. 0 or -ENOMEM (unchanged). */
 static int buf_add(struct buf *b, const void *data, size_t n)
 {
 	if (buf_reserve(b, n + 1))
@@ -89,6 +90,7 @@ static int buf_add(struct buf *b, const void *data, size_t n)
 	return 0;
 }
 
+/* Appends formatted text. 0 or -ENOMEM (unchanged). */
 __attribute__((format(printf, 2, 3)))
 static int buf_printf(struct buf *b, const char *fmt, ...)
 {
@@ -283,6 +285,7 @@ static void conn_respond_json(struct ctl_conn *c, int status, json_t *j, const c
 	free(text);
 }
 
+/* Queues {"error": message} with status; extra as conn_respond. */
 __attribute__((format(printf, 4, 5)))
 static void conn_error(struct ctl_conn *c, int status, const char *extra, const char *fmt, ...)
 {
@@ -310,6 +313,7 @@ static struct config *ctl_current(struct proxy *p)
 	return c;
 }
 
+/* The current config version. */
 static uint64_t ctl_version(struct proxy *p)
 {
 	struct config *c = ctl_current(p);
@@ -536,6 +540,7 @@ int control_reload(struct control *ctl, const char *path, char *err, size_t errl
 	return rc;
 }
 
+/* The HTTP status of a change's -errno. */
 static int errno_status(int rc)
 {
 	switch (rc) {
@@ -794,6 +799,7 @@ static void conn_get_one(struct control *ctl, struct ctl_conn *c, const char *se
 			  NULL, head);
 }
 
+/* 405 with the Allow header listing what the resource takes. */
 static void conn_not_allowed(struct ctl_conn *c, const char *allow, const char *method)
 {
 	char extra[128];
@@ -1206,6 +1212,8 @@ static void conn_read(struct control *ctl, struct ctl_conn *c)
 		c->flags |= CC_F_DEAD;
 }
 
+/* Unlinks, closes and frees c. Only at the loop's safe point (or at
+ * teardown): nothing may hold c afterwards. */
 static void conn_free(struct control *ctl, struct ctl_conn *c)
 {
 	list_del_init(&c->node);
@@ -1503,6 +1511,10 @@ static int ctl_poll_reserve(struct control *ctl, size_t n)
 	return 0;
 }
 
+/* The control thread: one poll() over the wake eventfd, the listeners, the
+ * report socket and every connection; the report timer is the poll timeout.
+ * Connections are freed only at the top of an iteration. Returns when
+ * control_stop() sets ctl->stop and wakes it. */
 static void *ctl_thread(void *arg)
 {
 	struct control *ctl = arg;
@@ -1555,7 +1567,9 @@ static void *ctl_thread(void *arg)
 		list_for_each_safe(pos, tmp, &ctl->conns) {
 			struct ctl_conn *c = container_of(pos, struct ctl_conn, node);
 			short ev = 0;
-			if (c->out.len - c->out_off < CTL_OUT_HIGH)
+			/* A closing conn reads no more (a half-closed peer
+			 * would make POLLIN fire forever). */
+			if (c->out.len - c->out_off < CTL_OUT_HIGH && !(c->flags & CC_F_CLOSE))
 				ev |= POLLIN;
 			if (c->out_off < c->out.len)
 				ev |= POLLOUT;

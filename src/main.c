@@ -275,7 +275,7 @@ int main(int argc, char **argv)
 			goto out_stop;
 		}
 	}
-	if (p->opt.control_path || p->opt.admin) {
+	if (p->opt.control_path || p->opt.admin || p->opt.report_url) {
 		ret = control_start(p, &ctl, &admin_port);
 		if (ret) {
 			code = 1;

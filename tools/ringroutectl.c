@@ -717,7 +717,7 @@ static int cmd_backend(const struct ctl *ctl, int argc, char **argv)
 					break;
 			}
 			if (r > 0) {
-				json_int_t v;
+				json_int_t v = 0;
 				rc = parse_count(nums[k].opt, val, &v);
 				if (!rc)
 					json_object_set_new(set, nums[k].key, json_integer(v));

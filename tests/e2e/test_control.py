@@ -108,6 +108,7 @@ class ControlCase(harness.RRTestCase):
 
 
 class ControlSocketTest(ControlCase):
+    SHARDS = 1
 
     def setUp(self):
         super().setUp()
@@ -124,7 +125,7 @@ class ControlSocketTest(ControlCase):
                 "split": endpoint("/split", {"A": 1.0, "B": 0.0}),
             },
         }
-        self.start(self.cfg)
+        self.start(self.cfg, shards=self.SHARDS)
 
     # -- socket and basics ------------------------------------------------
 
@@ -555,6 +556,11 @@ class ControlSocketTest(ControlCase):
             for k in range(5):
                 self.assertIn("t%d_%d" % (i, k), reps)  # no lost update
         self.assertEqual(self.version(), v0 + 20)
+
+
+class ControlSocketTwoShardsTest(ControlSocketTest):
+    """The same against two shards: every change must reach both."""
+    SHARDS = 2
 
 
 class ReloadAndReportTest(ControlCase):

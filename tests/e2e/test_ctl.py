@@ -240,11 +240,14 @@ class CtlTest(harness.RRTestCase):
                 buf += d
                 *done, buf = buf.split(b"\n")
                 lines += [l.decode() for l in done]
-            self.assertIsNone(p.poll(), "watch exited: %r" % p.stderr.read())
+            if p.poll() is not None:
+                self.fail("watch exited with %s: %r" % (p.returncode, p.stderr.read()))
             return lines
         finally:
             p.kill()
             p.wait()
+            p.stdout.close()
+            p.stderr.close()
 
     def test_queues_watch(self):
         lines = self._watch("--json", "queues", "--watch", want=2)
