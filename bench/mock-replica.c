@@ -592,8 +592,8 @@ static int req_append(struct req *r, const char *at, size_t len)
 
 /* Apply one X-Mock-* header (name already lowercased). Unparseable or out of
  * range values are ignored: the command line default stays. */
-static void req_override(struct mock_ctx *ctx, struct req *r, const char *name, size_t nlen,
-			 const char *val, size_t vlen)
+static void req_override(struct req *r, const char *name, size_t nlen, const char *val,
+			 size_t vlen)
 {
 	char buf[32], *end;
 	double v;
@@ -640,7 +640,6 @@ static void req_override(struct mock_ctx *ctx, struct req *r, const char *name, 
 			r->flags |= REQ_FL_NO_BODY;
 	}
 #undef IS
-	(void)ctx;
 }
 
 /* ------------------------------------------------------- llhttp callbacks */
@@ -772,8 +771,8 @@ static int on_header_value_complete(llhttp_t *p)
 	    h->val_len == 12 && strncasecmp(r->scratch + h->val_off, "100-continue", 12) == 0)
 		r->flags |= REQ_FL_EXPECT;
 	else if (h->name_len > 7 && r->scratch[h->name_off] == 'x')
-		req_override(c->loop->ctx, r, r->scratch + h->name_off, h->name_len,
-			     r->scratch + h->val_off, h->val_len);
+		req_override(r, r->scratch + h->name_off, h->name_len, r->scratch + h->val_off,
+			     h->val_len);
 	return 0;
 }
 
@@ -912,9 +911,9 @@ static void req_queued(struct conn *c, struct req *r)
 
 #define MOCK_HEAD_MAX(ctx) (320 + (ctx)->id_len)
 
-/* Status line and the headers every response carries; the caller adds its
- * own and the blank line. Needs MOCK_HEAD_MAX bytes at p. */
-static char *put_head(struct mock_ctx *ctx, char *p, const struct req *r, unsigned status)
+/* A response head is put_status(), the caller's entity headers, then
+ * put_head_end(); together they need MOCK_HEAD_MAX bytes. */
+static char *put_status(char *p, unsigned status)
 {
 	const char *reason = status_reason(status);
 
@@ -922,14 +921,19 @@ static char *put_head(struct mock_ctx *ctx, char *p, const struct req *r, unsign
 	p = put_u64(p, status);
 	*p++ = ' ';
 	p = put(p, reason, strlen(reason));
-	p = PUTS(p, "\r\nX-Mock-Id: ");
+	return PUTS(p, "\r\n");
+}
+
+static char *put_head_end(struct mock_ctx *ctx, char *p, const struct req *r)
+{
+	p = PUTS(p, "X-Mock-Id: ");
 	p = put(p, ctx->opt.id, ctx->id_len);
 	p = PUTS(p, "\r\n");
 	if (r->flags & REQ_FL_LAST)
 		p = PUTS(p, "Connection: close\r\n");
 	else if (r->flags & REQ_FL_KA_HDR)
 		p = PUTS(p, "Connection: keep-alive\r\n");
-	return p;
+	return PUTS(p, "\r\n");
 }
 
 /* Queue a complete small JSON response (control endpoints, errors). */
@@ -940,10 +944,11 @@ static int emit_simple(struct mock_ctx *ctx, struct conn *c, struct req *r, unsi
 
 	if (!p)
 		return -ENOMEM;
-	p = put_head(ctx, p, r, status);
+	p = put_status(p, status);
 	p = PUTS(p, "Content-Type: application/json\r\nContent-Length: ");
 	p = put_u64(p, blen);
-	p = PUTS(p, "\r\n\r\n");
+	p = PUTS(p, "\r\n");
+	p = put_head_end(ctx, p, r);
 	if (!(r->flags & REQ_FL_HEAD))
 		p = put(p, body, blen);
 	out_commit(c, p);
@@ -1092,7 +1097,7 @@ static int emit_normal(struct mock_loop *l, struct conn *c, struct req *r)
 	p = out_reserve(c, need);
 	if (!p)
 		return -ENOMEM;
-	p = put_head(ctx, p, r, st);
+	p = put_status(p, st);
 	if (chunked) {
 		p = PUTS(p, "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n");
 		if (!(r->flags & REQ_FL_HTTP10))
@@ -1104,7 +1109,7 @@ static int emit_normal(struct mock_loop *l, struct conn *c, struct req *r)
 		p = put_u64(p, blen);
 		p = PUTS(p, "\r\n");
 	}
-	p = PUTS(p, "\r\n");
+	p = put_head_end(ctx, p, r);
 	if (!send_body || no_body) {
 		out_commit(c, p);
 		req_queued(c, r);
@@ -1800,7 +1805,8 @@ static int mock_parse_args(struct mock_opts *o, int argc, char **argv)
 			return -EINVAL;
 		}
 		if (err) {
-			fprintf(stderr, "mock-replica: bad value for %s: '%s'\n", argv[optind - 1], optarg);
+			fprintf(stderr, "mock-replica: bad value for --%s: '%s'\n",
+				longopts[opt - O_LISTEN].name, optarg);
 			return -EINVAL;
 		}
 	}

@@ -204,7 +204,7 @@ class LiveChangeTest(harness.RRTestCase):
             time.sleep(0.01)
         # A fast replica joins, then the slow one is removed with 8 in flight.
         self.change("PUT", "/v1/backends/S/replicas/s2", self.a1.addr)
-        t_removed = self.change("DELETE", "/v1/backends/S/replicas/s1")
+        self.change("DELETE", "/v1/backends/S/replicas/s1")
         st = self.slow.stats()
         self.assertGreater(st["inflight"], 0,
                            "the in-flight requests finished before the removal: %r" % st)
@@ -216,7 +216,6 @@ class LiveChangeTest(harness.RRTestCase):
             self.assertEqual(r.status, 200, "in-flight %s: %r" % (path, r))
             j = r.json()
             self.assertEqual((j["id"], j["path"]), ("slow", path), r)
-        self.assertGreaterEqual(time.monotonic() - t_removed, 0)
         st = self.slow.stats()
         self.assertEqual(st["inflight"], 0, st)
         self.assertEqual(st["served"], SLOW_INFLIGHT,
