@@ -12,7 +12,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
-#include <stdlib.h>
 #include <unistd.h>
 
 #include "ringroute/alloc.h"
@@ -164,23 +163,32 @@ static void queue_tick(struct timer *t, void *ctx)
 	client_retry_queued(s);
 }
 
+/* The shard (other than skip) whose oldest waiter for bs is older than
+ * (t, tie_id) -- ties go to the lower shard id -- or -1 if none is. */
+static int oldest_waiter_shard(const struct shard *s, struct backend_state *bs, int skip,
+			       uint64_t t, unsigned tie_id)
+{
+	uint64_t mask = atomic_load(&bs->waiting_shards);
+	int best = -1;
+	for (unsigned i = 0; mask && i < s->proxy_nshards; i++) {
+		uint64_t ti;
+		if (!(mask & (1ull << i)) || (int)i == skip)
+			continue;
+		ti = atomic_load(&bs->oldest_ns[i]);
+		if (ti < t || (ti == t && i < tie_id)) {
+			t = ti;
+			tie_id = i;
+			best = (int)i;
+		}
+	}
+	return best;
+}
+
 /* A slot of backend bs was freed by this shard: let the oldest waiter in
  * the process have it. */
 static void wake_waiters(struct shard *s, struct backend_state *bs)
 {
-	uint64_t mask = atomic_load(&bs->waiting_shards), best_t = UINT64_MAX;
-	int best = -1;
-	if (!mask)
-		return;
-	for (unsigned i = 0; i < s->proxy_nshards && mask; i++) {
-		if (!(mask & (1ull << i)))
-			continue;
-		uint64_t t = atomic_load(&bs->oldest_ns[i]);
-		if (t < best_t) {
-			best_t = t;
-			best = (int)i;
-		}
-	}
+	int best = oldest_waiter_shard(s, bs, -1, UINT64_MAX, UINT32_MAX);
 	if (best < 0)
 		return;
 	if ((unsigned)best == s->id)
@@ -452,22 +460,10 @@ static int req_refresh(struct shard *s, struct request *req)
 
 /* Does another shard hold an older waiter for this backend? Then it, not
  * us, should take the next free slot: wake it (its wake-up may have raced)
- * and say so. Ties go to the lower shard id. */
+ * and say so. */
 static int older_elsewhere(struct shard *s, struct bqueue *q, uint64_t t)
 {
-	uint64_t mask = atomic_load(&q->bs->waiting_shards) & ~(1ull << s->id);
-	int best = -1;
-	uint64_t best_t = t;
-	for (unsigned i = 0; mask && i < s->proxy_nshards; i++) {
-		uint64_t ti;
-		if (!(mask & (1ull << i)))
-			continue;
-		ti = atomic_load(&q->bs->oldest_ns[i]);
-		if (ti < best_t || (ti == best_t && i < s->id)) {
-			best_t = ti;
-			best = (int)i;
-		}
-	}
+	int best = oldest_waiter_shard(s, q->bs, (int)s->id, t, s->id);
 	if (best < 0)
 		return 0;
 	shard_msg(s, s->peers[best], MSG_WAKE);
@@ -722,9 +718,6 @@ void client_on_input(struct shard *s, struct sock *sk)
 		pos = rc == HPE_OK ? data + b->len : llhttp_get_error_pos(&c->hp.p);
 		if (rc != HPE_OK && rc != HPE_PAUSED) {
 			int st = parse_error_status(c, rc);
-			if (getenv("RR_DEBUG"))
-				fprintf(stderr, "parse error %s at %u: [%.*s]\n", llhttp_errno_name(rc),
-					(unsigned)(pos - data), (int)b->len, data);
 			sock_in_clear(s, sk);
 			c->flags |= CL_F_MSG_DONE;
 			client_error(s, c, st, st == 431 ? "request header fields too large"
@@ -892,9 +885,7 @@ void req_upstream_failed(struct shard *s, struct request *req, int err, int conn
 	struct client *c = req->c;
 	const struct backend_cfg *be = req->be;
 	int replayable = !(req->flags & REQ_F_NO_REPLAY);
-	if (getenv("RR_DEBUG"))
-		fprintf(stderr, "upstream failed: err=%d connect_failed=%d timed_out=%d reused=%d\n", err,
-			connect_failed, timed_out, reused);
+	(void)err;
 
 	if (!c || (c->flags & CL_F_RESP_HEAD)) {
 		if (c) {

@@ -42,6 +42,7 @@
 
 #include "ringroute/config.h"
 #include "ringroute/control.h"
+#include "ringroute/http.h"
 #include "ringroute/list.h"
 #include "ringroute/proxy.h"
 
@@ -223,22 +224,6 @@ struct control {
 /* ------------------------------------------------------------------ */
 /* responses */
 
-static const char *status_reason(int status)
-{
-	switch (status) {
-	case 200: return "OK";
-	case 400: return "Bad Request";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 408: return "Request Timeout";
-	case 409: return "Conflict";
-	case 413: return "Payload Too Large";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	case 503: return "Service Unavailable";
-	default: return "Unknown";
-	}
-}
 
 /* Queues one complete response on c. extra: more header lines, each ending
  * in CRLF, or NULL. A connection marked CC_F_CLOSE gets Connection: close.
@@ -249,7 +234,7 @@ static void conn_respond(struct ctl_conn *c, int status, const char *ctype, cons
 	int rc = buf_printf(&c->out,
 			    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
 			    "Cache-Control: no-store\r\n%s%s\r\n",
-			    status, status_reason(status), ctype, len, extra ? extra : "",
+			    status, http_reason(status), ctype, len, extra ? extra : "",
 			    (c->flags & CC_F_CLOSE) ? "Connection: close\r\n" : "");
 	if (!rc && !head_only && len)
 		rc = buf_add(&c->out, body, len);
@@ -301,22 +286,11 @@ static void conn_error(struct ctl_conn *c, int status, const char *extra, const 
 /* ------------------------------------------------------------------ */
 /* config helpers */
 
-/* Current snapshot with a reference of the caller's. */
-static struct config *ctl_current(struct proxy *p)
-{
-	struct config *c;
-
-	pthread_mutex_lock(&p->config_lock);
-	c = p->config;
-	config_ref(c);
-	pthread_mutex_unlock(&p->config_lock);
-	return c;
-}
 
 /* The current config version. */
 static uint64_t ctl_version(struct proxy *p)
 {
-	struct config *c = ctl_current(p);
+	struct config *c = proxy_config_get(p);
 	uint64_t v = c->version;
 
 	config_unref(c);
@@ -477,7 +451,7 @@ static int ctl_change(struct control *ctl, const struct edit *e, struct config *
 	int rc;
 
 	pthread_mutex_lock(&ctl->change_lock);
-	cur = ctl_current(p);
+	cur = proxy_config_get(p);
 	doc = json_loads(cur->json, 0, &jerr);
 	config_unref(cur);
 	if (!doc) {
@@ -518,7 +492,7 @@ static int ctl_change(struct control *ctl, const struct edit *e, struct config *
 	}
 	next = NULL;
 	if (!rc)
-		*out = ctl_current(p);
+		*out = proxy_config_get(p);
 out_doc:
 	json_decref(doc);
 out_unlock:
@@ -784,7 +758,7 @@ static void conn_change(struct control *ctl, struct ctl_conn *c, const struct ed
 static void conn_get_one(struct control *ctl, struct ctl_conn *c, const char *section,
 			 const char *kind, const char *name, bool head)
 {
-	struct config *cur = ctl_current(ctl->p);
+	struct config *cur = proxy_config_get(ctl->p);
 	json_t *v = snapshot_get(cur, section, name);
 	uint64_t version = cur->version;
 
@@ -915,7 +889,7 @@ static void conn_handle(struct control *ctl, struct ctl_conn *c)
 		break;
 	case R_CONFIG:
 		if (get) {
-			struct config *cur = ctl_current(ctl->p);
+			struct config *cur = proxy_config_get(ctl->p);
 			char extra[64];
 			size_t n = strlen(cur->json);
 			char *text = mi_malloc(n + 2);

@@ -93,10 +93,7 @@ static void *health_main(void *arg)
 		uint64_t now = mono_ms();
 
 		pthread_mutex_unlock(&h->lock);
-		pthread_mutex_lock(&h->p->config_lock);
-		c = h->p->config;
-		config_ref(c);
-		pthread_mutex_unlock(&h->p->config_lock);
+		c = proxy_config_get(h->p);
 		for (size_t i = 0; i < c->nbackends; i++) {
 			const struct backend_cfg *b = &c->backends[i];
 			struct hc_slot *slot = NULL;

@@ -85,8 +85,7 @@ int proxy_change(struct proxy *p, struct config *c, char *err, size_t errlen)
 	return ret;
 }
 
-/* Current snapshot with a reference, for readers. */
-static struct config *current(struct proxy *p)
+struct config *proxy_config_get(struct proxy *p)
 {
 	struct config *c;
 	pthread_mutex_lock(&p->config_lock);
@@ -111,7 +110,7 @@ static void replica_counts(struct proxy *p, struct replica_state *rs, uint64_t *
 
 json_t *proxy_queues_json(struct proxy *p)
 {
-	struct config *c = current(p);
+	struct config *c = proxy_config_get(p);
 	json_t *out = json_object();
 	for (size_t i = 0; i < c->nbackends; i++) {
 		const struct backend_cfg *b = &c->backends[i];
@@ -129,7 +128,7 @@ json_t *proxy_queues_json(struct proxy *p)
 
 json_t *proxy_stats_json(struct proxy *p)
 {
-	struct config *c = current(p);
+	struct config *c = proxy_config_get(p);
 	json_t *out = json_object(), *bes = json_object(), *eps = json_object();
 	uint64_t accepted = 0, requests = 0;
 
@@ -233,7 +232,7 @@ static void hist_text(struct strbuf *sb, struct proxy *p, const char *metric, co
 
 char *proxy_metrics_text(struct proxy *p)
 {
-	struct config *c = current(p);
+	struct config *c = proxy_config_get(p);
 	struct strbuf sb = {0};
 	json_t *stats = proxy_stats_json(p), *eps = json_object_get(stats, "endpoints");
 	const char *name;

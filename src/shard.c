@@ -89,22 +89,37 @@ static void out_release(struct shard *s, struct seg *g)
 	g->bid = -1;
 }
 
-static int out_push(struct shard *s, struct sock *sk, struct seg g)
+/* Make room for one more element at the tail of an array used as a queue
+ * (live elements at [*head, *head + n)): slide them to the front when that
+ * frees room and may_move allows (no iovec points into them), else double
+ * the array. Returns 0 or -ENOMEM. */
+static int queue_room(void **v, uint32_t *head, uint32_t n, uint32_t *cap, size_t elem,
+		      int may_move)
 {
-	(void)s;
-	if (sk->out_head + sk->out_n == sk->out_cap) {
-		if (sk->out_head > 0 && !(sk->flags & SK_F_SENDING)) {
-			memmove(sk->out, sk->out + sk->out_head, sk->out_n * sizeof(*sk->out));
-			sk->out_head = 0;
-		} else {
-			uint32_t cap = sk->out_cap ? sk->out_cap * 2 : 16;
-			struct seg *v = mi_realloc(sk->out, cap * sizeof(*v));
-			if (!v)
-				return -ENOMEM;
-			sk->out = v;
-			sk->out_cap = cap;
-		}
+	void *nv;
+	uint32_t ncap;
+
+	if (*head + n < *cap)
+		return 0;
+	if (*head > 0 && may_move) {
+		memmove(*v, (char *)*v + (size_t)*head * elem, (size_t)n * elem);
+		*head = 0;
+		return 0;
 	}
+	ncap = *cap ? *cap * 2 : 8;
+	nv = mi_realloc(*v, (size_t)ncap * elem);
+	if (!nv)
+		return -ENOMEM;
+	*v = nv;
+	*cap = ncap;
+	return 0;
+}
+
+static int out_push(struct sock *sk, struct seg g)
+{
+	if (queue_room((void **)&sk->out, &sk->out_head, sk->out_n, &sk->out_cap, sizeof(*sk->out),
+		       !(sk->flags & SK_F_SENDING)))
+		return -ENOMEM;
 	sk->out[sk->out_head + sk->out_n++] = g;
 	sk->out_bytes += g.len;
 	return 0;
@@ -126,11 +141,12 @@ int sock_push_owned(struct shard *s, struct sock *sk, void *own, const char *p, 
 {
 	struct seg g = {.p = p, .len = (uint32_t)len, .bid = -1, .own = own};
 	int ret;
+	(void)s; /* the same shape as the other pushes */
 	if (sk->flags & SK_F_CLOSING) {
 		mi_free(own);
 		return -EPIPE;
 	}
-	ret = out_push(s, sk, g);
+	ret = out_push(sk, g);
 	if (ret)
 		mi_free(own);
 	return ret;
@@ -145,7 +161,7 @@ int sock_push_buf(struct shard *s, struct sock *sk, uint32_t bid, const char *p,
 	if (sk->flags & SK_F_CLOSING)
 		return -EPIPE;
 	bufring_ref(&s->br, bid);
-	ret = out_push(s, sk, g);
+	ret = out_push(sk, g);
 	if (ret)
 		bufring_unref(&s->br, bid);
 	return ret;
@@ -215,19 +231,8 @@ void sock_pause_input(struct shard *s, struct sock *sk)
 
 static int in_push(struct sock *sk, uint32_t bid, uint32_t len)
 {
-	if (sk->in_head + sk->in_n == sk->in_cap) {
-		if (sk->in_head > 0) {
-			memmove(sk->in, sk->in + sk->in_head, sk->in_n * sizeof(*sk->in));
-			sk->in_head = 0;
-		} else {
-			uint32_t cap = sk->in_cap ? sk->in_cap * 2 : 4;
-			struct inbuf *v = mi_realloc(sk->in, cap * sizeof(*v));
-			if (!v)
-				return -ENOMEM;
-			sk->in = v;
-			sk->in_cap = cap;
-		}
-	}
+	if (queue_room((void **)&sk->in, &sk->in_head, sk->in_n, &sk->in_cap, sizeof(*sk->in), 1))
+		return -ENOMEM;
 	sk->in[sk->in_head + sk->in_n++] = (struct inbuf){.bid = bid, .off = 0, .len = len, .mem = NULL};
 	return 0;
 }

@@ -50,6 +50,10 @@ int proxy_change(struct proxy *p, struct config *c, char *err, size_t errlen);
  * -errno if a shard could not be reached (the change is still current). */
 int proxy_publish(struct proxy *p, struct config *c);
 
+/* The current snapshot, with a reference for the caller (config_unref it).
+ * For readers off the shards: control, health checks, stats. */
+struct config *proxy_config_get(struct proxy *p);
+
 /* Read-side views summed over shards; the caller owns the result. */
 json_t *proxy_stats_json(struct proxy *p);   /* GET /v1/stats */
 json_t *proxy_queues_json(struct proxy *p);  /* GET /v1/queues: {backend: {queued, ongoing, replicas}} */
