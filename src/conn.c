@@ -382,8 +382,12 @@ static void req_enqueue(struct shard *s, struct request *req)
 	}
 	req->flags |= REQ_F_QUEUED;
 	req->bq = q;
-	req->t_queued_us = now_us();
-	req->q_deadline_us = req->t_queued_us + (uint64_t)be->queue_timeout_ms * 1000u;
+	if (!req->t_queued_us) {
+		/* Requeued on another backend (its own was removed): the
+		 * wait still counts from the first enqueue. */
+		req->t_queued_us = now_us();
+		req->q_deadline_us = req->t_queued_us + (uint64_t)be->queue_timeout_ms * 1000u;
+	}
 	list_push_back(&q->reqs, &req->qnode);
 	q->n++;
 	bq_publish(s, q);
@@ -439,23 +443,35 @@ static void req_dispatch(struct shard *s, struct request *req, int from_queue)
 }
 
 /* Point a queued request at the current snapshot: a replica added since
- * it was queued can then serve it. Returns 0, or -ENOENT when its backend
- * is gone. */
+ * it was queued can then serve it. If its backend is gone, it is routed
+ * again by its endpoint's traffic in the current snapshot. Returns 0 (same
+ * backend), 1 (another backend: the caller must requeue it there), or
+ * -ENOENT when its endpoint is gone too. */
 static int req_refresh(struct shard *s, struct request *req)
 {
 	const struct backend_cfg *be;
+	int moved = 0;
+
 	if ((req->be_cfg ? req->be_cfg : req->cfg) == s->config)
 		return 0;
 	be = config_backend(s->config, req->be->name);
-	if (!be)
-		return -ENOENT;
+	if (!be) {
+		const struct endpoint_cfg *ep = config_endpoint(s->config, req->ep->name);
+		if (!ep)
+			return -ENOENT;
+		be = router_pick_weighted(ep->traffic, ep->ntraffic,
+					  req->shard_key ? router_key_unit(req->shard_key,
+									   req->shard_key_len)
+							 : router_rand_unit(&s->rng));
+		moved = be->state != req->be->state;
+	}
 	/* req->cfg stays referenced: req->ep points into it. */
 	config_ref(s->config);
 	if (req->be_cfg)
 		config_unref(req->be_cfg);
 	req->be_cfg = s->config;
 	req->be = be;
-	return 0;
+	return moved;
 }
 
 /* Does another shard hold an older waiter for this backend? Then it, not
@@ -481,11 +497,24 @@ void client_retry_queued(struct shard *s)
 		struct bqueue *q = container_of(pos, struct bqueue, node);
 		while (q->n) {
 			struct request *req = container_of(q->reqs.next, struct request, qnode);
-			if (now >= req->q_deadline_us || req_refresh(s, req)) {
+			int r;
+			if (now >= req->q_deadline_us) {
 				queue_remove(s, req);
 				if (req->c)
 					client_error(s, req->c, 503, "backend overloaded: queue timeout",
 						     0, 1);
+				else
+					req_free(s, req);
+				continue;
+			}
+			r = req_refresh(s, req);
+			if (r) {
+				/* Its backend was removed while it waited. */
+				queue_remove(s, req);
+				if (r > 0)
+					req_dispatch(s, req, 0);
+				else if (req->c)
+					client_error(s, req->c, 404, "no route", 0, 0);
 				else
 					req_free(s, req);
 				continue;

@@ -187,7 +187,8 @@ static void wait_shards(struct proxy *p, uint32_t timeout_ms)
 	for (;;) {
 		unsigned running = 0;
 		for (unsigned i = 0; i < p->nshards; i++)
-			running += !atomic_load(&p->shards[i]->exited);
+			running += atomic_load(&p->shards[i]->ready) &&
+				   !atomic_load(&p->shards[i]->exited);
 		if (!running || waited >= timeout_ms)
 			return;
 		nanosleep(&ts, NULL);
@@ -329,7 +330,7 @@ out_stop:
 	proxy_stop_shards(p);
 	wait_shards(p, p->opt.drain_timeout_ms);
 	for (unsigned i = 0; i < p->nshards; i++)
-		if (!atomic_load(&p->shards[i]->exited) && p->shards[i]->thread) {
+		if (atomic_load(&p->shards[i]->ready) && !atomic_load(&p->shards[i]->exited)) {
 			fprintf(stderr, "ringroute: drain timeout: exiting with requests in flight\n");
 			fflush(stderr);
 			_exit(code);

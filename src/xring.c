@@ -25,6 +25,7 @@ void shard_msg(struct shard *s, struct shard *t, enum msg_kind kind)
 static int xring_broadcast(struct proxy *p, enum msg_kind kind)
 {
 	struct io_uring *ring;
+	unsigned sent = 0;
 	int ret = 0;
 
 	pthread_mutex_lock(&p->xring_lock);
@@ -39,7 +40,10 @@ static int xring_broadcast(struct proxy *p, enum msg_kind kind)
 		p->xring = ring;
 	}
 	for (unsigned i = 0; i < p->nshards; i++) {
-		struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+		struct io_uring_sqe *sqe;
+		if (!atomic_load(&p->shards[i]->ready))
+			continue; /* never started (start-up failed): no ring */
+		sqe = io_uring_get_sqe(ring);
 		if (!sqe) {
 			io_uring_submit(ring);
 			sqe = io_uring_get_sqe(ring);
@@ -47,9 +51,10 @@ static int xring_broadcast(struct proxy *p, enum msg_kind kind)
 		io_uring_prep_msg_ring(sqe, p->shards[i]->ring.ring_fd, (unsigned)kind,
 				       (uint64_t)OP_MSG, 0);
 		io_uring_sqe_set_data64(sqe, i);
+		sent++;
 	}
 	io_uring_submit(ring);
-	for (unsigned i = 0; i < p->nshards; i++) {
+	for (unsigned i = 0; i < sent; i++) {
 		struct io_uring_cqe *cqe;
 		if (io_uring_wait_cqe(ring, &cqe))
 			break;
