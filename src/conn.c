@@ -258,18 +258,35 @@ static void replay_keep(struct shard *s, struct request *req, uint32_t bid, cons
 	req->replay_bytes += len;
 }
 
+static void req_free(struct shard *s, struct request *req);
+
+/* The request's body is complete: its shadow copies live on alone. */
+static void shadows_detach(struct request *req)
+{
+	struct list *n;
+	while ((n = list_pop_front(&req->shadows)))
+		;
+}
+
+/* The request's body will never be complete: its shadow copies go. */
+static void shadows_abort(struct shard *s, struct request *req)
+{
+	struct list *n;
+	while ((n = list_pop_front(&req->shadows))) {
+		struct request *sh = container_of(n, struct request, shadow_node);
+		if (sh->up)
+			upstream_abort(s, sh->up);
+		req_free(s, sh);
+	}
+}
+
 /* Record the outcome and free req. Whoever calls this has already detached
  * req from its upstream and client. */
 static void req_free(struct shard *s, struct request *req)
 {
-	if (req->shadow) {
-		req->shadow->owner = NULL;
-		req->shadow = NULL;
-	}
-	if (req->owner) {
-		req->owner->shadow = NULL;
-		req->owner = NULL;
-	}
+	shadows_detach(req);
+	if (list_linked(&req->shadow_node))
+		list_del_init(&req->shadow_node);
 	queue_remove(s, req);
 	req_release_slot(s, req);
 	if (req->em && req->status > 0 && !(req->flags & REQ_F_SHADOW)) {
@@ -324,8 +341,8 @@ static void client_error(struct shard *s, struct client *c, int status, const ch
 		req->status = status;
 		if (req->up)
 			upstream_abort(s, req->up);
-		if (req->shadow && req->shadow->up && !(c->flags & CL_F_MSG_DONE))
-			upstream_abort(s, req->shadow->up); /* its body would never end */
+		if (!(c->flags & CL_F_MSG_DONE))
+			shadows_abort(s, req); /* their bodies would never end */
 		c->req = NULL;
 		req->c = NULL;
 		req_free(s, req);
@@ -545,7 +562,7 @@ static void make_request_id(struct shard *s, char *out, size_t n)
 static void start_shadows(struct shard *s, struct request *req)
 {
 	const struct endpoint_cfg *ep = req->ep;
-	for (size_t i = 0; i < ep->nshadow && !req->shadow; i++) {
+	for (size_t i = 0; i < ep->nshadow; i++) {
 		struct request *sh;
 		if (router_rand_unit(&s->rng) >= ep->shadow[i].weight)
 			continue;
@@ -562,13 +579,14 @@ static void start_shadows(struct shard *s, struct request *req)
 		sh->is_head = req->is_head;
 		sh->t_start_us = req->t_start_us;
 		list_init(&sh->qnode);
+		list_init(&sh->shadows);
+		list_init(&sh->shadow_node);
 		if (sb_put(&sh->head, req->head.p, req->head.len)) {
 			req_free(s, sh);
 			return;
 		}
-		sh->owner = req;
-		req->shadow = sh;
-		req_dispatch(s, sh, 0);
+		list_push_back(&req->shadows, &sh->shadow_node);
+		req_dispatch(s, sh, 0); /* may free sh (no free slot) */
 	}
 }
 
@@ -599,6 +617,8 @@ static void client_on_headers(struct shard *s, struct client *c)
 	req->ridx = -1;
 	req->t_start_us = now_us();
 	req->is_head = c->hp.p.method == HTTP_HEAD;
+	list_init(&req->shadows);
+	list_init(&req->shadow_node);
 	req->http10 = c->hp.p.http_major == 1 && c->hp.p.http_minor == 0;
 	list_init(&req->qnode);
 	c->req = req;
@@ -654,14 +674,19 @@ static int client_body(struct shard *s, struct client *c, uint32_t bid, const ch
 		client_error(s, c, 413, "request body too large", 1, 0);
 		return -1;
 	}
-	if (req->shadow && req->shadow->up) {
-		struct upstream *su = req->shadow->up;
-		/* A slow shadow must never hold the client back: drop it. */
-		if (su->sk.out_bytes > SINK_HIGH) {
-			upstream_abort(s, su);
-			req_free(s, req->shadow);
-		} else
-			upstream_body(s, su, bid, p, len);
+	{
+		struct list *pos, *tmp;
+		list_for_each_safe(pos, tmp, &req->shadows) {
+			struct request *sh = container_of(pos, struct request, shadow_node);
+			/* A slow shadow must never hold the client back: drop it. */
+			if (!sh->up || sh->up->sk.out_bytes > SINK_HIGH) {
+				if (sh->up)
+					upstream_abort(s, sh->up);
+				req_free(s, sh);
+			} else {
+				upstream_body(s, sh->up, bid, p, len);
+			}
+		}
 	}
 	replay_keep(s, req, bid, p, len);
 	if (req->up)
@@ -748,7 +773,6 @@ void client_on_input(struct shard *s, struct sock *sk)
 		if (rc != HPE_OK && rc != HPE_PAUSED) {
 			int st = parse_error_status(c, rc);
 			sock_in_clear(s, sk);
-			c->flags |= CL_F_MSG_DONE;
 			client_error(s, c, st, st == 431 ? "request header fields too large"
 							 : llhttp_errno_name(rc), 1, 0);
 			return;
@@ -787,11 +811,8 @@ void client_on_input(struct shard *s, struct sock *sk)
 		}
 		if (c->hp.event == HTTP_EV_MESSAGE) {
 			c->flags |= CL_F_MSG_DONE;
-			if (c->req && c->req->shadow) {
-				/* The copy has its whole body: it lives on alone. */
-				c->req->shadow->owner = NULL;
-				c->req->shadow = NULL;
-			}
+			if (c->req)
+				shadows_detach(c->req); /* the copies have their whole body */
 			if (!c->req)
 				client_next(s, c); /* answered early, body dropped */
 		}
@@ -854,10 +875,7 @@ void client_on_error(struct shard *s, struct sock *sk, int err)
 		req->status = 499; /* client closed request (nginx's convention) */
 		if (req->up)
 			upstream_abort(s, req->up);
-		if (req->shadow && req->shadow->up)
-			upstream_abort(s, req->shadow->up);
-		if (req->shadow)
-			req_free(s, req->shadow);
+		shadows_abort(s, req);
 		req_free(s, req);
 	}
 	sock_close(s, sk);
@@ -891,7 +909,6 @@ void req_response_body(struct shard *s, struct request *req, uint32_t bid, const
 void req_response_done(struct shard *s, struct request *req)
 {
 	struct client *c = req->c;
-	req->flags |= REQ_F_DONE;
 	if (!c) {
 		req_free(s, req);
 		return;
@@ -900,10 +917,7 @@ void req_response_done(struct shard *s, struct request *req)
 		c->flags |= CL_F_CLOSE; /* answered before the body ended */
 	c->req = NULL;
 	req->c = NULL;
-	if (req->shadow) {
-		req->shadow->owner = NULL;
-		req->shadow = NULL;
-	}
+	shadows_abort(s, req); /* only copies still missing body bytes are left */
 	req_free(s, req);
 	client_next(s, c);
 }

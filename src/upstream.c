@@ -37,7 +37,7 @@ static void up_reset_parser(struct upstream *up)
 	llhttp_init(&up->hp.p, HTTP_RESPONSE, &up_settings);
 	up->hp.p.data = up;
 	http_head_reset(&up->hp.hd);
-	up->flags &= ~(UP_F_IN_BODY | UP_F_GOT_BYTES | UP_F_REQ_SENT);
+	up->flags &= ~(UP_F_IN_BODY | UP_F_GOT_BYTES);
 	up->hp.event = HTTP_EV_NONE;
 	up->hp.no_body = up->req && req_is_head(up->req);
 	up->dechunk = 0;
@@ -115,7 +115,7 @@ int upstream_start(struct shard *s, struct request *req, struct replica_state *r
 		struct list *n = list_pop_front(&pool->idle);
 		up = container_of(n, struct upstream, sk.node);
 		pool->nidle--;
-		up->flags = (up->flags & ~UP_F_IDLE) | UP_F_REUSED;
+		up->flags |= UP_F_REUSED;
 		timer_cancel(&s->tw, &up->timer);
 	} else {
 		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
@@ -219,7 +219,7 @@ static void up_finish(struct shard *s, struct upstream *up, int keep)
 	}
 	if (keep && !atomic_load_explicit(&up->rs->draining, memory_order_relaxed) &&
 	    !(up->sk.flags & (SK_F_EOF | SK_F_CLOSING)) && up->sk.in_n == 0) {
-		up->flags = (up->flags & ~UP_F_REUSED) | UP_F_IDLE;
+		up->flags &= ~UP_F_REUSED; /* idle: its sk.node is on pool->idle */
 		list_push_front(&up->pool->idle, &up->sk.node);
 		up->pool->nidle++;
 		timer_arm(&s->tw, &up->timer, 60000);

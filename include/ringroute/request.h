@@ -32,7 +32,6 @@ enum {
 	REQ_F_NO_REPLAY  = 1u << 1, /* body too large to keep: no retry */
 	REQ_F_FRESH_DONE = 1u << 2, /* already retried once on a fresh connection */
 	REQ_F_SHADOW     = 1u << 3, /* shadow copy: response discarded */
-	REQ_F_DONE       = 1u << 4,
 };
 
 struct upstream;
@@ -70,8 +69,8 @@ struct request {
 	char *shard_key;           /* X-Serve-Shard-Key copy, or NULL */
 	size_t shard_key_len;
 	int status;
-	struct request *shadow;    /* shadow copy riding along, if any */
-	struct request *owner;     /* for a shadow copy: the request it copies */
+	struct list shadows;       /* shadow copies still taking this body */
+	struct list shadow_node;   /* a shadow copy: in its owner's shadows */
 	struct bqueue *bq;         /* queue it waits in while REQ_F_QUEUED */
 	int ridx;                  /* replica index in be, -1 if none */
 	int is_head;               /* HEAD request: the response has no body */
@@ -102,8 +101,6 @@ enum {
 	UP_F_GOT_BYTES = 1u << 1,  /* response bytes arrived for the current request */
 	UP_F_IN_BODY   = 1u << 2,
 	UP_F_CONNECTED = 1u << 3,
-	UP_F_IDLE      = 1u << 4,  /* in the pool */
-	UP_F_REQ_SENT  = 1u << 5,  /* the whole request was queued */
 };
 
 struct upstream {
