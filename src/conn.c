@@ -96,9 +96,14 @@ void client_accept(struct shard *s, int fd)
 	sock_want_input(s, &c->sk);
 }
 
+static void client_abandon(struct shard *s, struct client *c);
+
 void client_free(struct shard *s, struct sock *sk)
 {
 	struct client *c = container_of(sk, struct client, sk);
+	/* Every path that closes a client ends its request first; this is the
+	 * safety net that keeps a replica slot from leaking if one did not. */
+	client_abandon(s, c);
 	timer_cancel(&s->tw, &c->timer);
 	if (list_linked(&c->all))
 		list_del_init(&c->all);
@@ -863,21 +868,26 @@ void client_on_sent(struct shard *s, struct sock *sk)
 }
 
 /* The client is gone (reset, or closed mid-request): abandon its request.
- * A queued request leaves the queue without ever taking a slot. */
+ * A queued request leaves the queue without ever taking a slot; a
+ * dispatched one closes its replica connection and frees its slot. */
+static void client_abandon(struct shard *s, struct client *c)
+{
+	struct request *req = c->req;
+	if (!req)
+		return;
+	c->req = NULL;
+	req->c = NULL;
+	req->status = 499; /* client closed request (nginx's convention) */
+	if (req->up)
+		upstream_abort(s, req->up);
+	shadows_abort(s, req);
+	req_free(s, req);
+}
+
 void client_on_error(struct shard *s, struct sock *sk, int err)
 {
-	struct client *c = container_of(sk, struct client, sk);
-	struct request *req = c->req;
 	(void)err;
-	if (req) {
-		c->req = NULL;
-		req->c = NULL;
-		req->status = 499; /* client closed request (nginx's convention) */
-		if (req->up)
-			upstream_abort(s, req->up);
-		shadows_abort(s, req);
-		req_free(s, req);
-	}
+	client_abandon(s, container_of(sk, struct client, sk));
 	sock_close(s, sk);
 }
 

@@ -356,6 +356,10 @@ void upstream_free(struct shard *s, struct sock *sk)
 {
 	struct upstream *up = container_of(sk, struct upstream, sk);
 	timer_cancel(&s->tw, &up->timer);
+	if (up->req) { /* only at shard teardown: never leave a dangling pointer */
+		up->req->up = NULL;
+		up->req = NULL;
+	}
 	if (list_linked(&sk->node)) {
 		list_del_init(&sk->node);
 		up->pool->nidle--;
