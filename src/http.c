@@ -29,25 +29,33 @@ void http_head_free(struct http_head *h)
 /* Append bytes plus a NUL kept just past them, so names and values can be
  * used as C strings; a later append overwrites that NUL when it continues
  * the same token. */
+/* Make *buf (capacity *cap) hold at least need bytes, doubling from first.
+ * Returns 0 or -ENOMEM (then *buf is unchanged). */
+static int buf_reserve(char **buf, size_t *cap, size_t need, size_t first)
+{
+	size_t ncap = *cap ? *cap : first;
+	char *p;
+	if (need <= *cap)
+		return 0;
+	while (ncap < need)
+		ncap *= 2;
+	p = mi_realloc(*buf, ncap);
+	if (!p)
+		return -ENOMEM;
+	*buf = p;
+	*cap = ncap;
+	return 0;
+}
+
 static int head_append(struct http_head *h, const char *at, size_t len)
 {
-	if (h->len + len + 1 > HTTP_MAX_HEAD) {
+	size_t cap = h->cap;
+
+	if (h->len + len + 1 > HTTP_MAX_HEAD || buf_reserve(&h->buf, &cap, h->len + len + 1, 1024)) {
 		h->too_large = 1;
 		return -1;
 	}
-	if (h->len + len + 1 > h->cap) {
-		uint32_t cap = h->cap ? h->cap : 1024;
-		char *p;
-		while (cap < h->len + len + 1)
-			cap *= 2;
-		p = mi_realloc(h->buf, cap);
-		if (!p) {
-			h->too_large = 1;
-			return -1;
-		}
-		h->buf = p;
-		h->cap = cap;
-	}
+	h->cap = (uint32_t)cap;
 	memcpy(h->buf + h->len, at, len);
 	h->len += (uint32_t)len;
 	h->buf[h->len] = '\0';
@@ -232,17 +240,8 @@ void http_head_mark_hop(struct http_head *h)
 
 int sb_put(struct strbuf *s, const char *p, size_t n)
 {
-	if (s->len + n + 1 > s->cap) {
-		size_t cap = s->cap ? s->cap : 512;
-		char *q;
-		while (cap < s->len + n + 1)
-			cap *= 2;
-		q = mi_realloc(s->p, cap);
-		if (!q)
-			return -ENOMEM;
-		s->p = q;
-		s->cap = cap;
-	}
+	if (buf_reserve(&s->p, &s->cap, s->len + n + 1, 512))
+		return -ENOMEM;
 	memcpy(s->p + s->len, p, n);
 	s->len += n;
 	s->p[s->len] = '\0';

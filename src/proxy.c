@@ -126,6 +126,69 @@ json_t *proxy_queues_json(struct proxy *p)
 	return out;
 }
 
+/* One endpoint's metrics summed over every shard. */
+#define NHIST 3
+struct ep_sum {
+	const char *name;  /* a shard's endpoint_metrics name: those live as long as the shards */
+	uint64_t status[600];
+	uint64_t bucket[NHIST][HIST_NBUCKETS + 1], count[NHIST], sum_us[NHIST];
+};
+
+static const struct {
+	const char *metric, *help;
+	size_t off;
+} hists[NHIST] = {
+	{"ringroute_request_duration_seconds", "Time from request head to response end.",
+	 offsetof(struct endpoint_metrics, total)},
+	{"ringroute_queue_wait_seconds", "Time spent waiting for a replica slot.",
+	 offsetof(struct endpoint_metrics, queue_wait)},
+	{"ringroute_first_byte_seconds", "Time from request head to first response byte.",
+	 offsetof(struct endpoint_metrics, ttfb)},
+};
+
+/* Sum every shard's per-endpoint counters by endpoint name. Returns how
+ * many endpoints, with *out (mi_free it); 0 and NULL when there are none or
+ * memory ran out. */
+static size_t sum_endpoints(struct proxy *p, struct ep_sum **out)
+{
+	struct ep_sum *v = NULL;
+	size_t n = 0;
+
+	for (unsigned i = 0; i < p->nshards; i++) {
+		struct shard_metrics *m = &p->shards[i]->metrics;
+		struct list *pos, *tmp;
+		pthread_mutex_lock(&m->lock);
+		list_for_each_safe(pos, tmp, &m->endpoints) {
+			struct endpoint_metrics *em = container_of(pos, struct endpoint_metrics, node);
+			struct ep_sum *e = NULL;
+			for (size_t k = 0; k < n && !e; k++)
+				if (strcmp(v[k].name, em->name) == 0)
+					e = &v[k];
+			if (!e) {
+				struct ep_sum *nv = mi_realloc(v, (n + 1) * sizeof(*v));
+				if (!nv)
+					continue;
+				v = nv;
+				e = &v[n++];
+				memset(e, 0, sizeof(*e));
+				e->name = em->name;
+			}
+			for (int st = 0; st < 600; st++)
+				e->status[st] += counter_get(&em->status[st]);
+			for (int h = 0; h < NHIST; h++) {
+				struct hist *x = (struct hist *)((char *)em + hists[h].off);
+				for (int b = 0; b <= HIST_NBUCKETS; b++)
+					e->bucket[h][b] += counter_get(&x->bucket[b]);
+				e->count[h] += counter_get(&x->count);
+				e->sum_us[h] += counter_get(&x->sum_us);
+			}
+		}
+		pthread_mutex_unlock(&m->lock);
+	}
+	*out = v;
+	return n;
+}
+
 json_t *proxy_stats_json(struct proxy *p)
 {
 	struct config *c = proxy_config_get(p);
@@ -157,36 +220,25 @@ json_t *proxy_stats_json(struct proxy *p)
 					      "max_ongoing_requests", (json_int_t)b->max_ongoing,
 					      "replicas", reps));
 	}
-	for (unsigned i = 0; i < p->nshards; i++) {
-		struct shard_metrics *m = &p->shards[i]->metrics;
-		struct list *pos, *tmp;
-		pthread_mutex_lock(&m->lock);
-		list_for_each_safe(pos, tmp, &m->endpoints) {
-			struct endpoint_metrics *em = container_of(pos, struct endpoint_metrics, node);
-			json_t *e = json_object_get(eps, em->name), *codes;
-			if (!e) {
-				e = json_pack("{s:I,s:o}", "requests", (json_int_t)0, "status", json_object());
-				json_object_set_new(eps, em->name, e);
-			}
-			codes = json_object_get(e, "status");
-			for (int st = 100; st < 600; st++) {
-				uint64_t n = counter_get(&em->status[st]);
+	{
+		struct ep_sum *sums;
+		size_t n = sum_endpoints(p, &sums);
+		for (size_t k = 0; k < n; k++) {
+			json_t *codes = json_object();
+			uint64_t total = 0;
+			for (int st = 0; st < 600; st++) {
 				char key[8];
-				json_t *prev;
-				if (!n)
+				if (!sums[k].status[st])
 					continue;
 				snprintf(key, sizeof(key), "%d", st);
-				prev = json_object_get(codes, key);
-				json_object_set_new(codes, key,
-						    json_integer((prev ? json_integer_value(prev) : 0) +
-								 (json_int_t)n));
-				json_object_set_new(
-					e, "requests",
-					json_integer(json_integer_value(json_object_get(e, "requests")) +
-						     (json_int_t)n));
+				json_object_set_new(codes, key, json_integer((json_int_t)sums[k].status[st]));
+				total += sums[k].status[st];
 			}
+			json_object_set_new(eps, sums[k].name,
+					    json_pack("{s:I,s:o}", "requests", (json_int_t)total, "status",
+						      codes));
 		}
-		pthread_mutex_unlock(&m->lock);
+		mi_free(sums);
 	}
 	json_object_set_new(out, "version", json_integer((json_int_t)c->version));
 	json_object_set_new(out, "shards", json_integer(p->nshards));
@@ -198,72 +250,41 @@ json_t *proxy_stats_json(struct proxy *p)
 	return out;
 }
 
-static void hist_text(struct strbuf *sb, struct proxy *p, const char *metric, const char *ep,
-		      size_t field_off)
-{
-	uint64_t buckets[HIST_NBUCKETS + 1] = {0}, count = 0, sum = 0, cum = 0;
-	for (unsigned i = 0; i < p->nshards; i++) {
-		struct shard_metrics *m = &p->shards[i]->metrics;
-		struct list *pos, *tmp;
-		pthread_mutex_lock(&m->lock);
-		list_for_each_safe(pos, tmp, &m->endpoints) {
-			struct endpoint_metrics *em = container_of(pos, struct endpoint_metrics, node);
-			struct hist *h = (struct hist *)((char *)em + field_off);
-			if (strcmp(em->name, ep))
-				continue;
-			for (int b = 0; b <= HIST_NBUCKETS; b++)
-				buckets[b] += counter_get(&h->bucket[b]);
-			count += counter_get(&h->count);
-			sum += counter_get(&h->sum_us);
-		}
-		pthread_mutex_unlock(&m->lock);
-	}
-	for (int b = 0; b < HIST_NBUCKETS; b++) {
-		cum += buckets[b];
-		sb_printf(sb, "%s_bucket{endpoint=\"%s\",le=\"%g\"} %llu\n", metric, ep, hist_bounds[b],
-			  (unsigned long long)cum);
-	}
-	cum += buckets[HIST_NBUCKETS];
-	sb_printf(sb, "%s_bucket{endpoint=\"%s\",le=\"+Inf\"} %llu\n", metric, ep,
-		  (unsigned long long)cum);
-	sb_printf(sb, "%s_sum{endpoint=\"%s\"} %.6f\n", metric, ep, (double)sum / 1e6);
-	sb_printf(sb, "%s_count{endpoint=\"%s\"} %llu\n", metric, ep, (unsigned long long)count);
-}
-
 char *proxy_metrics_text(struct proxy *p)
 {
 	struct config *c = proxy_config_get(p);
 	struct strbuf sb = {0};
-	json_t *stats = proxy_stats_json(p), *eps = json_object_get(stats, "endpoints");
-	const char *name;
-	json_t *e;
+	struct ep_sum *sums;
+	size_t n = sum_endpoints(p, &sums);
 
 	sb_puts(&sb, "# HELP ringroute_requests_total Requests by endpoint and status code.\n"
 		     "# TYPE ringroute_requests_total counter\n");
-	json_object_foreach(eps, name, e) {
-		const char *code;
-		json_t *n;
-		json_object_foreach(json_object_get(e, "status"), code, n)
-			sb_printf(&sb, "ringroute_requests_total{endpoint=\"%s\",code=\"%s\"} %lld\n",
-				  name, code, (long long)json_integer_value(n));
-	}
-	static const struct {
-		const char *metric, *help;
-		size_t off;
-	} hists[] = {
-		{"ringroute_request_duration_seconds", "Time from request head to response end.",
-		 offsetof(struct endpoint_metrics, total)},
-		{"ringroute_queue_wait_seconds", "Time spent waiting for a replica slot.",
-		 offsetof(struct endpoint_metrics, queue_wait)},
-		{"ringroute_first_byte_seconds", "Time from request head to first response byte.",
-		 offsetof(struct endpoint_metrics, ttfb)},
-	};
-	for (size_t h = 0; h < sizeof(hists) / sizeof(hists[0]); h++) {
+	for (size_t k = 0; k < n; k++)
+		for (int st = 0; st < 600; st++)
+			if (sums[k].status[st])
+				sb_printf(&sb, "ringroute_requests_total{endpoint=\"%s\",code=\"%d\"} %llu\n",
+					  sums[k].name, st, (unsigned long long)sums[k].status[st]);
+	for (int h = 0; h < NHIST; h++) {
 		sb_printf(&sb, "# HELP %s %s\n# TYPE %s histogram\n", hists[h].metric, hists[h].help,
 			  hists[h].metric);
-		json_object_foreach(eps, name, e)
-			hist_text(&sb, p, hists[h].metric, name, hists[h].off);
+		for (size_t k = 0; k < n; k++) {
+			const char *metric = hists[h].metric, *ep = sums[k].name;
+			uint64_t cum = 0;
+			for (int b = 0; b < HIST_NBUCKETS; b++) {
+				cum += sums[k].bucket[h][b];
+				sb_printf(&sb, "%s_bucket{endpoint=\"%s\",le=\"%g\"} %llu\n", metric, ep,
+					  hist_bounds[b], (unsigned long long)cum);
+			}
+			cum += sums[k].bucket[h][HIST_NBUCKETS];
+			sb_printf(&sb, "%s_bucket{endpoint=\"%s\",le=\"+Inf\"} %llu\n", metric, ep,
+				  (unsigned long long)cum);
+			sb_printf(&sb, "%s_sum{endpoint=\"%s\"} %.6f\n", metric, ep,
+				  (double)sums[k].sum_us[h] / 1e6);
+			sb_printf(&sb, "%s_count{endpoint=\"%s\"} %llu\n", metric, ep,
+				  (unsigned long long)sums[k].count[h]);
+		}
 	}
+	mi_free(sums);
 	sb_puts(&sb, "# HELP ringroute_backend_queued Requests waiting for a slot.\n"
 		     "# TYPE ringroute_backend_queued gauge\n");
 	for (size_t i = 0; i < c->nbackends; i++)
@@ -290,7 +311,6 @@ char *proxy_metrics_text(struct proxy *p)
 				  b->name, b->replicas[r].id, (unsigned long long)er);
 		}
 	}
-	json_decref(stats);
 	config_unref(c);
 	return sb.p; /* mi_free() it */
 }

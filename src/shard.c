@@ -356,6 +356,24 @@ static void free_dead(struct shard *s)
 
 /* ---- completions ---- */
 
+/* The owner's hooks, by socket kind. */
+static void sock_on_error(struct shard *s, struct sock *sk, int err)
+{
+	sk->error = err;
+	if (sk->kind == SOCK_CLIENT)
+		client_on_error(s, sk, err);
+	else
+		upstream_on_error(s, sk, err);
+}
+
+static void sock_on_input(struct shard *s, struct sock *sk)
+{
+	if (sk->kind == SOCK_CLIENT)
+		client_on_input(s, sk);
+	else
+		upstream_on_input(s, sk);
+}
+
 static void on_send(struct shard *s, struct sock *sk, int res)
 {
 	uint32_t n = sk->iov_n;
@@ -366,13 +384,8 @@ static void on_send(struct shard *s, struct sock *sk, int res)
 			out_release(s, &sk->out[sk->out_head + i]);
 		sk->out_head += n;
 		sk->out_n -= n;
-		if (!(sk->flags & SK_F_CLOSING)) {
-			sk->error = res;
-			if (sk->kind == SOCK_CLIENT)
-				client_on_error(s, sk, res);
-			else
-				upstream_on_error(s, sk, res);
-		}
+		if (!(sk->flags & SK_F_CLOSING))
+			sock_on_error(s, sk, res);
 		return;
 	}
 	sk->out_bytes -= (size_t)res;
@@ -427,17 +440,10 @@ static void on_recv(struct shard *s, struct sock *sk, struct io_uring_cqe *cqe)
 		}
 		return;
 	} else if (res < 0 && res != -ECANCELED) {
-		sk->error = res;
-		if (sk->kind == SOCK_CLIENT)
-			client_on_error(s, sk, res);
-		else
-			upstream_on_error(s, sk, res);
+		sock_on_error(s, sk, res);
 		return;
 	}
-	if (sk->kind == SOCK_CLIENT)
-		client_on_input(s, sk);
-	else
-		upstream_on_input(s, sk);
+	sock_on_input(s, sk);
 	if (!(sk->flags & (SK_F_EOF | SK_F_RECV_OFF | SK_F_CLOSING | SK_F_RECV_ARMED)))
 		arm_recv(s, sk);
 }
