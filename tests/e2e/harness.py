@@ -437,6 +437,57 @@ class RawUpstream:
                 pass
 
 
+class GatedUpstream(RawUpstream):
+    """A RawUpstream that holds a request carrying `X-Gate: NAME` until
+    release(NAME) (or open_all()), so that "in flight", "queued" and "served
+    next" are observed as events, not guessed from delays. answer(req) builds
+    the response (override it); a request held 30 s is closed unanswered."""
+
+    def __init__(self, id=None):
+        self.id = id
+        self._lock = threading.Lock()
+        self._gates = {}
+        self._open = False
+        self.cond = threading.Condition()  # notified as each request arrives
+        super().__init__(self._respond)
+
+    def answer(self, req):
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    def _gate(self, name):
+        with self._lock:
+            return self._gates.setdefault(name, threading.Event())
+
+    def _respond(self, req):
+        with self.cond:
+            self.cond.notify_all()  # req is already in self.requests
+        g = req["hdict"].get("x-gate")
+        if g and not self._open and not self._gate(g).wait(30):
+            return None
+        return self.answer(req)
+
+    def release(self, name):
+        self._gate(name).set()
+
+    def open_all(self):
+        self._open = True
+        with self._lock:
+            for e in self._gates.values():
+                e.set()
+
+    def paths(self):
+        return [r["target"] for r in self.requests]
+
+    def wait_requests(self, n, timeout=5.0):
+        """Block until at least n requests arrived; returns the paths."""
+        with self.cond:
+            ok = self.cond.wait_for(lambda: len(self.requests) >= n, timeout)
+        if not ok:
+            raise AssertionError("replica %s: expected %d requests within %.1f s, got %r"
+                                 % (self.id, n, timeout, self.paths()))
+        return self.paths()
+
+
 # --------------------------------------------------------------------------
 # raw HTTP/1.1 client
 
@@ -691,6 +742,74 @@ def http_once(port, method, path, headers=None, body=None, timeout=IO_TIMEOUT):
         return c.request(method, path, headers, body)
 
 
+class UnixClient(Client):
+    """Client over an AF_UNIX stream socket (the control socket)."""
+
+    def __init__(self, path, timeout=IO_TIMEOUT):
+        self.port = None
+        self.timeout = timeout
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = bytearray()
+        self.eof = False
+        self.received = bytearray()
+
+
+def control_sock_path():
+    """A fresh path for --control, in its own directory under the test tmpdir."""
+    return os.path.join(tempfile.mkdtemp(dir=_TMPDIR), "ctl.sock")
+
+
+def json_body(doc):
+    """A control API request body: None and bytes as they are, else JSON."""
+    return doc if doc is None or isinstance(doc, bytes) else json.dumps(doc).encode()
+
+
+def parse_metrics(text):
+    """Prometheus text -> [(name, {label: value}, float)] in order."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$', line)
+        if not m:
+            raise AssertionError("bad metrics line %r" % line)
+        labels = dict(re.findall(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        out.append((m.group(1), labels, float(m.group(3))))
+    return out
+
+
+# --------------------------------------------------------------------------
+# bounded waits on observable signals (never a bare sleep)
+
+def poll(fn, timeout, interval=0.01):
+    """Calls fn until it returns truthy or timeout passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    return last
+
+
+def wait_for(fn, timeout=5.0, what="condition", interval=0.01):
+    """poll(), raising AssertionError if fn never returned truthy."""
+    last = poll(fn, timeout, interval)
+    if not last:
+        raise AssertionError("timed out after %.1f s waiting for %s (last: %r)"
+                             % (timeout, what, last))
+    return last
+
+
+def wait_stderr(proc, text, timeout=10.0):
+    """True once proc has logged text (ringroute's own signal that a health
+    probe ran or a reload was done)."""
+    return bool(poll(lambda: text in proc.stderr(), timeout, 0.02))
+
+
 # --------------------------------------------------------------------------
 # test base and main
 
@@ -704,11 +823,17 @@ class RRTestCase(unittest.TestCase):
     def setUp(self):
         self._procs = []
         self._clients = []
+        self._upstreams = []
 
     def tearDown(self):
+        for u in self._upstreams:
+            if isinstance(u, GatedUpstream):
+                u.open_all()  # no held request may stall ringroute's exit
         for c in self._clients:
             c.close()
         reports = _stop_all(self._procs)
+        for u in self._upstreams:
+            u.close()
         if reports:
             self.fail("\n".join(reports))
 
@@ -737,6 +862,39 @@ class RRTestCase(unittest.TestCase):
         c = Client(port, timeout=timeout)
         self._clients.append(c)
         return c
+
+    def unix_client(self, path, timeout=IO_TIMEOUT):
+        c = UnixClient(path, timeout=timeout)
+        self._clients.append(c)
+        return c
+
+    def upstream(self, u):
+        """Closes the RawUpstream u after the test's processes are stopped."""
+        self._upstreams.append(u)
+        return u
+
+    def run_clients(self, n, worker, join_timeout=60.0):
+        """Runs worker(k) for k in range(n), each on its own thread, at once.
+        worker returns None or an error string (stopping at its first error);
+        an exception counts as one. Fails if a client still runs after
+        join_timeout (hung) or any reported an error."""
+        errors = []
+
+        def run(k):
+            try:
+                err = worker(k)
+            except Exception as e:  # reported below
+                err = "client %d: %s: %s" % (k, type(e).__name__, e)
+            if err is not None:
+                errors.append(err)
+
+        ts = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(join_timeout)
+        self.assertFalse(any(t.is_alive() for t in ts), "clients hung")
+        self.assertEqual(errors, [])
 
     # per class
     @classmethod

@@ -23,7 +23,6 @@ import collections
 import json
 import os
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -33,44 +32,13 @@ from harness import backend, build_request, endpoint  # noqa: E402
 KEY = "X-Serve-Shard-Key"
 
 
-class Gated(harness.RawUpstream):
-    """Answers {"id", "path"} as JSON; a request with X-Gate: NAME waits
-    until release(NAME) (or open_all())."""
+class Gated(harness.GatedUpstream):
+    """Answers {"id", "path"} as JSON."""
 
-    def __init__(self, id):
-        self.id = id
-        self._lock = threading.Lock()
-        self._gates = {}
-        self._open = False
-        self.cond = threading.Condition()
-        super().__init__(self._respond)
-
-    def _gate(self, name):
-        with self._lock:
-            return self._gates.setdefault(name, threading.Event())
-
-    def _respond(self, req):
-        with self.cond:
-            self.cond.notify_all()
-        g = req["hdict"].get("x-gate")
-        if g and not self._open:
-            if not self._gate(g).wait(30):
-                return None
+    def answer(self, req):
         body = json.dumps({"id": self.id, "path": req["target"]}).encode()
         return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                 b"Content-Length: %d\r\n\r\n" % len(body)) + body
-
-    def release(self, name):
-        self._gate(name).set()
-
-    def open_all(self):
-        self._open = True
-        with self._lock:
-            for e in self._gates.values():
-                e.set()
-
-    def has(self, path):
-        return any(r["target"] == path for r in self.requests)
 
 
 class StickyTest(harness.RRTestCase):
@@ -109,14 +77,7 @@ class StickyTest(harness.RRTestCase):
 class SpillTest(harness.RRTestCase):
     def setUp(self):
         super().setUp()
-        self.ups = [Gated("g%d" % i) for i in (1, 2, 3)]
-
-    def tearDown(self):
-        for u in self.ups:
-            u.open_all()
-        super().tearDown()
-        for u in self.ups:
-            u.close()
+        self.ups = [self.upstream(Gated("g%d" % i)) for i in (1, 2, 3)]
 
     def start(self, cap):
         reps = {u.id: u.addr for u in self.ups}
@@ -147,7 +108,7 @@ class SpillTest(harness.RRTestCase):
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             for u in self.ups:
-                if u.has(path):
+                if path in u.paths():
                     return c, path, u
             time.sleep(0.002)
         self.fail("held request %s reached no replica" % path)

@@ -32,29 +32,18 @@ class P2CTest(harness.RRTestCase):
         nclients, per = 16, 38
         counts = collections.Counter()
         lock = threading.Lock()
-        errors = []
 
         def worker(k):
-            try:
-                with harness.Client(rr.port, timeout=15) as c:
-                    for i in range(per):
-                        path = "/p2c/%d/%d" % (k, i)
-                        r = c.request("GET", path)
-                        if r.status != 200 or r.json()["path"] != path:
-                            errors.append("client %d req %d: %r" % (k, i, r))
-                            return
-                        with lock:
-                            counts[r.json()["id"]] += 1
-            except Exception as e:  # reported below
-                errors.append("client %d: %s: %s" % (k, type(e).__name__, e))
+            with harness.Client(rr.port, timeout=15) as c:
+                for i in range(per):
+                    path = "/p2c/%d/%d" % (k, i)
+                    r = c.request("GET", path)
+                    if r.status != 200 or r.json()["path"] != path:
+                        return "client %d req %d: %r" % (k, i, r)
+                    with lock:
+                        counts[r.json()["id"]] += 1
 
-        ts = [threading.Thread(target=worker, args=(k,)) for k in range(nclients)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(60)
-        self.assertFalse(any(t.is_alive() for t in ts), "clients hung")
-        self.assertEqual(errors, [])
+        self.run_clients(nclients, worker)
         total = nclients * per
         self.assertEqual(sum(counts.values()), total)
         served = {m.id: m.stats()["served"] for m in (fast1, fast2, slow)}

@@ -41,31 +41,19 @@ class CapTest(harness.RRTestCase):
         conns = [harness.Client(rr.port, timeout=30) for _ in range(CLIENTS)]
         self._clients.extend(conns)
         go = threading.Barrier(CLIENTS)
-        errors = []
 
-        def worker(k, c):
-            try:
-                go.wait(10)
-                for i in range(PER_CLIENT):
-                    path = "/cap/%d/%d/%d" % (cap, k, i)
-                    r = c.request("GET", path)
-                    if r.status != 200:
-                        errors.append("client %d req %d: %r" % (k, i, r))
-                        return
-                    j = r.json()
-                    if j["path"] != path or j["id"] not in ("cap1", "cap2"):
-                        errors.append("client %d req %d: wrong answer %r" % (k, i, r))
-                        return
-            except Exception as e:  # reported below
-                errors.append("client %d: %s: %s" % (k, type(e).__name__, e))
+        def worker(k):
+            go.wait(10)
+            for i in range(PER_CLIENT):
+                path = "/cap/%d/%d/%d" % (cap, k, i)
+                r = conns[k].request("GET", path)
+                if r.status != 200:
+                    return "client %d req %d: %r" % (k, i, r)
+                j = r.json()
+                if j["path"] != path or j["id"] not in ("cap1", "cap2"):
+                    return "client %d req %d: wrong answer %r" % (k, i, r)
 
-        ts = [threading.Thread(target=worker, args=(k, c)) for k, c in enumerate(conns)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(60)
-        self.assertFalse(any(t.is_alive() for t in ts), "clients hung")
-        self.assertEqual(errors, [])
+        self.run_clients(CLIENTS, worker)
         stats = {m.id: m.stats() for m in self.mocks}
         for id, st in stats.items():
             self.assertLessEqual(st["max_inflight"], cap,

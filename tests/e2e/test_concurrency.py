@@ -6,7 +6,6 @@ finishing out of order. Runs against --shards 2 (and 1)."""
 import os
 import random
 import sys
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -70,39 +69,26 @@ class ConcurrencyTest(harness.RRTestCase):
 
     def test_many_clients(self):
         nclients, nreq = 24, 25
-        errors = []
 
         def worker(k):
             rng = random.Random(k)
-            try:
-                with harness.Client(self.rr.port, timeout=15) as c:
-                    for i in range(nreq):
-                        path = "/many/%d/%d" % (k, i)
-                        hs = []
-                        if rng.random() < 0.3:  # responses finish out of order
-                            hs.append(("X-Mock-Delay-Ms", str(rng.randint(1, 30))))
-                        body = None
-                        if rng.random() < 0.3:
-                            body = os.urandom(rng.randint(1, 20000))
-                        r = c.request("POST" if body else "GET", path, hs, body)
-                        if r.status != 200:
-                            errors.append("client %d req %d: %r" % (k, i, r))
-                            return
-                        j = r.json()
-                        if j["path"] != path or j["body_len"] != len(body or b""):
-                            errors.append("client %d req %d got someone else's answer: %r"
-                                          % (k, i, r))
-                            return
-            except Exception as e:  # reported below
-                errors.append("client %d: %s: %s" % (k, type(e).__name__, e))
+            with harness.Client(self.rr.port, timeout=15) as c:
+                for i in range(nreq):
+                    path = "/many/%d/%d" % (k, i)
+                    hs = []
+                    if rng.random() < 0.3:  # responses finish out of order
+                        hs.append(("X-Mock-Delay-Ms", str(rng.randint(1, 30))))
+                    body = None
+                    if rng.random() < 0.3:
+                        body = os.urandom(rng.randint(1, 20000))
+                    r = c.request("POST" if body else "GET", path, hs, body)
+                    if r.status != 200:
+                        return "client %d req %d: %r" % (k, i, r)
+                    j = r.json()
+                    if j["path"] != path or j["body_len"] != len(body or b""):
+                        return "client %d req %d got someone else's answer: %r" % (k, i, r)
 
-        ts = [threading.Thread(target=worker, args=(k,)) for k in range(nclients)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(60)
-        self.assertFalse(any(t.is_alive() for t in ts), "clients hung")
-        self.assertEqual(errors, [])
+        self.run_clients(nclients, worker)
 
     def test_many_pipelined_clients(self):
         conns = [self.client(self.rr.port, timeout=15) for _ in range(16)]

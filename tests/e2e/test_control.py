@@ -12,7 +12,6 @@ import signal
 import socket
 import stat
 import sys
-import tempfile
 import threading
 import time
 
@@ -21,32 +20,13 @@ import harness  # noqa: E402
 from harness import backend, endpoint  # noqa: E402
 
 
-class UnixClient(harness.Client):
-    """harness.Client over an AF_UNIX stream socket."""
-
-    def __init__(self, path, timeout=harness.IO_TIMEOUT):
-        self.port = None
-        self.timeout = timeout
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.buf = bytearray()
-        self.eof = False
-        self.received = bytearray()
-
-
-def sock_path():
-    d = tempfile.mkdtemp(dir=harness._TMPDIR)
-    return os.path.join(d, "ctl.sock")
-
-
 class ControlCase(harness.RRTestCase):
     """Starts mocks and a ringroute with --control and --admin per test."""
 
     REPORT_MS = 200
 
     def start(self, cfg, extra=(), shards=1):
-        self.sock = sock_path()
+        self.sock = harness.control_sock_path()
         rr = self.ringroute(cfg, shards=shards, admin=True,
                             extra=["--control", self.sock,
                                    "--report-interval-ms", str(self.REPORT_MS)] + list(extra))
@@ -54,11 +34,8 @@ class ControlCase(harness.RRTestCase):
         return rr
 
     def ctl(self, method, path, body=None, headers=None):
-        if isinstance(body, (dict, list)) or (body is not None and not isinstance(body, bytes)):
-            body = json.dumps(body).encode()
-        c = UnixClient(self.sock)
-        self._clients.append(c)
-        return c.request(method, path, headers, body)
+        return self.unix_client(self.sock).request(method, path, headers,
+                                                   harness.json_body(body))
 
     def admin(self, method, path, body=None):
         c = self.client(self.rr.admin_port)
@@ -97,14 +74,7 @@ class ControlCase(harness.RRTestCase):
     def eventually(self, fn, timeout=3.0):
         """Retries fn until it returns truthy (changes reach shards over
         MSG_RING, within one loop turn; allow a little time)."""
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = fn()
-            if last:
-                return last
-            time.sleep(0.05)
-        return last
+        return harness.poll(fn, timeout, interval=0.05)
 
 
 class ControlSocketTest(ControlCase):
@@ -140,8 +110,7 @@ class ControlSocketTest(ControlCase):
         self.assertEqual(r.json(), {"ok": True})
 
     def test_keep_alive_and_pipelining(self):
-        c = UnixClient(self.sock)
-        self._clients.append(c)
+        c = self.unix_client(self.sock)
         r1 = c.request("GET", "/healthz")
         r2 = c.request("GET", "/v1/queues")
         self.assertEqual((r1.status, r2.status), (200, 200), (r1, r2))
@@ -155,8 +124,7 @@ class ControlSocketTest(ControlCase):
         self.assertTrue(c.still_open(), "keep-alive connection was closed")
 
     def test_connection_close(self):
-        c = UnixClient(self.sock)
-        self._clients.append(c)
+        c = self.unix_client(self.sock)
         r = c.request("GET", "/healthz", headers=[("Connection", "close")])
         self.assertEqual(r.status, 200, r)
         self.assertTrue(c.closed_within(2.0))
@@ -355,8 +323,7 @@ class ControlSocketTest(ControlCase):
 
     def test_body_too_large(self):
         before = self.config().body
-        c = UnixClient(self.sock)
-        self._clients.append(c)
+        c = self.unix_client(self.sock)
         c.send(b"PUT /v1/config HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
                % (2 << 20))
         r = c.read_response()
@@ -368,8 +335,7 @@ class ControlSocketTest(ControlCase):
         self.assertError(r, 400)
 
     def test_malformed_request(self):
-        c = UnixClient(self.sock)
-        self._clients.append(c)
+        c = self.unix_client(self.sock)
         c.send(b"GARBAGE\r\n\r\n")
         r = c.read_response()
         self.assertError(r, 400)
@@ -397,8 +363,7 @@ class ControlSocketTest(ControlCase):
         self.assertLess(abs(j["time"] - time.time()), 60, r)
 
     def test_watch_stream(self):
-        c = UnixClient(self.sock)
-        self._clients.append(c)
+        c = self.unix_client(self.sock)
         c.send(harness.build_request("GET", "/v1/queues?watch=1"))
         head = c._read_until(b"\r\n\r\n", time.monotonic() + 5)
         self.assertIn(b" 200 ", head.split(b"\r\n")[0], head)
@@ -644,7 +609,7 @@ class ReloadAndReportTest(ControlCase):
             lsock.close()
 
     def test_stale_socket_replaced_and_removed(self):
-        path = sock_path()
+        path = harness.control_sock_path()
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(path)
         s.close()  # a stale socket file, nobody listening

@@ -8,7 +8,6 @@ import re
 import select
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +27,7 @@ class CtlTest(harness.RRTestCase):
         super().setUp()
         self.m1 = self.mock("m1")
         self.m2 = self.mock("m2")
-        self.sock = os.path.join(tempfile.mkdtemp(dir=harness._TMPDIR), "ctl.sock")
+        self.sock = harness.control_sock_path()
         cfg = {
             "backends": {"A": backend([self.m1]), "B": backend([self.m2])},
             "endpoints": {"e": endpoint("/e", {"A": 1.0})},

@@ -4,21 +4,10 @@ requests; once it answers 2xx again it is used again."""
 
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import backend, endpoint  # noqa: E402
-
-
-def wait_stderr(proc, text, timeout=10.0):
-    """Wait for ringroute to log text (its own signal that a probe ran)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in proc.stderr():
-            return True
-        time.sleep(0.02)
-    return False
+from harness import backend, endpoint, wait_stderr  # noqa: E402
 
 
 class HealthTest(harness.RRTestCase):

@@ -16,9 +16,7 @@ for the clients to complete a number of requests (a signal), not for time."""
 
 import json
 import os
-import socket
 import sys
-import tempfile
 import threading
 import time
 
@@ -37,20 +35,6 @@ PROPAGATION_S = 0.25
 # Requests the clients complete between two changes: PACE x 50 (x 3 to x 6).
 PACE = int(os.environ.get("RR_LIVE_PACE", "8"))
 STEP = 50 * PACE
-
-
-class UnixClient(harness.Client):
-    """harness.Client over an AF_UNIX stream socket (keep-alive)."""
-
-    def __init__(self, path, timeout=harness.IO_TIMEOUT):
-        self.port = None
-        self.timeout = timeout
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.buf = bytearray()
-        self.eof = False
-        self.received = bytearray()
 
 
 class Progress:
@@ -77,10 +61,8 @@ class Progress:
 class LiveChangeTest(harness.RRTestCase):
 
     def ctl(self, method, path, body=None):
-        if body is not None and not isinstance(body, bytes):
-            body = json.dumps(body).encode()
         with self.ctl_lock:
-            return self.ctl_conn.request(method, path, None, body)
+            return self.ctl_conn.request(method, path, None, harness.json_body(body))
 
     def change(self, method, path, body=None):
         """One change; must be acknowledged with 200 and a version. Returns the
@@ -253,11 +235,10 @@ class LiveChangeTest(harness.RRTestCase):
                 "slow": endpoint("/slow", {"S": 1.0}),
             },
         }
-        self.sock = os.path.join(tempfile.mkdtemp(dir=harness._TMPDIR), "ctl.sock")
+        self.sock = harness.control_sock_path()
         self.rr = self.ringroute(cfg, shards=shards, extra=["--control", self.sock])
         self.ctl_lock = threading.Lock()
-        self.ctl_conn = UnixClient(self.sock)
-        self._clients.append(self.ctl_conn)
+        self.ctl_conn = self.unix_client(self.sock)
         self.allowed = {"/a": {"a1", "a2"}, "/split": {"a1", "a2", "b1", "b2"},
                         "/dyn": {"b2", "a2"}}
         self.lock = threading.Lock()

@@ -24,28 +24,14 @@ import json
 import os
 import re
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import backend, build_request, endpoint, free_port  # noqa: E402
+from harness import parse_metrics, wait_for  # noqa: E402
 
 REPORT_MS = 100
-
-
-def parse_metrics(text):
-    """Prometheus text -> [(name, {label: value}, float)] in order."""
-    out = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r'^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$', line)
-        if not m:
-            raise AssertionError("bad metrics line %r" % line)
-        labels = dict(re.findall(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-        out.append((m.group(1), labels, float(m.group(3))))
-    return out
 
 
 def select(ms, name, **labels):
@@ -60,53 +46,13 @@ def value(ms, name, **labels):
     return rows[0][1]
 
 
-def wait_for(fn, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.01)
-    raise AssertionError("timed out after %.1f s waiting for %s (last: %r)" % (timeout, what, last))
-
-
-class Gated(harness.RawUpstream):
-    """Answers 200; a request with X-Gate: NAME waits until release(NAME)."""
-
-    def __init__(self):
-        self._gates = {}
-        self._lock = threading.Lock()
-        self._open = False
-        super().__init__(self._respond)
-
-    def _gate(self, name):
-        with self._lock:
-            return self._gates.setdefault(name, threading.Event())
-
-    def _respond(self, req):
-        g = req["hdict"].get("x-gate")
-        if g and not self._open and not self._gate(g).wait(30):
-            return None
-        return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-    def release(self, name):
-        self._gate(name).set()
-
-    def open_all(self):
-        self._open = True
-        with self._lock:
-            for e in self._gates.values():
-                e.set()
-
-
 class MetricsTest(harness.RRTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         cls.m1 = cls.mock_cls("m1")
         cls.m2 = cls.mock_cls("m2")
-        cls.gated = Gated()
+        cls.gated = harness.GatedUpstream()
         cls.cfg = {
             "backends": {
                 "b": backend([cls.m1, cls.m2]),

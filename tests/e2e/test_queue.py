@@ -7,7 +7,7 @@ both with Retry-After and a JSON body. A client that disconnects while queued
 leaves the queue and never takes a slot. A backend with no replicas queues
 until timeout (a replica added in time serves it).
 
-The replica here is a gated upstream in this process (harness.RawUpstream):
+The replica here is a gated upstream in this process (harness.GatedUpstream):
 a request carrying `X-Gate: NAME` is answered only once the test releases
 NAME, so "in flight", "queued" and "served next" are observed as events, not
 guessed from delays. Queue lengths come from the admin port's /v1/queues.
@@ -24,10 +24,7 @@ exactly their arrival order, and every one of them must be served.
 
 import json
 import os
-import socket
 import sys
-import tempfile
-import threading
 import time
 import unittest
 
@@ -36,101 +33,22 @@ import harness  # noqa: E402
 from harness import backend, build_request, endpoint  # noqa: E402
 
 
-class Gated(harness.RawUpstream):
-    """A replica answering {"id", "method", "path", "body_len"} as JSON; a
-    request with X-Gate: NAME waits until release(NAME) (or open_all())."""
+class Gated(harness.GatedUpstream):
+    """A replica answering {"id", "method", "path", "body_len"} as JSON."""
 
-    def __init__(self, id):
-        self.id = id
-        self._lock = threading.Lock()
-        self._gates = {}
-        self._open = False
-        self.cond = threading.Condition()
-        super().__init__(self._respond)
-
-    def _gate(self, name):
-        with self._lock:
-            return self._gates.setdefault(name, threading.Event())
-
-    def _respond(self, req):
-        with self.cond:
-            self.cond.notify_all()  # req is already in self.requests
-        g = req["hdict"].get("x-gate")
-        if g and not self._open:
-            if not self._gate(g).wait(30):
-                return None
+    def answer(self, req):
         body = json.dumps({"id": self.id, "method": req["method"], "path": req["target"],
                            "body_len": len(req["body"])}).encode()
         return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                 b"X-Mock-Id: " + self.id.encode() + b"\r\n"
                 b"Content-Length: %d\r\n\r\n" % len(body)) + body
 
-    def release(self, name):
-        self._gate(name).set()
-
-    def open_all(self):
-        self._open = True
-        with self._lock:
-            for e in self._gates.values():
-                e.set()
-
-    def paths(self):
-        return [r["target"] for r in self.requests]
-
-    def wait_requests(self, n, timeout=5.0):
-        """Block until at least n requests arrived; returns the paths."""
-        with self.cond:
-            ok = self.cond.wait_for(lambda: len(self.requests) >= n, timeout)
-        if not ok:
-            raise AssertionError("replica %s: expected %d requests within %.1f s, got %r"
-                                 % (self.id, n, timeout, self.paths()))
-        return self.paths()
-
-
-def wait_for(fn, timeout=5.0, what="condition"):
-    """Polls fn (a bounded wait on an observable signal); returns its value."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.005)
-    raise AssertionError("timed out after %.1f s waiting for %s (last: %r)" % (timeout, what, last))
-
-
-class UnixClient(harness.Client):
-    """harness.Client over an AF_UNIX stream socket (the control socket)."""
-
-    def __init__(self, path, timeout=harness.IO_TIMEOUT):
-        self.port = None
-        self.timeout = timeout
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.buf = bytearray()
-        self.eof = False
-        self.received = bytearray()
-
 
 class QueueCase(harness.RRTestCase):
     SHARDS = 1
 
-    def setUp(self):
-        super().setUp()
-        self.ups = []
-
-    def tearDown(self):
-        for u in self.ups:
-            u.open_all()
-        super().tearDown()
-        for u in self.ups:
-            u.close()
-
     def gated(self, id="g1"):
-        u = Gated(id)
-        self.ups.append(u)
-        return u
+        return self.upstream(Gated(id))
 
     def start(self, up, shards=None, extra=(), **bkw):
         kw = dict(max_ongoing_requests=1, max_queued_requests=100, queue_timeout_ms=10000)
@@ -153,7 +71,7 @@ class QueueCase(harness.RRTestCase):
             seen.append(self.queued())
             return seen[-1] == n
         try:
-            wait_for(check, timeout, "queued == %d" % n)
+            harness.wait_for(check, timeout, "queued == %d" % n, interval=0.005)
         except AssertionError:
             raise AssertionError("queued stayed %r, expected %d within %.1f s"
                                  % (seen[-1] if seen else None, n, timeout))
@@ -354,10 +272,10 @@ class NoReplicaTest(QueueCase):
         self.assertLess(took, 3.0)
 
     def test_replica_added_in_time_serves_queued(self):
-        sock = os.path.join(tempfile.mkdtemp(dir=harness._TMPDIR), "ctl.sock")
+        sock = harness.control_sock_path()
         try:
             self.start(None, queue_timeout_ms=8000, extra=["--control", sock])
-            with UnixClient(sock) as u:
+            with harness.UnixClient(sock) as u:
                 ok = u.request("GET", "/v1/config").status == 200
         except (harness.StartError, OSError, harness.ConnectionClosed) as e:
             ok, why = False, str(e)[:300]
@@ -369,7 +287,7 @@ class NoReplicaTest(QueueCase):
         c = self.send("/late")
         self.wait_queued(1)
         t0 = time.monotonic()
-        with UnixClient(sock) as u:
+        with harness.UnixClient(sock) as u:
             r = u.request("PUT", "/v1/backends/b/replicas/late",
                           body=json.dumps(m.addr).encode())
         self.assertEqual(r.status, 200, r)

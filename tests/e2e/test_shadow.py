@@ -22,43 +22,17 @@ not waited out.
 """
 
 import os
-import re
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import backend, chunked, endpoint, free_port  # noqa: E402
+from harness import parse_metrics, wait_for  # noqa: E402
 
 PROPORTION = 0.25
 TOLERANCE = 0.05
 N_PROPORTION = 2400
-
-
-def parse_metrics(text):
-    """Prometheus text -> [(name, {label: value}, float)]."""
-    out = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r'^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$', line)
-        if not m:
-            raise AssertionError("bad metrics line %r" % line)
-        labels = dict(re.findall(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-        out.append((m.group(1), labels, float(m.group(3))))
-    return out
-
-
-def wait_for(fn, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.01)
-    raise AssertionError("timed out after %.1f s waiting for %s (last: %r)" % (timeout, what, last))
 
 
 def p50(xs):
@@ -93,28 +67,17 @@ class ShadowProportionTest(ShadowCase):
         rr = self.ringroute(cfg, shards=2, admin=True)
         nthreads = 8
         per = N_PROPORTION // nthreads
-        errors = []
 
         def worker(k):
-            try:
-                with harness.Client(rr.port, timeout=15) as c:
-                    for i in range(per):
-                        path = "/p/%d/%d" % (k, i)
-                        r = c.request("GET", path)
-                        if r.status != 200 or r.json()["path"] != path or \
-                                r.header("x-mock-id") != "main":
-                            errors.append("client %d req %d: %r" % (k, i, r))
-                            return
-            except Exception as e:  # reported below
-                errors.append("client %d: %s: %s" % (k, type(e).__name__, e))
+            with harness.Client(rr.port, timeout=15) as c:
+                for i in range(per):
+                    path = "/p/%d/%d" % (k, i)
+                    r = c.request("GET", path)
+                    if r.status != 200 or r.json()["path"] != path or \
+                            r.header("x-mock-id") != "main":
+                        return "client %d req %d: %r" % (k, i, r)
 
-        ts = [threading.Thread(target=worker, args=(k,)) for k in range(nthreads)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(60)
-        self.assertFalse(any(t.is_alive() for t in ts), "clients hung")
-        self.assertEqual(errors, [])
+        self.run_clients(nthreads, worker)
         self.wait_shadows_done(rr, ("sh",), (sh,))
         n = nthreads * per
         self.assertEqual(main.stats()["served"], n)

@@ -7,21 +7,10 @@ the shadow backend, a leaked slot would stop every later copy)."""
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import backend, endpoint  # noqa: E402
-
-
-def wait_for(fn, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.01)
-    raise AssertionError("timed out waiting for %s" % what)
+from harness import backend, endpoint, wait_for  # noqa: E402
 
 
 class ShadowSlotsTest(harness.RRTestCase):

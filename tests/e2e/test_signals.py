@@ -13,16 +13,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import backend, endpoint  # noqa: E402
-
-
-def wait_stderr(proc, text, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in proc.stderr():
-            return True
-        time.sleep(0.02)
-    return False
+from harness import backend, endpoint, wait_stderr  # noqa: E402
 
 
 class SignalTest(harness.RRTestCase):

@@ -9,9 +9,7 @@ once, by the last shard to drop it, and none after use."""
 
 import json
 import os
-import socket
 import sys
-import tempfile
 import threading
 import time
 
@@ -22,20 +20,6 @@ from harness import backend, endpoint  # noqa: E402
 CHANGES = 1000
 CLIENTS = 4
 PER_CYCLE = 8   # requests the clients complete between two cycles of 8 changes
-
-
-class UnixClient(harness.Client):
-    """harness.Client over an AF_UNIX stream socket (keep-alive)."""
-
-    def __init__(self, path, timeout=harness.IO_TIMEOUT):
-        self.port = None
-        self.timeout = timeout
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.buf = bytearray()
-        self.eof = False
-        self.received = bytearray()
 
 
 class SnapshotChurnTest(harness.RRTestCase):
@@ -95,7 +79,7 @@ class SnapshotChurnTest(harness.RRTestCase):
             "endpoints": {"a": endpoint("/a", {"A": 1.0}),
                           "split": endpoint("/split", {"A": 0.5, "B": 0.5})},
         }
-        sock = os.path.join(tempfile.mkdtemp(dir=harness._TMPDIR), "ctl.sock")
+        sock = harness.control_sock_path()
         self.rr = self.ringroute(cfg, shards=2, extra=["--control", sock])
         self.allowed = {"/a": {"m1", "m2", "m3"}, "/split": {"m1", "m2", "m3"}}
         self.lock = threading.Lock()
@@ -104,8 +88,7 @@ class SnapshotChurnTest(harness.RRTestCase):
         self.answered = 0
         self.nfailed = 0
         self.failures = []
-        ctl = UnixClient(sock)
-        self._clients.append(ctl)
+        ctl = self.unix_client(sock)
         v0 = ctl.request("GET", "/v1/queues").json()["version"]
 
         ts = [threading.Thread(target=self.client_loop, args=(i,), daemon=True)
@@ -134,8 +117,7 @@ class SnapshotChurnTest(harness.RRTestCase):
                              max_ongoing_requests=(1, 2, 100)[i % 3])),
                 ]
                 for method, path, body in ops:
-                    b = None if body is None else json.dumps(body).encode()
-                    r = ctl.request(method, path, None, b)
+                    r = ctl.request(method, path, None, harness.json_body(body))
                     self.assertEqual(r.status, 200, "change %d: %s %s -> %r"
                                      % (done + 1, method, path, r))
                     done += 1

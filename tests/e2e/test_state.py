@@ -9,7 +9,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -20,24 +19,6 @@ from harness import backend, endpoint  # noqa: E402
 
 BURST = 200
 KILL_ROUNDS = 6
-
-
-class UnixClient(harness.Client):
-    """harness.Client over an AF_UNIX stream socket (keep-alive)."""
-
-    def __init__(self, path, timeout=harness.IO_TIMEOUT):
-        self.port = None
-        self.timeout = timeout
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.buf = bytearray()
-        self.eof = False
-        self.received = bytearray()
-
-
-def body_of(doc):
-    return doc if isinstance(doc, bytes) else json.dumps(doc).encode()
 
 
 class StateTest(harness.RRTestCase):
@@ -58,16 +39,14 @@ class StateTest(harness.RRTestCase):
 
     def start(self):
         """ringroute with --config, --state and a fresh control socket."""
-        self.sock = os.path.join(tempfile.mkdtemp(dir=harness._TMPDIR), "ctl.sock")
+        self.sock = harness.control_sock_path()
         self.rr = self.ringroute(self.cfg_path, shards=2,
                                  extra=["--state", self.state, "--control", self.sock])
-        self.ctl_conn = UnixClient(self.sock)
-        self._clients.append(self.ctl_conn)
+        self.ctl_conn = self.unix_client(self.sock)
         return self.rr
 
     def ctl(self, method, path, body=None):
-        return self.ctl_conn.request(method, path, None,
-                                     None if body is None else body_of(body))
+        return self.ctl_conn.request(method, path, None, harness.json_body(body))
 
     def ok(self, method, path, body=None):
         r = self.ctl(method, path, body)
@@ -205,7 +184,7 @@ class StateTest(harness.RRTestCase):
                     continue
                 # In flight: request sent, answer not read, then SIGKILL.
                 self.ctl_conn.send(harness.build_request(
-                    "PUT", "/v1/endpoints/split", None, body_of(body)))
+                    "PUT", "/v1/endpoints/split", None, harness.json_body(body)))
                 inflight = seq
                 if delay:
                     time.sleep(delay)  # where in its handling the kill lands
