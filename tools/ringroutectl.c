@@ -681,17 +681,23 @@ static int get_config(const struct ctl *ctl, json_t **doc)
 	return rc;
 }
 
+/* "NOUN rm NAME": DELETE /v1/COLLECTION/NAME. */
+static int cmd_rm(const struct ctl *ctl, const char *noun, const char *collection, int argc,
+		  char **argv)
+{
+	char msg[512];
+	if (argc != 2)
+		return usage_error("%s rm: expected NAME", noun);
+	snprintf(msg, sizeof(msg), "%s %s removed", noun, argv[1]);
+	return do_change(ctl, "DELETE", target_of(collection, argv[1], NULL), NULL, msg);
+}
+
 static int cmd_backend(const struct ctl *ctl, int argc, char **argv)
 {
 	if (argc < 1)
 		return usage_error("backend: missing verb (set, rm)");
-	if (!strcmp(argv[0], "rm")) {
-		char msg[512];
-		if (argc != 2)
-			return usage_error("backend rm: expected NAME");
-		snprintf(msg, sizeof(msg), "backend %s removed", argv[1]);
-		return do_change(ctl, "DELETE", target_of("backends", argv[1], NULL), NULL, msg);
-	}
+	if (!strcmp(argv[0], "rm"))
+		return cmd_rm(ctl, "backend", "backends", argc, argv);
 	if (!strcmp(argv[0], "set")) {
 		json_t *set = json_object(), *reps = json_object(), *doc = NULL, *b;
 		const char *name, *val;
@@ -827,13 +833,8 @@ static int cmd_endpoint(const struct ctl *ctl, int argc, char **argv)
 {
 	if (argc < 1)
 		return usage_error("endpoint: missing verb (set, rm)");
-	if (!strcmp(argv[0], "rm")) {
-		char msg[512];
-		if (argc != 2)
-			return usage_error("endpoint rm: expected NAME");
-		snprintf(msg, sizeof(msg), "endpoint %s removed", argv[1]);
-		return do_change(ctl, "DELETE", target_of("endpoints", argv[1], NULL), NULL, msg);
-	}
+	if (!strcmp(argv[0], "rm"))
+		return cmd_rm(ctl, "endpoint", "endpoints", argc, argv);
 	if (!strcmp(argv[0], "set")) {
 		json_t *set = json_object(), *doc = NULL, *e;
 		const char *name, *val;
