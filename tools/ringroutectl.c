@@ -596,22 +596,9 @@ static int cmd_config(const struct ctl *ctl, int argc, char **argv)
 	if (argc < 1)
 		return usage_error("config: missing verb (get, apply)");
 	if (!strcmp(argv[0], "get")) {
-		struct response resp;
-		json_t *j = NULL;
-		int rc;
 		if (argc != 1)
 			return usage_error("config get: takes no arguments");
-		rc = call(ctl, "GET", "/v1/config", NULL, &resp, &j);
-		if (rc)
-			return rc;
-		if (ctl->json)
-			printf("%.*s%s", (int)resp.len, resp.body,
-			       resp.len && resp.body[resp.len - 1] == '\n' ? "" : "\n");
-		else
-			print_pretty(j);
-		json_decref(j);
-		response_free(&resp);
-		return 0;
+		return cmd_get_print(ctl, "/v1/config", print_pretty);
 	}
 	if (!strcmp(argv[0], "apply")) {
 		struct response resp;
