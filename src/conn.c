@@ -317,7 +317,7 @@ static void client_next(struct shard *s, struct client *c);
 static void client_reply(struct shard *s, struct client *c, struct strbuf *buf)
 {
 	if (sock_push_owned(s, &c->sk, buf->p, buf->p, buf->len) == 0)
-		sock_flush(s, &c->sk);
+		sock_flush_later(s, &c->sk);
 	buf->p = NULL;
 }
 
@@ -508,11 +508,11 @@ static int older_elsewhere(struct shard *s, struct bqueue *q, uint64_t t)
 	return 1;
 }
 
-void client_retry_queued(struct shard *s)
+int client_retry_queued(struct shard *s)
 {
 	struct list *pos, *tmp;
 	uint64_t now = now_us();
-	int any = 0;
+	int any = 0, sent = 0;
 
 	s->retry_pending = 0;
 	list_for_each_safe(pos, tmp, &s->queued) {
@@ -533,8 +533,10 @@ void client_retry_queued(struct shard *s)
 			if (r) {
 				/* Its backend was removed while it waited. */
 				queue_remove(s, req);
-				if (r > 0)
+				if (r > 0) {
 					req_dispatch(s, req, 0);
+					sent++;
+				}
 				else if (req->c)
 					client_error(s, req->c, 404, "no route", 0, 0);
 				else
@@ -548,6 +550,7 @@ void client_retry_queued(struct shard *s)
 				req_dispatch(s, req, 1);
 				if (q->n == before)
 					break; /* still full: the rest of this FIFO waits too */
+				sent++;
 			}
 		}
 		if (q->n)
@@ -555,6 +558,7 @@ void client_retry_queued(struct shard *s)
 	}
 	if (any && !timer_armed(&s->queue_tick))
 		timer_arm(&s->tw, &s->queue_tick, QUEUE_TICK_MS);
+	return sent;
 }
 
 /* ---- request head: route and dispatch ---- */
@@ -913,7 +917,7 @@ void req_response_body(struct shard *s, struct request *req, uint32_t bid, const
 	if (!c || !len)
 		return;
 	if (sock_push_buf(s, &c->sk, bid, p, len) == 0)
-		sock_flush(s, &c->sk);
+		sock_flush_later(s, &c->sk);
 }
 
 void req_response_done(struct shard *s, struct request *req)

@@ -12,8 +12,9 @@ void client_on_input(struct shard *s, struct sock *sk);
 void client_on_sent(struct shard *s, struct sock *sk);
 void client_on_error(struct shard *s, struct sock *sk, int err);
 void client_free(struct shard *s, struct sock *sk);
-/* Try to dispatch queued requests (a slot may have freed). */
-void client_retry_queued(struct shard *s);
+/* Try to dispatch queued requests (a slot may have freed). Returns how many
+ * left the queue for a replica. */
+int client_retry_queued(struct shard *s);
 /* A new snapshot is current: close what the old one no longer names. */
 void client_config_changed(struct shard *s, struct config *old);
 

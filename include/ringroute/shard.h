@@ -97,6 +97,7 @@ struct sock {
 	uint32_t in_head, in_n, in_cap;
 	struct list node;         /* owner's list (pool idle list, ...) */
 	struct list rearm;        /* shard.rearm after -ENOBUFS */
+	struct list flush;        /* shard.flushq: output to send before the next wait */
 };
 
 struct shard {
@@ -122,9 +123,10 @@ struct shard {
 	uint32_t nclients;        /* open client connections */
 	struct list rearm;        /* sockets waiting for buffers */
 	struct list dead;         /* sockets to free at the top of the loop */
+	struct list flushq;       /* sockets whose sendmsg waits for the end of the batch */
 	struct list queued;       /* requests waiting for a slot, oldest first */
 	struct list clients;      /* every open client connection */
-	int retry_pending;        /* a slot freed here: retry the queue at the loop top */
+	int retry_pending;        /* a slot freed here: retry the queue after this completion */
 	struct timer queue_tick;  /* retries queued requests while any wait */
 	sem_t started;            /* posted once init finished (init_err says how) */
 	int init_err;
@@ -163,6 +165,12 @@ int sock_push_buf(struct shard *s, struct sock *sk, uint32_t bid, const char *p,
 int sock_push_owned(struct shard *s, struct sock *sk, void *own, const char *p, size_t len);
 /* Start a sendmsg if none is in flight and output is queued. */
 void sock_flush(struct shard *s, struct sock *sk);
+/* Like sock_flush, but the sendmsg is prepared at the end of the completion
+ * batch, after queued requests were dispatched to freed slots. Responses to
+ * clients go this way: a replica's next request leaves first, so the slot
+ * idles for the shortest time, and a response's segments from one batch go
+ * in one sendmsg. */
+void sock_flush_later(struct shard *s, struct sock *sk);
 /* Arm a multishot recv if none is armed and the socket wants input. */
 void sock_want_input(struct shard *s, struct sock *sk);
 /* Owner stops wanting input: no new recv is armed; a recv in flight is
