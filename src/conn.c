@@ -536,11 +536,11 @@ int client_retry_queued(struct shard *s)
 				if (r > 0) {
 					req_dispatch(s, req, 0);
 					sent++;
-				}
-				else if (req->c)
+				} else if (req->c) {
 					client_error(s, req->c, 404, "no route", 0, 0);
-				else
+				} else {
 					req_free(s, req);
+				}
 				continue;
 			}
 			if (older_elsewhere(s, q, req->t_queued_us))
