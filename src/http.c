@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <ctype.h>
 
 #include "ringroute/alloc.h"
 
@@ -347,7 +348,10 @@ int http_write_response_head(struct strbuf *out, const struct http_head *h, cons
 const char *http_reason(int status)
 {
 	switch (status) {
+	case 100: return "Continue";
 	case 200: return "OK";
+	case 204: return "No Content";
+	case 304: return "Not Modified";
 	case 400: return "Bad Request";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
@@ -358,7 +362,9 @@ const char *http_reason(int status)
 	case 500: return "Internal Server Error";
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
+	case 501: return "Not Implemented";
 	case 504: return "Gateway Timeout";
+	case 505: return "HTTP Version Not Supported";
 	default: return "Unknown";
 	}
 }
@@ -402,4 +408,185 @@ int http_write_error(struct strbuf *out, int status, const char *msg, const char
 	}
 	mi_free(body.p);
 	return ret ? -ENOMEM : 0;
+}
+
+/* ---- request conformance (RFC 9110 / RFC 9112) ---- */
+
+static int is_tchar(unsigned char ch)
+{
+	static const char tchar[] = "!#$%&'*+-.^_`|~";
+	return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+	       (ch && strchr(tchar, ch));
+}
+
+/* uri-host [ ":" port ] (RFC 9110 7.2), without the comma that reg-name
+ * allows: a comma here is a list of hosts, which is never valid. */
+static int host_valid(const char *v, size_t n)
+{
+	size_t i = 0;
+
+	if (n == 0)
+		return 1; /* empty: allowed for a target without authority */
+	if (v[0] == '[') {
+		/* IP-literal: hex digits, ':' and '.' (IPv4-embedded), or an
+		 * IPvFuture "v..." we do not accept. */
+		for (i = 1; i < n && v[i] != ']'; i++)
+			if (!isxdigit((unsigned char)v[i]) && v[i] != ':' && v[i] != '.')
+				return 0;
+		if (i == n || i == 1)
+			return 0;
+		i++;
+	} else {
+		for (; i < n && v[i] != ':'; i++) {
+			unsigned char ch = (unsigned char)v[i];
+			if (!(isalnum(ch) || strchr("-._~!$&'()*+;=%", ch)))
+				return 0;
+		}
+		if (i == 0)
+			return 0;
+	}
+	if (i == n)
+		return 1;
+	if (v[i] != ':' || n - i - 1 > 5)
+		return 0;
+	for (i++; i < n; i++)
+		if (!isdigit((unsigned char)v[i]))
+			return 0;
+	return 1;
+}
+
+/* Transfer-Encoding of a request: a list of codings whose only member we
+ * implement is chunked, once, last. Returns 0, 400 or 501. */
+static int te_check(const struct http_head *h, const char **msg)
+{
+	int chunked = 0, any = 0;
+
+	for (uint32_t i = 0; i < h->nhdrs; i++) {
+		const struct http_hdr *x = &h->hdrs[i];
+		const char *v = h->buf + x->value_off, *end = v + x->value_len;
+
+		if (!name_is(h, x, "transfer-encoding", 17))
+			continue;
+		any = 1;
+		for (;;) {
+			const char *tok;
+			size_t tl;
+
+			while (v < end && (*v == ' ' || *v == '\t'))
+				v++;
+			tok = v;
+			while (v < end && is_tchar((unsigned char)*v))
+				v++;
+			tl = (size_t)(v - tok);
+			while (v < end && (*v == ' ' || *v == '\t'))
+				v++;
+			if (!tl || (v < end && *v != ',')) {
+				*msg = "malformed Transfer-Encoding";
+				return 400;
+			}
+			if (tl == 7 && strncasecmp(tok, "chunked", 7) == 0) {
+				if (chunked) {
+					*msg = "chunked applied more than once";
+					return 400;
+				}
+				chunked = 1;
+			} else {
+				*msg = "transfer coding not implemented (only chunked is)";
+				return 501;
+			}
+			if (v == end)
+				break;
+			v++; /* ',' */
+		}
+	}
+	if (any && !chunked) {
+		*msg = "malformed Transfer-Encoding";
+		return 400;
+	}
+	return 0;
+}
+
+int http_check_request(const struct http_head *h, const llhttp_t *p, const char **msg)
+{
+	const struct http_hdr *host = NULL;
+	int st;
+
+	if (p->http_major != 1) {
+		*msg = "HTTP version not supported: use HTTP/1.1";
+		return 505;
+	}
+	for (uint32_t i = 0; i < h->url_len; i++) {
+		unsigned char ch = (unsigned char)h->buf[h->url_off + i];
+		if (ch < 0x21 || ch > 0x7e) {
+			*msg = "invalid byte in request target";
+			return 400;
+		}
+	}
+	if (!http_head_valid(h)) {
+		*msg = "malformed header";
+		return 400;
+	}
+	for (uint32_t i = 0; i < h->nhdrs; i++) {
+		const struct http_hdr *x = &h->hdrs[i];
+		for (uint32_t k = 0; k < x->value_len; k++) {
+			unsigned char ch = (unsigned char)h->buf[x->value_off + k];
+			if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+				*msg = "invalid byte in header value";
+				return 400;
+			}
+		}
+		if (name_is(h, x, "host", 4)) {
+			if (host) {
+				*msg = "more than one Host header";
+				return 400;
+			}
+			host = x;
+		}
+	}
+	if (!host && p->http_minor >= 1) {
+		*msg = "missing Host header";
+		return 400;
+	}
+	if (host && !host_valid(h->buf + host->value_off, host->value_len)) {
+		*msg = "invalid Host header";
+		return 400;
+	}
+	if (p->flags & F_TRANSFER_ENCODING) {
+		if (p->http_minor == 0) {
+			*msg = "Transfer-Encoding in an HTTP/1.0 request";
+			return 400;
+		}
+		st = te_check(h, msg);
+		if (st)
+			return st;
+	}
+	{
+		const struct http_hdr *up = http_head_find(h, "upgrade");
+		/* h2c may be ignored (RFC 9110 7.8: the server may ignore
+		 * Upgrade); anything else would be lost silently: refuse it. */
+		if (up && !(up->value_len == 3 &&
+			    strncasecmp(h->buf + up->value_off, "h2c", 3) == 0)) {
+			*msg = "Upgrade is not supported";
+			return 501;
+		}
+	}
+	return 0;
+}
+
+int http_scan_head(struct http_scan *sc, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)p[i];
+
+		if (sc->after_lf && (ch == ' ' || ch == '\t') && sc->lines >= 1)
+			return -1; /* obs-fold */
+		if (ch == '\n') {
+			if (!sc->prev_cr)
+				return -2; /* bare LF */
+			sc->lines++;
+		}
+		sc->after_lf = ch == '\n';
+		sc->prev_cr = ch == '\r';
+	}
+	return 0;
 }

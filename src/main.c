@@ -26,7 +26,8 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: ringroute --config FILE [--listen ADDR:PORT] [--shards N] [--control PATH]\n"
 		   "                 [--admin ADDR:PORT] [--state FILE] [--report-url URL]\n"
-		   "                 [--report-interval-ms N] [--drain-timeout-ms N] [--pin on|off|auto]\n");
+		   "                 [--report-interval-ms N] [--drain-timeout-ms N] [--pin on|off|auto]\n"
+		   "                 [--header-timeout-ms N]\n");
 }
 
 /* Parse "a.b.c.d:port" (or "localhost:port", ":port") into addr. */
@@ -80,6 +81,7 @@ static int parse_args(int argc, char **argv, struct proxy_options *o)
 		{"report-url", required_argument, NULL, 'r'},
 		{"report-interval-ms", required_argument, NULL, 'i'},
 		{"drain-timeout-ms", required_argument, NULL, 'd'},
+		{"header-timeout-ms", required_argument, NULL, 'H'},
 		{"pin", required_argument, NULL, 'p'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -91,6 +93,7 @@ static int parse_args(int argc, char **argv, struct proxy_options *o)
 	o->listen = "0.0.0.0:8080";
 	o->report_interval_ms = 1000;
 	o->drain_timeout_ms = 10000;
+	o->header_timeout_ms = 10000;
 	o->pin = -1;
 	while ((ch = getopt_long(argc, argv, "c:l:s:h", longopts, NULL)) != -1) {
 		switch (ch) {
@@ -110,15 +113,19 @@ static int parse_args(int argc, char **argv, struct proxy_options *o)
 			break;
 		case 'i':
 		case 'd':
+		case 'H':
 			if (parse_uint(optarg, 3600000, &v) || v == 0) {
 				fprintf(stderr, "ringroute: --%s: expected milliseconds, got '%s'\n",
-					ch == 'i' ? "report-interval-ms" : "drain-timeout-ms", optarg);
+					ch == 'i' ? "report-interval-ms"
+					: ch == 'd' ? "drain-timeout-ms" : "header-timeout-ms", optarg);
 				return -EINVAL;
 			}
 			if (ch == 'i')
 				o->report_interval_ms = (uint32_t)v;
-			else
+			else if (ch == 'd')
 				o->drain_timeout_ms = (uint32_t)v;
+			else
+				o->header_timeout_ms = (uint32_t)v;
 			break;
 		case 'p':
 			if (strcmp(optarg, "on") == 0)

@@ -13,7 +13,7 @@
 
 #include "ringroute/http.h"
 #include "ringroute/proxy.h"
-#include "ringroute/request.h"
+#include "ringroute/upstream.h"
 #include "ringroute/shard.h"
 
 /* Write text to path atomically: temp file, fsync, rename, fsync dir. */
@@ -100,7 +100,7 @@ static void replica_counts(struct proxy *p, struct replica_state *rs, uint64_t *
 {
 	*req = *err = 0;
 	for (unsigned i = 0; i < p->nshards; i++) {
-		struct upstream_pool *pool = rs->pools[i];
+		struct upstream_pool *pool = atomic_load_explicit(&rs->pools[i], memory_order_acquire);
 		if (!pool)
 			continue;
 		*req += counter_get(&pool->requests);

@@ -21,8 +21,7 @@ static void replica_state_free(struct replica_state *r)
 	 * no reference left, no upstream connection exists (each holds one),
 	 * so every pool is empty and no shard can reach it any more. */
 	for (unsigned i = 0; i < RR_MAX_SHARDS; i++) {
-		mi_free(r->pools[i]);
-		r->pools[i] = NULL;
+		mi_free(atomic_exchange(&r->pools[i], NULL));
 	}
 	free(r->key);
 	r->key = NULL;

@@ -1,25 +1,28 @@
-/* Upstream connections: per shard, a keep-alive pool per replica; connect
- * with a timeout; the response parsed with llhttp only to find its head and
- * its end, its bytes streamed to the client as they arrive. */
+/* Upstream connections (see upstream.h). */
+#include "ringroute/upstream.h"
+
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "ringroute/alloc.h"
-
-#include "ringroute/conn.h"
 #include "ringroute/request.h"
+#include "ringroute/shard.h"
 
-/* Decoded body bytes: forwarded only when de-chunking for an HTTP/1.0
- * client; otherwise the raw bytes (framing included) go out unchanged. */
+static void up_on_input(struct shard *s, struct sock *sk);
+
+/* Decoded body bytes: handed on only when de-chunking (HTTP/1.0 client);
+ * otherwise the raw bytes (framing included) go out unchanged. */
 static int up_on_body(llhttp_t *p, const char *at, size_t len)
 {
 	struct upstream *up = p->data;
-	if (up->dechunk && up->req)
-		req_response_body(up->s, up->req, up->cur_bid, at, len);
+
+	if ((up->flags & UP_F_DECODED) && up->req)
+		req_on_response_body(up->s, up->req, up->cur_bid, at, len);
 	return 0;
 }
 
@@ -37,67 +40,175 @@ static void up_reset_parser(struct upstream *up)
 	llhttp_init(&up->hp.p, HTTP_RESPONSE, &up_settings);
 	up->hp.p.data = up;
 	http_head_reset(&up->hp.hd);
-	up->flags &= ~(UP_F_IN_BODY | UP_F_GOT_BYTES);
+	up->flags &= ~(UP_F_IN_BODY | UP_F_GOT_BYTES | UP_F_DECODED | UP_F_NO_BODY);
 	up->hp.event = HTTP_EV_NONE;
-	up->hp.no_body = up->req && req_is_head(up->req);
-	up->dechunk = 0;
+	up->hp.no_body = up->req && up->req->is_head;
 }
 
+/* This shard's pool for rs, created on first use. The control thread reads
+ * pools[] for stats: the pointer is published with release order, after
+ * the pool is initialised. NULL on ENOMEM. */
 static struct upstream_pool *pool_of(struct shard *s, struct replica_state *rs)
 {
-	struct upstream_pool *pool = rs->pools[s->id];
+	struct upstream_pool *pool = atomic_load_explicit(&rs->pools[s->id], memory_order_relaxed);
+
 	if (!pool) {
 		pool = mi_zalloc(sizeof(*pool));
 		if (!pool)
 			return NULL;
 		list_init(&pool->idle);
-		rs->pools[s->id] = pool;
+		atomic_store_explicit(&rs->pools[s->id], pool, memory_order_release);
 	}
 	return pool;
 }
 
-static void up_timeout(struct timer *t, void *ctx)
+static void pool_unlink(struct upstream *up)
 {
-	struct shard *s = ctx;
-	struct upstream *up = container_of(t, struct upstream, timer);
-	struct request *req = up->req;
-	int connecting = !(up->flags & UP_F_CONNECTED);
-
-	if (!req) {
-		/* Idle connection kept too long: close it. */
-		if (list_linked(&up->sk.node)) {
-			list_del_init(&up->sk.node);
-			up->pool->nidle--;
-		}
-		sock_close(s, &up->sk);
-		return;
-	}
-	up->req = NULL;
-	req->up = NULL;
-	counter_add(&up->pool->errors, 1);
-	sock_close(s, &up->sk);
-	req_upstream_failed(s, req, -ETIMEDOUT, connecting, !connecting, 0);
-}
-
-/* Detach the current request and fail it with err. */
-static void up_fail(struct shard *s, struct upstream *up, int err)
-{
-	struct request *req = up->req;
-	int reused = (up->flags & UP_F_REUSED) && !(up->flags & UP_F_GOT_BYTES);
-	int connect_failed = !(up->flags & UP_F_CONNECTED);
-
-	timer_cancel(&s->tw, &up->timer);
-	if (list_linked(&up->sk.node)) { /* idle in the pool */
+	if (list_linked(&up->sk.node)) {
 		list_del_init(&up->sk.node);
 		up->pool->nidle--;
 	}
+}
+
+/* Detach the current request, close the connection, and tell the request
+ * how the attempt failed. */
+static void up_fail(struct shard *s, struct upstream *up, enum up_failure f)
+{
+	struct request *req = up->req;
+	int reused = (up->flags & UP_F_REUSED) && !(up->flags & UP_F_GOT_BYTES);
+
+	timer_cancel(&s->tw, &up->timer);
+	pool_unlink(up);
 	sock_close(s, &up->sk);
 	if (!req)
 		return;
 	up->req = NULL;
 	req->up = NULL;
 	counter_add(&up->pool->errors, 1);
-	req_upstream_failed(s, req, err, connect_failed, 0, reused);
+	req_on_upstream_failed(s, req, f, reused);
+}
+
+static void up_timeout(struct timer *t, void *ctx)
+{
+	struct shard *s = ctx;
+	struct upstream *up = container_of(t, struct upstream, timer);
+
+	if (!up->req) {
+		/* Idle connection kept too long: close it. */
+		pool_unlink(up);
+		sock_close(s, &up->sk);
+		return;
+	}
+	up_fail(s, up, (up->flags & UP_F_CONNECTED) ? UP_FAIL_TIMEOUT : UP_FAIL_CONNECT);
+}
+
+static void up_on_connect(struct shard *s, struct sock *sk, int res)
+{
+	struct upstream *up = container_of(sk, struct upstream, sk);
+
+	if (res < 0) {
+		up_fail(s, up, UP_FAIL_CONNECT);
+		return;
+	}
+	up->flags |= UP_F_CONNECTED;
+	if (up->req)
+		timer_arm(&s->tw, &up->timer, up->req->be->request_timeout_ms);
+	sock_flush(s, sk);
+	sock_want_input(s, sk);
+}
+
+static void up_on_sent(struct shard *s, struct sock *sk)
+{
+	struct upstream *up = container_of(sk, struct upstream, sk);
+
+	/* Body back-pressure: the client side may send more now. */
+	if (up->req && sk->out_bytes <= SINK_HIGH)
+		req_on_upstream_drained(s, up->req);
+}
+
+static void up_on_error(struct shard *s, struct sock *sk, int err)
+{
+	(void)err;
+	up_fail(s, container_of(sk, struct upstream, sk), UP_FAIL_RESET);
+}
+
+static void up_on_free(struct shard *s, struct sock *sk)
+{
+	struct upstream *up = container_of(sk, struct upstream, sk);
+
+	timer_cancel(&s->tw, &up->timer);
+	if (up->req) { /* only at shard teardown: never leave a dangling pointer */
+		up->req->up = NULL;
+		up->req = NULL;
+	}
+	pool_unlink(up);
+	http_head_free(&up->hp.hd);
+	replica_state_unref(up->rs);
+	mi_free(up);
+}
+
+static const struct sock_ops up_sock_ops = {
+	.name = "upstream",
+	.buf_group = 1,
+	.on_input = up_on_input,
+	.on_sent = up_on_sent,
+	.on_error = up_on_error,
+	.on_connect = up_on_connect,
+	.on_free = up_on_free,
+};
+
+/* A new connection to addr. Returns it, or NULL with *err = -errno. */
+static struct upstream *up_connect(struct shard *s, struct upstream_pool *pool,
+				   struct replica_state *rs, const struct sockaddr_in *addr,
+				   uint32_t timeout_ms, int *err)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+	struct io_uring_sqe *sqe;
+	struct upstream *up;
+
+	if (fd < 0) {
+		*err = -errno;
+		return NULL;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	up = mi_zalloc(sizeof(*up));
+	if (!up) {
+		close(fd);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	*err = sock_register(s, &up->sk, fd, &up_sock_ops);
+	if (!*err) {
+		sqe = sock_sqe(s);
+		if (!sqe)
+			*err = -EBUSY;
+	}
+	if (*err) {
+		if (up->sk.ops) {
+			/* Registered: give the slot back through the loop. */
+			up->s = s;
+			up->rs = rs;
+			atomic_fetch_add(&rs->refs, 1);
+			up->pool = pool;
+			timer_init(&up->timer, up_timeout);
+			sock_close(s, &up->sk);
+		} else {
+			close(fd);
+			mi_free(up);
+		}
+		return NULL;
+	}
+	up->s = s;
+	up->rs = rs;
+	atomic_fetch_add(&rs->refs, 1);
+	up->pool = pool;
+	timer_init(&up->timer, up_timeout);
+	up->sk.flags |= SK_F_CONNECTING;
+	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)addr, sizeof(*addr));
+	io_uring_sqe_set_data64(sqe, sock_ud(OP_CONNECT, &up->sk));
+	up->sk.sqes++;
+	timer_arm(&s->tw, &up->timer, timeout_ms);
+	return up;
 }
 
 int upstream_start(struct shard *s, struct request *req, struct replica_state *rs,
@@ -118,49 +229,28 @@ int upstream_start(struct shard *s, struct request *req, struct replica_state *r
 		up->flags |= UP_F_REUSED;
 		timer_cancel(&s->tw, &up->timer);
 	} else {
-		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-		struct io_uring_sqe *sqe;
-
-		if (fd < 0)
-			return -errno;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		up = mi_zalloc(sizeof(*up));
-		if (!up) {
-			close(fd);
-			return -ENOMEM;
-		}
-		ret = sock_register(s, &up->sk, fd, SOCK_UPSTREAM);
-		if (ret) {
-			close(fd);
-			mi_free(up);
+		up = up_connect(s, pool, rs, addr, req->be->connect_timeout_ms, &ret);
+		if (!up)
 			return ret;
-		}
-		up->s = s;
-		up->rs = rs;
-		atomic_fetch_add(&rs->refs, 1);
-		up->pool = pool;
-		timer_init(&up->timer, up_timeout);
-		up->sk.flags |= SK_F_CONNECTING;
-		sqe = shard_sqe(s);
-		io_uring_prep_connect(sqe, fd, (const struct sockaddr *)addr, sizeof(*addr));
-		io_uring_sqe_set_data64(sqe, shard_ud(OP_CONNECT, &up->sk));
-		up->sk.sqes++;
-		timer_arm(&s->tw, &up->timer, req->be->connect_timeout_ms);
 	}
 	up->req = req;
-	req->up = up;
 	up_reset_parser(up);
-	counter_add(&pool->requests, 1);
 	ret = sock_push_copy(s, &up->sk, req->head.p, req->head.len);
 	for (uint32_t i = 0; !ret && i < req->nreplay; i++) {
 		const struct seg *g = &req->replay[i];
-		ret = g->bid >= 0 ? sock_push_buf(s, &up->sk, (uint32_t)g->bid, g->p, g->len)
-				  : sock_push_copy(s, &up->sk, g->p, g->len);
+		ret = sock_push_buf(s, &up->sk, g->bid >= 0 ? (uint32_t)g->bid : BID_NONE, g->p,
+				    g->len);
 	}
 	if (ret) {
-		up_fail(s, up, ret);
-		return 0; /* req_upstream_failed took over */
+		/* Nothing was sent: this connection goes, the request is the
+		 * caller's again as it was. */
+		up->req = NULL;
+		timer_cancel(&s->tw, &up->timer);
+		sock_close(s, &up->sk);
+		return ret;
 	}
+	req->up = up;
+	counter_add(&pool->requests, 1);
 	if (up->flags & UP_F_CONNECTED) {
 		timer_arm(&s->tw, &up->timer, req->be->request_timeout_ms);
 		sock_flush(s, &up->sk);
@@ -169,27 +259,26 @@ int upstream_start(struct shard *s, struct request *req, struct replica_state *r
 	return 0;
 }
 
-void upstream_on_connect(struct shard *s, struct sock *sk, int res)
-{
-	struct upstream *up = container_of(sk, struct upstream, sk);
-	if (res < 0) {
-		up_fail(s, up, res);
-		return;
-	}
-	up->flags |= UP_F_CONNECTED;
-	if (up->req)
-		timer_arm(&s->tw, &up->timer, up->req->be->request_timeout_ms);
-	sock_flush(s, sk);
-	sock_want_input(s, sk);
-}
-
 int upstream_body(struct shard *s, struct upstream *up, uint32_t bid, const char *p, size_t len)
 {
-	int ret = bid == BID_NONE ? sock_push_copy(s, &up->sk, p, len)
-				  : sock_push_buf(s, &up->sk, bid, p, len);
+	int ret = sock_push_buf(s, &up->sk, bid, p, len);
+
 	if (!ret)
 		sock_flush(s, &up->sk);
 	return ret;
+}
+
+bool upstream_congested(const struct upstream *up)
+{
+	return (up->sk.flags & SK_F_CONNECTING) || up->sk.out_bytes > SINK_HIGH;
+}
+
+void upstream_resume(struct shard *s, struct upstream *up)
+{
+	if (up->sk.flags & SK_F_RECV_OFF) {
+		sock_want_input(s, &up->sk);
+		up_on_input(s, &up->sk);
+	}
 }
 
 void upstream_abort(struct shard *s, struct upstream *up)
@@ -199,11 +288,14 @@ void upstream_abort(struct shard *s, struct upstream *up)
 		up->req->up = NULL;
 		up->req = NULL;
 	}
+	pool_unlink(up);
 	sock_close(s, &up->sk);
 }
 
 /* The response is complete: hand the connection back to the pool, or
- * close it when either side said so or the replica is being removed. */
+ * close it when either side said so, bytes follow the response (a replica
+ * that sent a body where none may be: never take them for the next
+ * response), or the replica is being removed. */
 static void up_finish(struct shard *s, struct upstream *up, int keep)
 {
 	struct request *req = up->req;
@@ -214,7 +306,7 @@ static void up_finish(struct shard *s, struct upstream *up, int keep)
 		req->up = NULL;
 		/* The request may still be sending its body (early response):
 		 * then the connection cannot be reused. */
-		if (up->sk.out_n || !(req->c == NULL || (req->c->flags & CL_F_MSG_DONE)))
+		if (up->sk.out_n || !(req->flags & REQ_F_BODY_DONE))
 			keep = 0;
 	}
 	if (keep && !atomic_load_explicit(&up->rs->draining, memory_order_relaxed) &&
@@ -222,16 +314,60 @@ static void up_finish(struct shard *s, struct upstream *up, int keep)
 		up->flags &= ~UP_F_REUSED; /* idle: its sk.node is on pool->idle */
 		list_push_front(&up->pool->idle, &up->sk.node);
 		up->pool->nidle++;
-		timer_arm(&s->tw, &up->timer, 60000);
+		timer_arm(&s->tw, &up->timer, UPSTREAM_IDLE_TIMEOUT_MS);
 		sock_want_input(s, &up->sk);
 	} else {
 		sock_close(s, &up->sk);
 	}
 	if (req)
-		req_response_done(s, req);
+		req_on_response_end(s, req);
 }
 
-void upstream_on_input(struct shard *s, struct sock *sk)
+/* A complete head (interim or final) was parsed. Returns 1 to go on
+ * parsing, 0 when the upstream or its request is done with (stop). */
+static int up_on_head(struct shard *s, struct upstream *up, const char *pos)
+{
+	struct request *req = up->req;
+	struct resp_head rh = {
+		.status = up->hp.p.status_code,
+		.flags = up->hp.p.flags,
+		.hd = &up->hp.hd,
+		.p = &up->hp.p,
+	};
+	int mode;
+
+	if (rh.status == 101) {
+		/* We never forward Upgrade, so a 101 can never be an answer. */
+		up_fail(s, up, UP_FAIL_BAD_RESPONSE);
+		return 0;
+	}
+	http_head_mark_hop(&up->hp.hd);
+	if (rh.status >= 100 && rh.status < 200) {
+		/* Interim: the final response follows. */
+		if (req_on_interim(s, req, &rh) < 0)
+			return 0; /* the request ended and aborted us */
+		up_reset_parser(up);
+		up->flags |= UP_F_GOT_BYTES;
+		return 1;
+	}
+	if (rh.status == 204 || rh.status == 304 || req->is_head)
+		up->flags |= UP_F_NO_BODY;
+	mode = req_on_response_head(s, req, &rh);
+	if (mode < 0)
+		return 0;
+	if (mode == REQ_BODY_DECODED)
+		up->flags |= UP_F_DECODED;
+	up->flags |= UP_F_IN_BODY;
+	if (up->hp.event == HTTP_EV_HEADERS) {
+		/* A body-less response completes on a zero-length run. */
+		up->hp.event = HTTP_EV_NONE;
+		if (llhttp_execute(&up->hp.p, pos, 0) == HPE_PAUSED)
+			llhttp_resume(&up->hp.p);
+	}
+	return 1;
+}
+
+static void up_on_input(struct shard *s, struct sock *sk)
 {
 	struct upstream *up = container_of(sk, struct upstream, sk);
 
@@ -246,10 +382,10 @@ void upstream_on_input(struct shard *s, struct sock *sk)
 
 		if (!req) {
 			/* Bytes on an idle connection: protocol error, drop it. */
-			up_fail(s, up, -EPROTO);
+			up_fail(s, up, UP_FAIL_BAD_RESPONSE);
 			return;
 		}
-		if (req->c && req->c->sk.out_bytes > SINK_HIGH) {
+		if (req_client_pending(req) > SINK_HIGH) {
 			sock_pause_input(s, sk); /* client is slow: stop reading */
 			return;
 		}
@@ -259,66 +395,25 @@ void upstream_on_input(struct shard *s, struct sock *sk)
 		rc = llhttp_execute(&up->hp.p, data, b->len);
 		pos = rc == HPE_OK ? data + b->len : llhttp_get_error_pos(&up->hp.p);
 		if (rc != HPE_OK && rc != HPE_PAUSED) {
-			up_fail(s, up, -EPROTO);
+			up_fail(s, up, UP_FAIL_BAD_RESPONSE);
 			return;
 		}
 		used = (uint32_t)(pos - data);
-		if (in_body && used && !up->dechunk)
-			req_response_body(s, req, b->bid, data, used);
+		if (in_body && used && !(up->flags & UP_F_DECODED))
+			req_on_response_body(s, req, b->bid, data, used);
+		if (!up->req)
+			return; /* the client went away meanwhile */
 		sock_in_consume(s, sk, used);
 		if (rc == HPE_PAUSED)
 			llhttp_resume(&up->hp.p);
 		if (up->hp.event == HTTP_EV_HEADERS || (up->hp.event == HTTP_EV_MESSAGE && !in_body)) {
-			struct strbuf head = {0};
-			uint8_t f = up->hp.p.flags;
-			int status = up->hp.p.status_code;
-			int eof_body = !(f & (F_CHUNKED | F_CONTENT_LENGTH)) && status >= 200 &&
-				       status != 204 && status != 304 && !req_is_head(req);
-			if (status >= 100 && status < 200 && status != 101) {
-				/* Interim response: pass it on, expect the real one. */
-				http_head_mark_hop(&up->hp.hd);
-				if (req->c && !http_write_response_head(&head, &up->hp.hd, &up->hp.p, 0)) {
-					sock_push_owned(s, &req->c->sk, head.p, head.p, head.len);
-					sock_flush(s, &req->c->sk);
-				} else {
-					mi_free(head.p);
-				}
-				up_reset_parser(up);
-				up->flags |= UP_F_GOT_BYTES;
-				continue;
-			}
-			http_head_mark_hop(&up->hp.hd);
-			if (req->http10 && (f & F_CHUNKED)) {
-				/* HTTP/1.0 has no chunked coding: send the decoded
-				 * body, delimited by closing the connection. */
-				const struct http_hdr *te = http_head_find(&up->hp.hd, "transfer-encoding");
-				up->dechunk = 1;
-				eof_body = 1;
-				if (te)
-					up->hp.hd.hdrs[te - up->hp.hd.hdrs].flags |= HDR_F_HOP;
-			}
-			if (http_write_response_head(&head, &up->hp.hd, &up->hp.p,
-						     eof_body || req_wants_close(req))) {
-				mi_free(head.p);
-				up_fail(s, up, -ENOMEM);
+			if (!up_on_head(s, up, pos))
 				return;
-			}
-			req->status = status;
-			if (eof_body && req->c)
-				req->c->flags |= CL_F_CLOSE;
-			req_response_head(s, req, &head);
-			up->flags |= UP_F_IN_BODY;
-			if (up->hp.event == HTTP_EV_HEADERS) {
-				/* A body-less response completes on a zero-length run. */
-				up->hp.event = HTTP_EV_NONE;
-				rc = llhttp_execute(&up->hp.p, pos, 0);
-				if (rc == HPE_PAUSED)
-					llhttp_resume(&up->hp.p);
-			}
+			if (!(up->flags & UP_F_IN_BODY))
+				continue; /* interim: parse the rest */
 		}
 		if (up->hp.event == HTTP_EV_MESSAGE) {
-			int keep = llhttp_should_keep_alive(&up->hp.p);
-			up_finish(s, up, keep);
+			up_finish(s, up, llhttp_should_keep_alive(&up->hp.p));
 			return;
 		}
 		/* The response is being received: the replica is alive. */
@@ -332,47 +427,18 @@ void upstream_on_input(struct shard *s, struct sock *sk)
 			up_finish(s, up, 0); /* body delimited by the close */
 			return;
 		}
-		up_fail(s, up, -ECONNRESET);
+		up_fail(s, up, UP_FAIL_RESET);
 		return;
 	}
-	if (up->req && (!up->req->c || up->req->c->sk.out_bytes <= SINK_HIGH))
+	if (up->req && req_client_pending(up->req) <= SINK_HIGH)
 		sock_want_input(s, sk);
-}
-
-void upstream_on_sent(struct shard *s, struct sock *sk)
-{
-	struct upstream *up = container_of(sk, struct upstream, sk);
-	/* Body back-pressure: the client side may read more now. */
-	if (up->req && up->req->c && sk->out_bytes <= SINK_HIGH)
-		client_on_input(s, &up->req->c->sk);
-}
-
-void upstream_on_error(struct shard *s, struct sock *sk, int err)
-{
-	up_fail(s, container_of(sk, struct upstream, sk), err);
-}
-
-void upstream_free(struct shard *s, struct sock *sk)
-{
-	struct upstream *up = container_of(sk, struct upstream, sk);
-	timer_cancel(&s->tw, &up->timer);
-	if (up->req) { /* only at shard teardown: never leave a dangling pointer */
-		up->req->up = NULL;
-		up->req = NULL;
-	}
-	if (list_linked(&sk->node)) {
-		list_del_init(&sk->node);
-		up->pool->nidle--;
-	}
-	http_head_free(&up->hp.hd);
-	replica_state_unref(up->rs);
-	mi_free(up);
 }
 
 void upstream_pool_drain(struct shard *s, struct replica_state *rs)
 {
-	struct upstream_pool *pool = rs->pools[s->id];
+	struct upstream_pool *pool = atomic_load_explicit(&rs->pools[s->id], memory_order_relaxed);
 	struct list *n;
+
 	if (!pool)
 		return;
 	while ((n = list_pop_front(&pool->idle))) {
@@ -380,5 +446,17 @@ void upstream_pool_drain(struct shard *s, struct replica_state *rs)
 		pool->nidle--;
 		timer_cancel(&s->tw, &up->timer);
 		sock_close(s, &up->sk);
+	}
+}
+
+void upstream_config_changed(struct shard *s, struct config *old)
+{
+	/* Idle connections to replicas the new snapshot dropped are closed;
+	 * busy ones close when their request ends (draining flag). */
+	for (size_t i = 0; i < old->nbackends; i++) {
+		const struct backend_cfg *b = &old->backends[i];
+		for (size_t r = 0; r < b->nreplicas; r++)
+			if (atomic_load(&b->replicas[r].state->draining))
+				upstream_pool_drain(s, b->replicas[r].state);
 	}
 }

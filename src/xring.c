@@ -11,13 +11,18 @@
 
 #include "ringroute/proxy.h"
 #include "ringroute/shard.h"
+#include "ringroute/sock.h"
+#include "ringroute/xring.h"
 
-void shard_msg(struct shard *s, struct shard *t, enum msg_kind kind)
+void xring_msg(struct shard *s, struct shard *t, enum msg_kind kind)
 {
-	struct io_uring_sqe *sqe = shard_sqe(s);
+	struct io_uring_sqe *sqe = sock_sqe(s);
+
+	if (!sqe)
+		return;
 	io_uring_prep_msg_ring(sqe, t->ring.ring_fd, (unsigned)kind, (uint64_t)OP_MSG, 0);
-	/* Our own completion for the send: decoded as a cancel, ignored. */
-	io_uring_sqe_set_data64(sqe, (uint64_t)OP_CANCEL | ((uint64_t)0xfffffffeu << 32));
+	/* Our own completion for the send: ignored. */
+	io_uring_sqe_set_data64(sqe, sock_ud_raw(OP_CANCEL, SOCK_UD_NONE));
 }
 
 /* Send kind to every shard from the control ring and wait until each

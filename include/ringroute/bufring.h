@@ -12,6 +12,7 @@
 #define RINGROUTE_BUFRING_H
 
 #include <liburing.h>
+#include <errno.h>
 #include <stdint.h>
 
 #define BUFRING_GROUPS 2
@@ -50,7 +51,15 @@ static inline void bufring_taken(struct bufring *b, uint32_t bid)
 	b->in_kernel[bufring_group(b, bid)]--;
 }
 
-static inline void bufring_ref(struct bufring *b, uint32_t bid) { b->refs[bid]++; }
+/* One more reference. Returns 0, or -EOVERFLOW when the count is
+ * saturated (the caller copies the bytes instead of referencing them). */
+static inline int bufring_ref(struct bufring *b, uint32_t bid)
+{
+	if (b->refs[bid] == UINT16_MAX)
+		return -EOVERFLOW;
+	b->refs[bid]++;
+	return 0;
+}
 
 /* Drop one reference; the last one gives the buffer back to its ring. */
 void bufring_unref(struct bufring *b, uint32_t bid);

@@ -33,7 +33,9 @@ struct replica_state {
 	/* cold part */
 	char *key;                  /* "backend/id@host:port" (registry key) */
 	struct sockaddr_in addr;
-	struct upstream_pool *pools[RR_MAX_SHARDS]; /* lazily created by each shard */
+	/* Created lazily by each shard (release store); the control thread
+	 * reads them for stats (acquire load). */
+	_Atomic(struct upstream_pool *) pools[RR_MAX_SHARDS];
 	struct list reg_node;       /* in replica_registry.replicas */
 	struct replica_registry *reg; /* owner, set once; NULL: private, freed by last unref */
 } __attribute__((aligned(64)));

@@ -115,4 +115,24 @@ int http_write_error(struct strbuf *out, int status, const char *msg, const char
 
 const char *http_reason(int status);
 
+/* Request conformance that llhttp leaves to us (RFC 9110 / 9112): HTTP/1.x
+ * only; a request target of visible ASCII; header values without control
+ * bytes; exactly one valid Host (uri-host[:port]) in HTTP/1.1, at most one
+ * in HTTP/1.0; Transfer-Encoding only "chunked", once, and never in
+ * HTTP/1.0; no Upgrade other than the ignorable h2c. Returns 0, or the
+ * status to answer (400, 501, 505) with *msg the reason. */
+int http_check_request(const struct http_head *h, const llhttp_t *p, const char **msg);
+
+/* Raw request-head bytes, fed as they are parsed (any split): catches what
+ * llhttp accepts in some places and not in others. */
+struct http_scan {
+	unsigned prev_cr : 1;
+	unsigned after_lf : 1;
+	uint32_t lines;               /* line ends seen */
+};
+static inline void http_scan_init(struct http_scan *sc) { sc->prev_cr = sc->after_lf = 0; sc->lines = 0; }
+/* Returns 0, -1 (obs-fold: a header line starting with SP or HTAB) or -2
+ * (a bare LF where CRLF is required). */
+int http_scan_head(struct http_scan *sc, const char *p, size_t n);
+
 #endif

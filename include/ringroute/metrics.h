@@ -43,6 +43,11 @@ struct shard_metrics {
 	pthread_mutex_t lock;       /* taken to append, and by readers to walk */
 	counter_t accepted;
 	counter_t requests;
+	counter_t by_status[600];   /* every ended request, routed or not (0: none sent) */
+	counter_t by_reason[32];    /* by enum req_reason */
+	counter_t sqe_failures;     /* io_uring_submit refused while the SQ was full */
+	counter_t bad_completions;  /* completions with an op no socket submits */
+	counter_t accept_pauses;    /* accept paused at the open-files limit */
 };
 
 void shard_metrics_init(struct shard_metrics *m);

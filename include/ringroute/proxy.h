@@ -22,6 +22,8 @@ struct proxy_options {
 	const char *report_url;     /* --report-url http://host:port/path or NULL */
 	uint32_t report_interval_ms;/* --report-interval-ms, default 1000 */
 	uint32_t drain_timeout_ms;  /* --drain-timeout-ms, default 10000 */
+	uint32_t header_timeout_ms; /* --header-timeout-ms, default 10000: a request
+	                             * head must arrive within this of its first byte */
 	int pin;                    /* pin shard i to CPU i (--pin on|off|auto; auto:
 	                             * only when there is a shard for every CPU) */
 };

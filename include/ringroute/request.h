@@ -1,143 +1,236 @@
-/* The objects of the data path shared by conn.c (client side) and
- * upstream.c (replica side): client connections, requests and upstream
- * connections. Private to those two modules and the shard. */
+/* The lifecycle of one request (DESIGN "Routing semantics"): route it,
+ * dispatch it to a replica or queue it, retry it, copy it to shadows, hand
+ * the replica's response to the client protocol, and end it exactly once.
+ *
+ * A client protocol (h1.c today, h2 later) creates a request with req_new
+ * and its struct req_client_ops, describes it with struct req_info
+ * (req_start), feeds its body (req_body / req_body_done) and learns how it
+ * goes only through its ops: the response head as a structure, body bytes,
+ * the end, or a failure with a status. The upstream side (upstream.c)
+ * reports the replica's response to the request with the req_on_* calls.
+ *
+ * Ownership: the request layer owns every struct request. Each request
+ * ends in exactly one place, req_end(), which records it once (metrics by
+ * status; later the access log) whether it was answered, failed, rejected
+ * or abandoned, and frees it. Before that, the client protocol is told
+ * (ops->on_end or ops->on_fail) and must drop its pointer then; after any
+ * req_* call the protocol may only use the request if its own pointer is
+ * still set. */
 #ifndef RINGROUTE_REQUEST_H
 #define RINGROUTE_REQUEST_H
 
 #include <llhttp.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 
 #include "ringroute/config.h"
 #include "ringroute/http.h"
 #include "ringroute/metrics.h"
-#include "ringroute/shard.h"
+#include "ringroute/queue.h"
+#include "ringroute/sock.h"
+
+struct shard;
+struct upstream;
+struct request;
 
 #define REPLAY_MAX (1u << 20)     /* request bytes kept for a retry */
 #define SINK_HIGH (256u * 1024u)  /* stop reading a peer while this much waits to be sent */
+#define REQ_MAX_INTERIM 8         /* more 1xx than this before the final response: 502 */
 
-/* Client flags. */
-enum {
-	CL_F_IN_BODY   = 1u << 0,  /* current request's head done, body being read */
-	CL_F_MSG_DONE  = 1u << 1,  /* current request fully received */
-	CL_F_CLOSE     = 1u << 2,  /* close once the current response is sent */
-	CL_F_RESP_HEAD = 1u << 3,  /* response head already queued to the client */
-	CL_F_DISCARD   = 1u << 4,  /* request rejected: read and drop its body */
-	CL_F_LINGER    = 1u << 5,  /* closing after output drains */
-	CL_F_BEGUN     = 1u << 6,  /* a request head has started arriving */
+/* Why a request ended: a fixed set, documented in docs/ARCHITECTURE.md
+ * (and the access log later). */
+enum req_reason {
+	REQ_R_OK = 0,
+	REQ_R_CLIENT_ABORT,         /* client closed or reset before the end */
+	REQ_R_BAD_REQUEST,          /* malformed or non-conforming request */
+	REQ_R_HEADERS_TOO_LARGE,
+	REQ_R_NO_ROUTE,
+	REQ_R_METHOD_NOT_ALLOWED,
+	REQ_R_BODY_TOO_LARGE,
+	REQ_R_NOT_IMPLEMENTED,      /* transfer coding or upgrade we do not do */
+	REQ_R_HTTP_VERSION,         /* HTTP/2 preface, unknown major version */
+	REQ_R_QUEUE_FULL,
+	REQ_R_QUEUE_TIMEOUT,
+	REQ_R_UPSTREAM_CONNECT_FAILED,
+	REQ_R_UPSTREAM_RESET,
+	REQ_R_UPSTREAM_TIMEOUT,
+	REQ_R_UPSTREAM_BAD_RESPONSE,
+	REQ_R_NO_MEMORY,
+	REQ_R_SHUTDOWN,
+	REQ_R_COUNT,
 };
+const char *req_reason_name(enum req_reason r);
 
 /* Request flags. */
 enum {
-	REQ_F_QUEUED     = 1u << 0, /* waiting in shard.queued for a slot */
-	REQ_F_NO_REPLAY  = 1u << 1, /* body too large to keep: no retry */
-	REQ_F_FRESH_DONE = 1u << 2, /* already retried once on a fresh connection */
-	REQ_F_SHADOW     = 1u << 3, /* shadow copy: response discarded */
+	REQ_F_NO_REPLAY   = 1u << 0, /* body too large to keep, or response begun: no retry */
+	REQ_F_FRESH_DONE  = 1u << 1, /* already retried once on a fresh connection */
+	REQ_F_SHADOW      = 1u << 2, /* shadow copy: response discarded */
+	REQ_F_BODY_DONE   = 1u << 3, /* the client sent the whole body */
+	REQ_F_RESP_BEGUN  = 1u << 4, /* the response head went to the client */
+	REQ_F_ENDED       = 1u << 5, /* in req_end: nothing may start again */
 };
 
-struct upstream;
-struct client;
+/* What the client protocol knows of a request when its head is complete.
+ * Pointers are borrowed for the req_start call only. */
+struct req_info {
+	unsigned method;              /* llhttp method */
+	const char *url;              /* request target */
+	size_t url_len;
+	const struct http_head *hd;   /* headers, hop-by-hop ones marked */
+	const llhttp_t *p;            /* the parser (version, method) for writing */
+	const char *client_ip;
+	int64_t content_length;       /* -1 when not declared */
+	bool is_head, http10, expect_continue;
+};
 
-/* A shard's FIFO of requests waiting for a slot of one backend. */
-struct bqueue {
-	struct list node;          /* in shard.queued */
-	struct backend_state *bs;  /* referenced */
-	struct list reqs;          /* oldest first */
-	uint32_t n;
+/* A replica's response head, parsed (upstream.c). */
+struct resp_head {
+	int status;
+	uint16_t flags;               /* llhttp F_* (16 bits: F_TRANSFER_ENCODING is 0x200) */
+	struct http_head *hd;         /* headers, hop-by-hop marked; the writer may mark more */
+	const llhttp_t *p;
+};
+
+/* How the client protocol wants the response body. */
+enum req_body_mode {
+	REQ_BODY_RAW = 0,             /* the bytes as received, framing included */
+	REQ_BODY_DECODED,             /* de-chunked data (HTTP/1.0 client) */
+};
+
+/* The client protocol's side of a request. Every hook may be called from
+ * any req_* function; none may end the request itself. */
+struct req_client_ops {
+	/* The final response head. Returns the body mode it wants, or -errno
+	 * when it cannot send it (the request then fails). */
+	int (*on_head)(struct shard *s, struct request *req, const struct resp_head *rh);
+	/* A 100 Continue from the replica for a client that asked for one. */
+	void (*on_continue)(struct shard *s, struct request *req);
+	void (*on_body)(struct shard *s, struct request *req, uint32_t bid, const char *p,
+			size_t len);
+	/* The response is complete; the request ends right after. */
+	void (*on_end)(struct shard *s, struct request *req);
+	/* The request failed with status (msg: the error text; retry_after:
+	 * seconds or 0). If a response began already, the client can only be
+	 * cut. The request ends right after. */
+	void (*on_fail)(struct shard *s, struct request *req, int status, const char *msg,
+			int retry_after);
+	/* The request ended and was freed (after on_end or on_fail): the
+	 * connection may go on with its next request. */
+	void (*on_released)(struct shard *s, void *client);
+	/* The replica took body bytes: the client may be read again. */
+	void (*on_body_room)(struct shard *s, struct request *req);
+	/* Bytes waiting to be sent to the client (response back-pressure). */
+	size_t (*pending)(const struct request *req);
+};
+
+/* How an upstream attempt failed (upstream.c -> request). */
+enum up_failure {
+	UP_FAIL_CONNECT = 1,          /* refused, unreachable, or connect timed out */
+	UP_FAIL_RESET,                /* closed or reset before the response ended */
+	UP_FAIL_TIMEOUT,              /* request_timeout_ms without a byte */
+	UP_FAIL_BAD_RESPONSE,         /* unparseable, 101, too many 1xx */
+	UP_FAIL_NO_MEMORY,
 };
 
 struct request {
 	struct shard *s;
-	struct client *c;          /* NULL for shadow copies or once the client left */
-	struct config *cfg;        /* referenced: the snapshot ep points into */
-	struct config *be_cfg;     /* referenced when be was re-resolved in a newer one */
+	const struct req_client_ops *cops; /* NULL: shadow copy, or the client left */
+	void *client;                 /* the protocol's connection (for cops) */
+	struct config *cfg;           /* referenced: the snapshot ep points into */
+	struct config *be_cfg;        /* referenced when be was re-resolved in a newer one */
 	const struct endpoint_cfg *ep;
 	const struct backend_cfg *be;
 	struct endpoint_metrics *em;
-	struct replica_state *rs;  /* slot held on it while non-NULL */
+	struct replica_state *rs;     /* slot held on it while non-NULL */
 	struct upstream *up;
-	uint32_t flags;
-	uint32_t tries;            /* replicas tried after a connect failure */
-	uint64_t tried_mask;       /* replica indexes already tried */
-	uint64_t t_start_us, t_queued_us, t_first_us;
-	uint64_t q_deadline_us;     /* queue timeout, on the now_us() clock */
-	struct list qnode;         /* in shard.queued */
-	struct strbuf head;        /* request head sent upstream (kept for replay) */
-	struct seg *replay;        /* body segments kept for replay (buffer refs) */
+	uint32_t flags;               /* REQ_F_* */
+	uint32_t tries;               /* replicas tried after a connect failure */
+	uint64_t tried_mask;          /* replica indexes already tried */
+	uint64_t t_start_us, t_first_us;
+	struct queue_entry qe;        /* in its backend's queue while waiting */
+	struct strbuf head;           /* request head sent upstream (kept for replay) */
+	struct seg *replay;           /* body segments kept for replay (buffer refs) */
 	uint32_t nreplay, capreplay;
 	size_t replay_bytes;
 	uint64_t body_bytes;
-	char *shard_key;           /* X-Serve-Shard-Key copy, or NULL */
+	char *shard_key;              /* X-Serve-Shard-Key copy, or NULL */
 	size_t shard_key_len;
-	int status;
-	struct list shadows;       /* shadow copies still taking this body */
-	struct list shadow_node;   /* a shadow copy: in its owner's shadows */
-	struct bqueue *bq;         /* queue it waits in while REQ_F_QUEUED */
-	int ridx;                  /* replica index in be, -1 if none */
-	int is_head;               /* HEAD request: the response has no body */
-	int http10;                /* HTTP/1.0 client: chunked responses are decoded */
+	int status;                   /* what the client got (or 499) */
+	enum req_reason reason;
+	struct list shadows;          /* shadow copies still taking this body */
+	struct list shadow_node;      /* a shadow copy: in its owner's shadows */
+	int ridx;                     /* replica index in be, -1 if none */
+	unsigned interim;             /* 1xx responses seen */
+	bool is_head;                 /* HEAD: the response has no body */
+	bool http10;
+	bool expect_continue;         /* the client sent Expect: 100-continue */
 };
 
-struct client {
-	struct sock sk;
-	struct http_parser hp;     /* hp.p.data = this client */
-	struct request *req;       /* current request, or NULL between requests */
-	uint32_t flags;
-	uint32_t head_bytes;       /* bytes of the current request head received */
-	struct timer timer;        /* header / keep-alive idle timeout */
-	struct list all;           /* in shard.clients */
-	struct shard *s;
-	char ip[INET_ADDRSTRLEN];
-};
+/* ---- for the client protocol ---- */
 
-struct upstream_pool {
-	struct list idle;          /* idle keep-alive connections (sock.node) */
-	uint32_t nidle;
-	counter_t requests, errors;
-};
+/* A new request of the protocol connection client, on the shard's current
+ * snapshot. NULL on ENOMEM (the protocol answers 503 itself and closes). */
+struct request *req_new(struct shard *s, const struct req_client_ops *ops, void *client);
+/* The head is complete: route, check limits, start shadows, dispatch or
+ * queue. May end the request (404, 405, 413, 503...). */
+void req_start(struct shard *s, struct request *req, const struct req_info *ri);
+/* Raw body bytes (framing included) of the request; bid: the provided
+ * buffer holding them, or BID_NONE. Returns 0, or -1 when the request
+ * ended (413, forwarding failed). */
+int req_body(struct shard *s, struct request *req, uint32_t bid, const char *p, size_t len);
+/* The whole body was received. */
+void req_body_done(struct shard *s, struct request *req);
+/* Must the protocol hold body bytes back now (queued, connecting, or the
+ * replica is slow)? ops->on_body_room says when to try again. */
+bool req_body_blocked(const struct request *req);
+/* The client's output drained below SINK_HIGH: the replica may be read. */
+void req_client_drained(struct shard *s, struct request *req);
+/* The one way to fail a request: tell the client (ops->on_fail), cut the
+ * replica and shadows, end it. Also for requests the protocol rejects
+ * before req_start (400, 431, 501, 505). */
+void req_fail(struct shard *s, struct request *req, int status, enum req_reason reason,
+	      const char *msg);
+/* The client left (or its connection is torn down): end the request with
+ * 499 without telling it. */
+void req_abandon(struct shard *s, struct request *req, enum req_reason reason);
 
-/* Upstream flags. */
-enum {
-	UP_F_REUSED    = 1u << 0,  /* taken from the pool: may be found dead */
-	UP_F_GOT_BYTES = 1u << 1,  /* response bytes arrived for the current request */
-	UP_F_IN_BODY   = 1u << 2,
-	UP_F_CONNECTED = 1u << 3,
-};
+/* ---- inside the request layer (shadow.c) ---- */
 
-struct upstream {
-	struct sock sk;
-	struct replica_state *rs;  /* referenced */
-	struct upstream_pool *pool;
-	struct http_parser hp;     /* hp.p.data = this upstream */
-	struct request *req;
-	uint32_t flags;
-	int dechunk;               /* forward decoded body (HTTP/1.0 client) */
-	uint32_t cur_bid;          /* buffer being parsed, for on_body */
-	struct timer timer;        /* connect / response timeout */
-	struct shard *s;
-};
+/* Start req on a replica of its backend, or queue it (shadow copies are
+ * dropped instead). from_queue: req is at the front of its queue. Returns
+ * 1 while req lives (started or queued), 0 when it ended. */
+int req_dispatch(struct shard *s, struct request *req, int from_queue);
+/* End req: record it once, release what it holds, free it. */
+void req_end(struct shard *s, struct request *req);
 
-/* upstream.c */
-/* Start req on replica rs (a slot is already held): take a pooled
- * connection or connect a new one, queue the head and kept body. fresh
- * forces a new connection. Returns 0 or -errno (req untouched on error). */
-int upstream_start(struct shard *s, struct request *req, struct replica_state *rs,
-		   const struct sockaddr_in *addr, int fresh);
-/* Queue body bytes of the request on its upstream (bid BID_NONE: copied). */
-int upstream_body(struct shard *s, struct upstream *up, uint32_t bid, const char *p, size_t len);
-/* The request is being abandoned (client gone or failed): close up. */
-void upstream_abort(struct shard *s, struct upstream *up);
+/* ---- for the shard ---- */
 
-/* conn.c: called by upstream.c as the response progresses */
-void req_response_head(struct shard *s, struct request *req, struct strbuf *head);
-void req_response_body(struct shard *s, struct request *req, uint32_t bid, const char *p,
-		       size_t len);
-/* Response complete (status known). reusable: the upstream stays open. */
-void req_response_done(struct shard *s, struct request *req);
-/* The upstream failed. err: -errno; connect_failed: it never connected;
- * timed_out: request_timeout_ms passed. conn.c retries or answers. */
-void req_upstream_failed(struct shard *s, struct request *req, int err, int connect_failed,
-			 int timed_out, int reused);
-int req_wants_close(const struct request *req); /* client will close after */
-int req_is_head(const struct request *req);
+/* Dispatch queued requests (a slot may have freed). Returns how many left
+ * their queue for a replica. */
+int req_retry_queued(struct shard *s);
+void req_shard_init(struct shard *s);
+
+/* ---- for upstream.c: the replica's side of the exchange ---- */
+
+/* Each returns with req->up already cleared by the caller where it says
+ * so; none is called from inside upstream_start. */
+/* The final head. Returns the body mode, or -1 when the request ended. */
+int req_on_response_head(struct shard *s, struct request *req, const struct resp_head *rh);
+/* An interim (1xx, not 101) head. Returns 0, or -1 when the request ended
+ * (more than REQ_MAX_INTERIM of them: 502). */
+int req_on_interim(struct shard *s, struct request *req, const struct resp_head *rh);
+void req_on_response_body(struct shard *s, struct request *req, uint32_t bid, const char *p,
+			  size_t len);
+/* Response complete; req->up was cleared. */
+void req_on_response_end(struct shard *s, struct request *req);
+/* The attempt failed; req->up was cleared. reused: a pooled connection
+ * that died before any response byte (the replica may have closed it
+ * while idle). The request is retried or fails. */
+void req_on_upstream_failed(struct shard *s, struct request *req, enum up_failure f, int reused);
+/* The replica took the queued body: the client may send more. */
+void req_on_upstream_drained(struct shard *s, struct request *req);
+/* Bytes waiting to go to the client (0 without one). */
+size_t req_client_pending(const struct request *req);
 
 #endif

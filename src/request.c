@@ -1,0 +1,517 @@
+/* The lifecycle of one request (see request.h). */
+#include "ringroute/request.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ringroute/alloc.h"
+#include "ringroute/clock.h"
+#include "ringroute/retry.h"
+#include "ringroute/router.h"
+#include "ringroute/shadow.h"
+#include "ringroute/shard.h"
+#include "ringroute/upstream.h"
+
+static const char *const reason_names[REQ_R_COUNT] = {
+	[REQ_R_OK] = "ok",
+	[REQ_R_CLIENT_ABORT] = "client_abort",
+	[REQ_R_BAD_REQUEST] = "bad_request",
+	[REQ_R_HEADERS_TOO_LARGE] = "headers_too_large",
+	[REQ_R_NO_ROUTE] = "no_route",
+	[REQ_R_METHOD_NOT_ALLOWED] = "method_not_allowed",
+	[REQ_R_BODY_TOO_LARGE] = "body_too_large",
+	[REQ_R_NOT_IMPLEMENTED] = "not_implemented",
+	[REQ_R_HTTP_VERSION] = "http_version",
+	[REQ_R_QUEUE_FULL] = "queue_full",
+	[REQ_R_QUEUE_TIMEOUT] = "queue_timeout",
+	[REQ_R_UPSTREAM_CONNECT_FAILED] = "upstream_connect_failed",
+	[REQ_R_UPSTREAM_RESET] = "upstream_reset",
+	[REQ_R_UPSTREAM_TIMEOUT] = "upstream_timeout",
+	[REQ_R_UPSTREAM_BAD_RESPONSE] = "upstream_bad_response",
+	[REQ_R_NO_MEMORY] = "no_memory",
+	[REQ_R_SHUTDOWN] = "shutdown",
+};
+
+const char *req_reason_name(enum req_reason r)
+{
+	return (unsigned)r < REQ_R_COUNT ? reason_names[r] : "unknown";
+}
+
+struct request *req_new(struct shard *s, const struct req_client_ops *ops, void *client)
+{
+	struct request *req = mi_zalloc(sizeof(*req));
+
+	if (!req)
+		return NULL;
+	req->s = s;
+	req->cops = ops;
+	req->client = client;
+	req->cfg = s->config;
+	config_ref(req->cfg);
+	req->ridx = -1;
+	req->t_start_us = clock_now_us();
+	queue_entry_init(&req->qe);
+	list_init(&req->shadows);
+	list_init(&req->shadow_node);
+	counter_add(&s->metrics.requests, 1);
+	return req;
+}
+
+static void release_slot(struct shard *s, struct request *req)
+{
+	if (!req->rs)
+		return;
+	replica_release(req->rs);
+	req->rs = NULL;
+	if (req->be)
+		queue_slot_freed(s, req->be->state);
+}
+
+/* Record the outcome once: every request that had a client, however it
+ * ended. Shadow copies are not client requests. */
+static void req_record(struct shard *s, struct request *req)
+{
+	uint64_t t = clock_now_us();
+	int st = req->status > 0 && req->status < 600 ? req->status : 0;
+
+	if (req->flags & REQ_F_SHADOW)
+		return;
+	counter_add(&s->metrics.by_status[st], 1);
+	counter_add(&s->metrics.by_reason[req->reason], 1);
+	if (!req->em)
+		return;
+	counter_add(&req->em->status[st], 1);
+	hist_observe(&req->em->total, t - req->t_start_us);
+	if (req->t_first_us)
+		hist_observe(&req->em->ttfb, req->t_first_us - req->t_start_us);
+}
+
+void req_end(struct shard *s, struct request *req)
+{
+	const struct req_client_ops *ops = req->cops;
+	void *client = req->client;
+
+	req->flags |= REQ_F_ENDED;
+	req->cops = NULL;
+	if (req->up)
+		upstream_abort(s, req->up);
+	shadow_detach(req);
+	if (list_linked(&req->shadow_node))
+		list_del_init(&req->shadow_node);
+	queue_remove(s, &req->qe);
+	release_slot(s, req);
+	req_record(s, req);
+	retry_free(s, req);
+	mi_free(req->head.p);
+	mi_free(req->shard_key);
+	if (req->be_cfg)
+		config_unref(req->be_cfg);
+	config_unref(req->cfg);
+	mi_free(req);
+	if (ops)
+		ops->on_released(s, client);
+}
+
+void req_fail(struct shard *s, struct request *req, int status, enum req_reason reason,
+	      const char *msg)
+{
+	req->status = status;
+	req->reason = reason;
+	if (req->up)
+		upstream_abort(s, req->up);
+	if (!(req->flags & REQ_F_BODY_DONE))
+		shadow_abort(s, req); /* their bodies would never end */
+	if (req->cops)
+		req->cops->on_fail(s, req, status, msg, status == 503 ? 1 : 0);
+	req_end(s, req);
+}
+
+void req_abandon(struct shard *s, struct request *req, enum req_reason reason)
+{
+	req->status = 499; /* client closed request (nginx's convention) */
+	req->reason = reason;
+	req->cops = NULL; /* nobody to tell */
+	shadow_abort(s, req);
+	req_end(s, req);
+}
+
+/* ---- dispatch ---- */
+
+/* The replica the router picks for req, with a slot taken, avoiding those
+ * that already failed it while others are free; -1 when none has a slot. */
+static int pick_replica(struct shard *s, struct request *req)
+{
+	const struct backend_cfg *be = req->be;
+
+	for (int attempt = 0; attempt < 4; attempt++) {
+		int idx = router_pick_replica(be, req->shard_key, req->shard_key_len, &s->rng,
+					      &s->rr_cursor);
+		if (idx < 0)
+			return -1;
+		if (idx >= 64 || !(req->tried_mask & (1ull << idx)) || attempt == 3)
+			return idx;
+		/* Already failed on this one: give it back and pick again. */
+		replica_release(be->replicas[idx].state);
+	}
+	return -1;
+}
+
+/* Queue req for its backend. Returns 1 (queued) or 0 (ended: 503). */
+static int req_enqueue(struct shard *s, struct request *req)
+{
+	const struct backend_cfg *be = req->be;
+	int rc = queue_add(s, be->state, be->max_queued, &req->qe, clock_now_us(),
+			   be->queue_timeout_ms);
+
+	if (rc == -ENOSPC) {
+		req_fail(s, req, 503, REQ_R_QUEUE_FULL, "backend overloaded: queue full");
+		return 0;
+	}
+	if (rc) {
+		req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
+		return 0;
+	}
+	return 1;
+}
+
+int req_dispatch(struct shard *s, struct request *req, int from_queue)
+{
+	const struct backend_cfg *be = req->be;
+	int idx, ret;
+
+	/* No barging: while anyone waits for this backend, a newcomer queues
+	 * behind them even if a slot just freed (the queue gets it first). */
+	if (!from_queue && !(req->flags & REQ_F_SHADOW) &&
+	    atomic_load_explicit(&be->state->queued, memory_order_relaxed) > 0) {
+		s->retry_pending = 1;
+		return req_enqueue(s, req);
+	}
+	idx = pick_replica(s, req);
+	if (idx < 0) {
+		if (req->flags & REQ_F_SHADOW) {
+			req_end(s, req); /* a shadow never waits */
+			return 0;
+		}
+		return from_queue ? 1 : req_enqueue(s, req);
+	}
+	if (from_queue) {
+		uint64_t t = queue_entry_queued(&req->qe) ? req->qe.t_queued_us : 0;
+		queue_remove(s, &req->qe);
+		if (req->em && t)
+			hist_observe(&req->em->queue_wait, clock_now_us() - t);
+	}
+	req->ridx = idx;
+	req->rs = be->replicas[idx].state;
+	ret = upstream_start(s, req, req->rs, &be->replicas[idx].addr, 0);
+	if (ret) {
+		release_slot(s, req);
+		if (ret == -ENOMEM)
+			req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
+		else
+			req_fail(s, req, 502, REQ_R_UPSTREAM_CONNECT_FAILED, "cannot reach replica");
+		return 0;
+	}
+	return 1;
+}
+
+/* req was (re)started on a replica: body bytes may be waiting for it. The
+ * protocol may end req meanwhile: do not use req after this. */
+static void body_room(struct shard *s, struct request *req)
+{
+	if (req->cops && req->up)
+		req->cops->on_body_room(s, req);
+}
+
+void req_start(struct shard *s, struct request *req, const struct req_info *ri)
+{
+	const struct endpoint_cfg *ep;
+	const struct http_hdr *key;
+	struct fwd_info fi;
+	char rid[24];
+	int status = 0;
+	double u;
+
+	req->is_head = ri->is_head;
+	req->http10 = ri->http10;
+	req->expect_continue = ri->expect_continue;
+	ep = router_match(req->cfg, ri->url, ri->url_len, ri->method, &status);
+	req->ep = ep;
+	if (status != 200) {
+		if (status == 405)
+			req_fail(s, req, 405, REQ_R_METHOD_NOT_ALLOWED, "method not allowed");
+		else
+			req_fail(s, req, 404, REQ_R_NO_ROUTE, "no route");
+		return;
+	}
+	req->em = shard_metrics_endpoint(&s->metrics, ep->name);
+	if (ri->content_length >= 0 && (uint64_t)ri->content_length > ep->max_body_bytes) {
+		req_fail(s, req, 413, REQ_R_BODY_TOO_LARGE, "request body too large");
+		return;
+	}
+	key = http_head_find(ri->hd, "x-serve-shard-key");
+	if (key) {
+		req->shard_key = mi_strndup(http_hdr_value(ri->hd, key), key->value_len);
+		if (!req->shard_key) {
+			/* Routing without the key would break stickiness silently. */
+			req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
+			return;
+		}
+		req->shard_key_len = key->value_len;
+	}
+	snprintf(rid, sizeof(rid), "%016llx", (unsigned long long)router_rand(&s->rng));
+	fi.client_ip = ri->client_ip;
+	fi.request_id = rid;
+	fi.call_method = ep->call_method;
+	if (http_write_request_head(&req->head, ri->hd, ri->p, &fi)) {
+		req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
+		return;
+	}
+	u = req->shard_key ? router_key_unit(req->shard_key, req->shard_key_len)
+			   : router_rand_unit(&s->rng);
+	req->be = router_pick_weighted(ep->traffic, ep->ntraffic, u);
+	if (ep->nshadow)
+		shadow_start(s, req);
+	req_dispatch(s, req, 0);
+}
+
+/* ---- body ---- */
+
+int req_body(struct shard *s, struct request *req, uint32_t bid, const char *p, size_t len)
+{
+	req->body_bytes += len;
+	if (req->ep && req->body_bytes > req->ep->max_body_bytes) {
+		req_fail(s, req, 413, REQ_R_BODY_TOO_LARGE, "request body too large");
+		return -1;
+	}
+	shadow_body(s, req, bid, p, len);
+	retry_keep(s, req, bid, p, len);
+	if (req->up && upstream_body(s, req->up, bid, p, len)) {
+		/* The replica would wait for bytes that never come. */
+		req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+void req_body_done(struct shard *s, struct request *req)
+{
+	(void)s;
+	req->flags |= REQ_F_BODY_DONE;
+	shadow_detach(req); /* the copies have their whole body */
+}
+
+bool req_body_blocked(const struct request *req)
+{
+	return !req->up || upstream_congested(req->up);
+}
+
+void req_client_drained(struct shard *s, struct request *req)
+{
+	if (req->up)
+		upstream_resume(s, req->up);
+}
+
+/* ---- queued requests ---- */
+
+/* Point a queued request at the current snapshot: a replica added since
+ * it was queued can then serve it. If its backend is gone, it is routed
+ * again by its endpoint's traffic in the current snapshot. Returns 0 (same
+ * backend), 1 (another backend: the caller must requeue it there), or
+ * -ENOENT when its endpoint is gone too. */
+static int req_refresh(struct shard *s, struct request *req)
+{
+	const struct backend_cfg *be;
+	int moved = 0;
+
+	if ((req->be_cfg ? req->be_cfg : req->cfg) == s->config)
+		return 0;
+	be = config_backend(s->config, req->be->name);
+	if (!be) {
+		const struct endpoint_cfg *ep = config_endpoint(s->config, req->ep->name);
+		if (!ep)
+			return -ENOENT;
+		be = router_pick_weighted(ep->traffic, ep->ntraffic,
+					  req->shard_key ? router_key_unit(req->shard_key,
+									   req->shard_key_len)
+							 : router_rand_unit(&s->rng));
+		moved = be->state != req->be->state;
+	}
+	/* req->cfg stays referenced: req->ep points into it. */
+	config_ref(s->config);
+	if (req->be_cfg)
+		config_unref(req->be_cfg);
+	req->be_cfg = s->config;
+	req->be = be;
+	return moved;
+}
+
+int req_retry_queued(struct shard *s)
+{
+	struct list *pos, *tmp;
+	uint64_t now = clock_now_us();
+	int any = 0, sent = 0;
+
+	s->retry_pending = 0;
+	list_for_each_safe(pos, tmp, &s->queued) {
+		struct bqueue *q = container_of(pos, struct bqueue, node);
+		struct queue_entry *e;
+
+		while ((e = queue_front(q))) {
+			struct request *req = container_of(e, struct request, qe);
+			uint32_t before;
+			int r;
+
+			if (now >= e->deadline_us) {
+				queue_remove(s, e);
+				req_fail(s, req, 503, REQ_R_QUEUE_TIMEOUT,
+					 "backend overloaded: queue timeout");
+				continue;
+			}
+			r = req_refresh(s, req);
+			if (r) {
+				/* Its backend was removed while it waited. */
+				queue_remove(s, e);
+				if (r < 0)
+					req_fail(s, req, 404, REQ_R_NO_ROUTE, "no route");
+				else if (req_dispatch(s, req, 0) && req->up)
+					body_room(s, req);
+				sent++;
+				continue;
+			}
+			if (queue_older_elsewhere(s, q, e->t_queued_us))
+				break; /* that shard was woken: it goes first */
+			before = q->n;
+			if (req_dispatch(s, req, 1) && req->up)
+				body_room(s, req);
+			if (q->n == before)
+				break; /* still full: the rest of this FIFO waits too */
+			sent++;
+		}
+		if (q->n)
+			any = 1;
+	}
+	if (any)
+		queue_arm_tick(s);
+	return sent;
+}
+
+static void queue_tick(struct timer *t, void *ctx)
+{
+	(void)t;
+	req_retry_queued(ctx);
+}
+
+void req_shard_init(struct shard *s)
+{
+	queue_shard_init(s, queue_tick);
+}
+
+/* ---- the replica's side ---- */
+
+size_t req_client_pending(const struct request *req)
+{
+	return req->cops ? req->cops->pending(req) : 0;
+}
+
+int req_on_response_head(struct shard *s, struct request *req, const struct resp_head *rh)
+{
+	int mode = REQ_BODY_RAW;
+
+	req->t_first_us = clock_now_us();
+	retry_forbid(s, req); /* a retry is no longer possible */
+	req->status = rh->status;
+	if (!req->cops)
+		return REQ_BODY_RAW; /* shadow copy: read and discarded */
+	mode = req->cops->on_head(s, req, rh);
+	if (mode < 0) {
+		req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
+		return -1;
+	}
+	req->flags |= REQ_F_RESP_BEGUN;
+	return mode;
+}
+
+int req_on_interim(struct shard *s, struct request *req, const struct resp_head *rh)
+{
+	if (++req->interim > REQ_MAX_INTERIM) {
+		req_fail(s, req, 502, REQ_R_UPSTREAM_BAD_RESPONSE,
+			 "replica sent too many interim responses");
+		return -1;
+	}
+	/* Only a client that asked for 100 Continue gets it; other 1xx
+	 * (102, 103, ...) are dropped. */
+	if (rh->status == 100 && req->expect_continue && req->cops)
+		req->cops->on_continue(s, req);
+	return 0;
+}
+
+void req_on_response_body(struct shard *s, struct request *req, uint32_t bid, const char *p,
+			  size_t len)
+{
+	if (req->cops)
+		req->cops->on_body(s, req, bid, p, len);
+}
+
+void req_on_response_end(struct shard *s, struct request *req)
+{
+	req->reason = REQ_R_OK;
+	if (req->cops)
+		req->cops->on_end(s, req);
+	shadow_abort(s, req); /* only copies still missing body bytes are left */
+	req_end(s, req);
+}
+
+static enum req_reason failure_reason(enum up_failure f)
+{
+	switch (f) {
+	case UP_FAIL_CONNECT: return REQ_R_UPSTREAM_CONNECT_FAILED;
+	case UP_FAIL_TIMEOUT: return REQ_R_UPSTREAM_TIMEOUT;
+	case UP_FAIL_BAD_RESPONSE: return REQ_R_UPSTREAM_BAD_RESPONSE;
+	case UP_FAIL_NO_MEMORY: return REQ_R_NO_MEMORY;
+	case UP_FAIL_RESET: break;
+	}
+	return REQ_R_UPSTREAM_RESET;
+}
+
+void req_on_upstream_failed(struct shard *s, struct request *req, enum up_failure f, int reused)
+{
+	const struct backend_cfg *be = req->be;
+	enum retry_action act;
+
+	if (!req->cops) {
+		req_end(s, req); /* a shadow copy: its failure affects nobody */
+		return;
+	}
+	act = (req->flags & REQ_F_RESP_BEGUN) ? RETRY_NONE : retry_decide(req, f, reused);
+	if (act == RETRY_FRESH) {
+		req->flags |= REQ_F_FRESH_DONE;
+		if (upstream_start(s, req, req->rs, &be->replicas[req->ridx].addr, 1) == 0) {
+			body_room(s, req);
+			return;
+		}
+		act = retry_decide(req, UP_FAIL_CONNECT, 0);
+	}
+	if (req->ridx >= 0 && req->ridx < 64)
+		req->tried_mask |= 1ull << req->ridx;
+	release_slot(s, req);
+	if (act == RETRY_OTHER) {
+		req->tries++;
+		/* The dispatch may queue req, or end it (queue full): only a
+		 * started request is touched again. */
+		if (req_dispatch(s, req, 0) && req->up)
+			body_room(s, req);
+		return;
+	}
+	if (f == UP_FAIL_TIMEOUT)
+		req_fail(s, req, 504, REQ_R_UPSTREAM_TIMEOUT, "replica timed out");
+	else if (f == UP_FAIL_BAD_RESPONSE)
+		req_fail(s, req, 502, REQ_R_UPSTREAM_BAD_RESPONSE, "replica sent an invalid response");
+	else
+		req_fail(s, req, 502, failure_reason(f), "replica failed");
+}
+
+void req_on_upstream_drained(struct shard *s, struct request *req)
+{
+	body_room(s, req);
+}
