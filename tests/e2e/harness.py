@@ -523,9 +523,10 @@ class UpstreamConn:
     Reads are bounded (timeout, default 10 s); peer_eof is set once ringroute
     closed (or reset) its side; requests lists the heads read on it."""
 
-    def __init__(self, sock, index):
+    def __init__(self, sock, index, owner=None):
         self.sock = sock
         self.index = index
+        self.owner = owner
         self.buf = bytearray()
         self.peer_eof = threading.Event()
         self.requests = []
@@ -568,6 +569,10 @@ class UpstreamConn:
                "headers": headers, "hdict": {k.lower(): v for k, v in headers},
                "body": b""}
         self.requests.append(req)
+        if self.owner is not None:
+            with self.owner.cond:
+                self.owner.requests.append(req)
+                self.owner.cond.notify_all()
         return req
 
     def read_exact(self, n, timeout=10.0, rate=None):
@@ -652,6 +657,7 @@ class ScriptedUpstream:
     def __init__(self, script, backlog=64):
         self.script = script
         self.conns = []
+        self.requests = []  # every request head read, over all connections, in order
         self.errors = []
         self.cond = threading.Condition()
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -671,7 +677,7 @@ class ScriptedUpstream:
             except OSError:
                 return
             with self.cond:
-                c = UpstreamConn(s, len(self.conns))
+                c = UpstreamConn(s, len(self.conns), self)
                 self.conns.append(c)
                 self.cond.notify_all()
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
@@ -689,7 +695,8 @@ class ScriptedUpstream:
                 self.cond.notify_all()
 
     def all_requests(self):
-        return [r for c in list(self.conns) for r in c.requests]
+        with self.cond:
+            return list(self.requests)
 
     def wait_conns(self, n, timeout=5.0):
         with self.cond:
