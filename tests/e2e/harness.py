@@ -104,7 +104,7 @@ class Proc:
     """A started process: stdout lines are read by a thread into a queue,
     stderr goes to a log file (no pipe that could fill up and block it)."""
 
-    def __init__(self, argv, label):
+    def __init__(self, argv, label, preexec=None):
         self.argv = list(argv)
         self.label = label
         fd, self.log_path = tempfile.mkstemp(prefix=label + "-", suffix=".log",
@@ -113,10 +113,15 @@ class Proc:
         _LOGS.append((label, self.log_path))
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+        pre = _set_pdeathsig
+        if preexec is not None:
+            def pre():
+                _set_pdeathsig()
+                preexec()
         try:
             self.p = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=self._log,
-                                      preexec_fn=_set_pdeathsig, env=env)
+                                      preexec_fn=pre, env=env)
         except OSError as e:
             raise StartError("cannot start %s: %s" % (self.argv[0], e))
         _PROCS.append(self)
@@ -262,10 +267,25 @@ def write_config(cfg, name="config.json"):
     return path
 
 
-class Ringroute(Proc):
-    """ringroute --config FILE --listen 127.0.0.1:0 --shards N."""
+def rlimit_nofile_preexec(n):
+    """A preexec function (runs in the child before exec) that sets the
+    soft RLIMIT_NOFILE to n (capped at the hard limit)."""
+    import resource
 
-    def __init__(self, config, shards=1, admin=False, extra=()):
+    def pre():
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        lim = n if hard == resource.RLIM_INFINITY else min(n, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lim, hard))
+    return pre
+
+
+class Ringroute(Proc):
+    """ringroute --config FILE --listen 127.0.0.1:0 --shards N [extra...].
+    preexec: a function run in the child before exec; rlimit_nofile: the soft
+    open-files limit ringroute starts with (see rlimit_nofile_preexec)."""
+
+    def __init__(self, config, shards=1, admin=False, extra=(), preexec=None,
+                 rlimit_nofile=None):
         self.config_path = config if isinstance(config, str) and os.path.exists(config) \
             else write_config(config)
         argv = [ringroute_bin(), "--config", self.config_path,
@@ -273,7 +293,17 @@ class Ringroute(Proc):
         if admin:
             argv += ["--admin", "127.0.0.1:0"]
         argv += list(extra)
-        super().__init__(argv, "ringroute")
+        if rlimit_nofile is not None:
+            lim_pre = rlimit_nofile_preexec(rlimit_nofile)
+            if preexec is not None:
+                user_pre = preexec
+
+                def preexec():
+                    lim_pre()
+                    user_pre()
+            else:
+                preexec = lim_pre
+        super().__init__(argv, "ringroute", preexec=preexec)
         self.port = int(self.expect_line(r"^LISTEN (\d+)").group(1))
         self.admin_port = None
         if admin:
@@ -486,6 +516,230 @@ class GatedUpstream(RawUpstream):
             raise AssertionError("replica %s: expected %d requests within %.1f s, got %r"
                                  % (self.id, n, timeout, self.paths()))
         return self.paths()
+
+
+class UpstreamConn:
+    """One connection accepted by a ScriptedUpstream, handed to its script.
+    Reads are bounded (timeout, default 10 s); peer_eof is set once ringroute
+    closed (or reset) its side; requests lists the heads read on it."""
+
+    def __init__(self, sock, index, owner=None):
+        self.sock = sock
+        self.index = index
+        self.owner = owner
+        self.buf = bytearray()
+        self.peer_eof = threading.Event()
+        self.requests = []
+        self.received = bytearray()
+
+    def _fill(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("upstream conn %d: timed out; buffered %r" %
+                                 (self.index, bytes(self.buf[-500:])))
+        self.sock.settimeout(left)
+        try:
+            d = self.sock.recv(262144)
+        except ConnectionResetError:
+            d = b""
+        if not d:
+            self.peer_eof.set()
+            return False
+        self.buf += d
+        self.received += d
+        return True
+
+    def read_head(self, timeout=10.0):
+        """The next request head as a dict (method, target, version, headers,
+        hdict), or None at EOF."""
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill(deadline):
+                return None
+        i = self.buf.index(b"\r\n\r\n")
+        head = bytes(self.buf[:i]).decode("latin-1")
+        del self.buf[:i + 4]
+        lines = head.split("\r\n")
+        method, target, version = lines[0].split(" ", 2)
+        headers = []
+        for l in lines[1:]:
+            k, _, v = l.partition(":")
+            headers.append((k, v.strip()))
+        req = {"method": method, "target": target, "version": version,
+               "headers": headers, "hdict": {k.lower(): v for k, v in headers},
+               "body": b""}
+        self.requests.append(req)
+        if self.owner is not None:
+            with self.owner.cond:
+                self.owner.requests.append(req)
+                self.owner.cond.notify_all()
+        return req
+
+    def read_exact(self, n, timeout=10.0, rate=None):
+        """n bytes; rate (bytes/s) paces the reads like a slow reader."""
+        deadline = time.monotonic() + timeout
+        out = bytearray()
+        t0 = time.monotonic()
+        while len(out) < n:
+            if not self.buf and not self._fill(deadline):
+                raise ConnectionClosed("upstream conn %d: EOF after %d of %d body bytes"
+                                       % (self.index, len(out), n))
+            take = min(n - len(out), len(self.buf), 65536)
+            out += self.buf[:take]
+            del self.buf[:take]
+            if rate:
+                ahead = t0 + len(out) / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)  # pacing a slow reader, not synchronisation
+        return bytes(out)
+
+    def read_body(self, req, timeout=10.0, rate=None):
+        """The body of req (Content-Length or chunked), stored in req["body"]."""
+        deadline = time.monotonic() + timeout
+        te = req["hdict"].get("transfer-encoding", "").lower()
+        if "chunked" in te:
+            body = bytearray()
+            while True:
+                while b"\r\n" not in self.buf:
+                    if not self._fill(deadline):
+                        raise ConnectionClosed("upstream conn %d: EOF in chunked body" % self.index)
+                j = self.buf.index(b"\r\n")
+                size = int(bytes(self.buf[:j]).split(b";")[0], 16)
+                del self.buf[:j + 2]
+                body += self.read_exact(size + 2, max(0.01, deadline - time.monotonic()), rate)[:-2]
+                if size == 0:
+                    break
+        else:
+            n = int(req["hdict"].get("content-length", "0"))
+            body = self.read_exact(n, max(0.01, deadline - time.monotonic()), rate)
+        req["body"] = bytes(body)
+        return req["body"]
+
+    def read_request(self, timeout=10.0):
+        req = self.read_head(timeout)
+        if req is not None:
+            self.read_body(req, timeout)
+        return req
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def wait_eof(self, timeout):
+        """True once ringroute closed its side within timeout; bytes that
+        arrive meanwhile are kept in buf (and make it return False)."""
+        deadline = time.monotonic() + timeout
+        while not self.peer_eof.is_set():
+            if self.buf:
+                return False
+            try:
+                if not self._fill(deadline):
+                    return True
+            except socket.timeout:
+                return False
+            except OSError:
+                return self.peer_eof.is_set()
+        return True
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class ScriptedUpstream:
+    """A scripted replica in this process: script(conn) runs on its own
+    thread for every accepted connection (conn: UpstreamConn) and writes the
+    exact bytes it wants; the connection is closed when the script returns.
+    conns lists every connection in accept order; cond is notified as
+    connections arrive and scripts finish."""
+
+    def __init__(self, script, backlog=64):
+        self.script = script
+        self.conns = []
+        self.requests = []  # every request head read, over all connections, in order
+        self.errors = []
+        self.cond = threading.Condition()
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(backlog)
+        self.port = self.lsock.getsockname()[1]
+        self.addr = "127.0.0.1:%d" % self.port
+        self._stop = False
+        self._t = threading.Thread(target=self._accept_loop, daemon=True)
+        self._t.start()
+
+    def _accept_loop(self):
+        while not self._stop:
+            try:
+                s, _ = self.lsock.accept()
+            except OSError:
+                return
+            with self.cond:
+                c = UpstreamConn(s, len(self.conns), self)
+                self.conns.append(c)
+                self.cond.notify_all()
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            self.script(c)
+        except (OSError, ConnectionClosed):
+            pass
+        except Exception as e:  # reported by the test through self.errors
+            self.errors.append("upstream conn %d: %s: %s" % (c.index, type(e).__name__, e))
+        finally:
+            c.close()
+            with self.cond:
+                self.cond.notify_all()
+
+    def all_requests(self):
+        with self.cond:
+            return list(self.requests)
+
+    def wait_conns(self, n, timeout=5.0):
+        with self.cond:
+            ok = self.cond.wait_for(lambda: len(self.conns) >= n, timeout)
+        if not ok:
+            raise AssertionError("expected %d upstream connections within %.1f s, got %d"
+                                 % (n, timeout, len(self.conns)))
+        return self.conns[:n]
+
+    def close(self):
+        self._stop = True
+        try:
+            self.lsock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+        for c in list(self.conns):
+            c.close()
+
+
+def proc_cpu_seconds(pid):
+    """utime + stime of pid (all its threads), in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        st = f.read()
+    fields = st[st.rindex(")") + 2:].split()
+    # fields[0] is field 3 (state): utime is field 14, stime field 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_bytes(pid):
+    """VmRSS of pid in bytes."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+def proc_open_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
 
 
 # --------------------------------------------------------------------------
