@@ -85,6 +85,21 @@ static void parser_start(struct h1_conn *c)
 	http_head_reset(&ps->hp.hd);
 	http_scan_init(&ps->scan);
 	ps->ext_bytes = 0;
+	memset(ps->tail, 0, sizeof(ps->tail));
+	/* Transfer-Encoding is judged by http_check_request (501 for a coding
+	 * we lack, 400 for a malformed one), not refused by llhttp first. */
+	llhttp_set_lenient_transfer_encoding(&ps->hp.p, 1);
+}
+
+/* Remember the last bytes of the body seen so far. */
+static void tail_keep(struct h1_parser *ps, const char *p, uint32_t n)
+{
+	if (n >= sizeof(ps->tail)) {
+		memcpy(ps->tail, p + n - sizeof(ps->tail), sizeof(ps->tail));
+	} else {
+		memmove(ps->tail, ps->tail + n, sizeof(ps->tail) - n);
+		memcpy(ps->tail + sizeof(ps->tail) - n, p, n);
+	}
 }
 
 /* Give c a parsing state. Returns 0 or -ENOMEM. */
@@ -275,9 +290,9 @@ static void h1_resp_fail(struct shard *s, struct request *req, int status, const
 	if (closes_connection(status))
 		c->flags |= H1_F_CLOSE;
 	if (c->flags & H1_F_RESP_HEAD) {
-		/* Part of a response already went out: all we can do is cut. */
+		/* Part of a response already went out: all we can do is cut
+		 * it, closing once what was sent drains. */
 		c->flags |= H1_F_CLOSE;
-		sock_close(s, &c->sk);
 	} else if (http_write_error(&out, status, msg, ep, (c->flags & H1_F_CLOSE) != 0,
 				    retry_after) == 0) {
 		c->flags |= H1_F_RESP_HEAD;
@@ -443,7 +458,7 @@ static void h1_on_headers(struct shard *s, struct h1_conn *c)
 	struct http_head *hd = &c->ps->hp.hd;
 	struct request *req;
 	struct req_info ri;
-	const char *msg;
+	char msg[160];
 	int st;
 
 	timer_cancel(&s->tw, &c->timer);
@@ -457,7 +472,7 @@ static void h1_on_headers(struct shard *s, struct h1_conn *c)
 		return;
 	}
 	c->req = req;
-	st = http_check_request(hd, p, &msg);
+	st = http_check_request(hd, p, msg, sizeof(msg));
 	if (st) {
 		req_fail(s, req, st, reason_of_status(st), msg);
 		return;
@@ -584,6 +599,13 @@ static int h1_parse_step(struct shard *s, struct h1_conn *c)
 	if (rc != HPE_OK && rc != HPE_PAUSED) {
 		int too_large = c->ps->hp.hd.too_large;
 		sock_in_clear(s, sk);
+		if (c->flags & H1_F_DISCARD) {
+			/* The body of a request answered already: its answer
+			 * stands, the connection closes after it. */
+			c->flags |= H1_F_CLOSE | H1_F_MSG_DONE;
+			h1_next(s, c);
+			return -1;
+		}
 		h1_reject(s, c, too_large ? 431 : 400,
 			  too_large ? REQ_R_HEADERS_TOO_LARGE : REQ_R_BAD_REQUEST,
 			  too_large ? "request header fields too large"
@@ -608,6 +630,8 @@ static int h1_parse_step(struct shard *s, struct h1_conn *c)
 			return -1;
 		}
 	}
+	if (in_body && used)
+		tail_keep(c->ps, data, used);
 	if (in_body && used && req && !(c->flags & H1_F_DISCARD)) {
 		if (h1_body(s, c, bid, data, used))
 			return -1;
@@ -627,6 +651,15 @@ static int h1_parse_step(struct shard *s, struct h1_conn *c)
 		}
 	}
 	if (c->ps && c->ps->hp.event == HTTP_EV_MESSAGE) {
+		if ((c->ps->hp.p.flags & F_CHUNKED) && c->req &&
+		    memcmp(c->ps->tail, "\r\n\r\n", 4) != 0) {
+			/* llhttp lets a bare LF end the trailer section; the
+			 * head's rule (CRLF only) holds here too. */
+			sock_in_clear(s, sk);
+			h1_reject(s, c, 400, REQ_R_BAD_REQUEST,
+				  "bare LF in chunked body (CRLF required)");
+			return -1;
+		}
 		c->flags |= H1_F_MSG_DONE;
 		if (c->req)
 			req_body_done(s, c->req);

@@ -142,10 +142,15 @@ static int hp_on_value_done(llhttp_t *p)
 static int hp_on_headers(llhttp_t *p)
 {
 	struct http_parser *hp = hp_of(p);
+	int st = p->status_code;
+
 	hp->event = HTTP_EV_HEADERS;
-	/* A response to HEAD has no body whatever its headers say: tell
-	 * llhttp (return 1), which then completes the message at once and
-	 * pauses there instead. */
+	/* A response to HEAD, and a 1xx, 204 or 304 response, has no body
+	 * whatever its headers say (RFC 9112 6.3): tell llhttp (return 1),
+	 * which then completes the message at once and pauses there instead.
+	 * Bytes the replica sent after it are never a body. */
+	if (p->type == HTTP_RESPONSE && ((st >= 100 && st < 200) || st == 204 || st == 304))
+		return 1;
 	return hp->no_body ? 1 : HPE_PAUSED;
 }
 
@@ -457,7 +462,7 @@ static int host_valid(const char *v, size_t n)
 
 /* Transfer-Encoding of a request: a list of codings whose only member we
  * implement is chunked, once, last. Returns 0, 400 or 501. */
-static int te_check(const struct http_head *h, const char **msg)
+static int te_check(const struct http_head *h, char *msg, size_t msglen)
 {
 	int chunked = 0, any = 0;
 
@@ -481,17 +486,19 @@ static int te_check(const struct http_head *h, const char **msg)
 			while (v < end && (*v == ' ' || *v == '\t'))
 				v++;
 			if (!tl || (v < end && *v != ',')) {
-				*msg = "malformed Transfer-Encoding";
+				snprintf(msg, msglen, "malformed Transfer-Encoding");
 				return 400;
 			}
 			if (tl == 7 && strncasecmp(tok, "chunked", 7) == 0) {
 				if (chunked) {
-					*msg = "chunked applied more than once";
+					snprintf(msg, msglen, "chunked applied more than once");
 					return 400;
 				}
 				chunked = 1;
 			} else {
-				*msg = "transfer coding not implemented (only chunked is)";
+				snprintf(msg, msglen,
+					 "transfer coding \"%.*s\" is not implemented (only chunked is)",
+					 (int)(tl > 64 ? 64 : tl), tok);
 				return 501;
 			}
 			if (v == end)
@@ -500,63 +507,65 @@ static int te_check(const struct http_head *h, const char **msg)
 		}
 	}
 	if (any && !chunked) {
-		*msg = "malformed Transfer-Encoding";
+		snprintf(msg, msglen, "malformed Transfer-Encoding");
 		return 400;
 	}
 	return 0;
 }
 
-int http_check_request(const struct http_head *h, const llhttp_t *p, const char **msg)
+int http_check_request(const struct http_head *h, const llhttp_t *p, char *msg, size_t msglen)
 {
 	const struct http_hdr *host = NULL;
-	int st;
+	int st, has_te = 0;
 
 	if (p->http_major != 1) {
-		*msg = "HTTP version not supported: use HTTP/1.1";
+		snprintf(msg, msglen, "HTTP version not supported: use HTTP/1.1");
 		return 505;
 	}
 	for (uint32_t i = 0; i < h->url_len; i++) {
 		unsigned char ch = (unsigned char)h->buf[h->url_off + i];
 		if (ch < 0x21 || ch > 0x7e) {
-			*msg = "invalid byte in request target";
+			snprintf(msg, msglen, "invalid byte in request target");
 			return 400;
 		}
 	}
 	if (!http_head_valid(h)) {
-		*msg = "malformed header";
+		snprintf(msg, msglen, "malformed header");
 		return 400;
 	}
 	for (uint32_t i = 0; i < h->nhdrs; i++) {
 		const struct http_hdr *x = &h->hdrs[i];
+		if (name_is(h, x, "transfer-encoding", 17))
+			has_te = 1;
 		for (uint32_t k = 0; k < x->value_len; k++) {
 			unsigned char ch = (unsigned char)h->buf[x->value_off + k];
 			if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
-				*msg = "invalid byte in header value";
+				snprintf(msg, msglen, "invalid byte in header value");
 				return 400;
 			}
 		}
 		if (name_is(h, x, "host", 4)) {
 			if (host) {
-				*msg = "more than one Host header";
+				snprintf(msg, msglen, "more than one Host header");
 				return 400;
 			}
 			host = x;
 		}
 	}
 	if (!host && p->http_minor >= 1) {
-		*msg = "missing Host header";
+		snprintf(msg, msglen, "missing Host header");
 		return 400;
 	}
 	if (host && !host_valid(h->buf + host->value_off, host->value_len)) {
-		*msg = "invalid Host header";
+		snprintf(msg, msglen, "invalid Host header");
 		return 400;
 	}
-	if (p->flags & F_TRANSFER_ENCODING) {
+	if (has_te) {
 		if (p->http_minor == 0) {
-			*msg = "Transfer-Encoding in an HTTP/1.0 request";
+			snprintf(msg, msglen, "Transfer-Encoding in an HTTP/1.0 request");
 			return 400;
 		}
-		st = te_check(h, msg);
+		st = te_check(h, msg, msglen);
 		if (st)
 			return st;
 	}
@@ -566,7 +575,9 @@ int http_check_request(const struct http_head *h, const llhttp_t *p, const char 
 		 * Upgrade); anything else would be lost silently: refuse it. */
 		if (up && !(up->value_len == 3 &&
 			    strncasecmp(h->buf + up->value_off, "h2c", 3) == 0)) {
-			*msg = "Upgrade is not supported";
+			snprintf(msg, msglen, "Upgrade to \"%.*s\" is not supported",
+				 (int)(up->value_len > 64 ? 64 : up->value_len),
+				 h->buf + up->value_off);
 			return 501;
 		}
 	}

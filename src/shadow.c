@@ -56,8 +56,10 @@ void shadow_body(struct shard *s, struct request *req, uint32_t bid, const char 
 
 void shadow_detach(struct request *req)
 {
-	while (list_pop_front(&req->shadows))
-		;
+	struct list *n;
+
+	while ((n = list_pop_front(&req->shadows)))
+		container_of(n, struct request, shadow_node)->flags |= REQ_F_BODY_DONE;
 }
 
 void shadow_abort(struct shard *s, struct request *req)

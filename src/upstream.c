@@ -270,7 +270,7 @@ int upstream_body(struct shard *s, struct upstream *up, uint32_t bid, const char
 
 bool upstream_congested(const struct upstream *up)
 {
-	return (up->sk.flags & SK_F_CONNECTING) || up->sk.out_bytes > SINK_HIGH;
+	return up->sk.out_bytes > SINK_HIGH;
 }
 
 void upstream_resume(struct shard *s, struct upstream *up)
@@ -309,6 +309,11 @@ static void up_finish(struct shard *s, struct upstream *up, int keep)
 		if (up->sk.out_n || !(req->flags & REQ_F_BODY_DONE))
 			keep = 0;
 	}
+	/* A 204 that announced a body will likely send it: never let those
+	 * bytes be read as the next response. */
+	if ((up->flags & UP_F_NO_BODY) && up->hp.p.status_code == 204 &&
+	    ((up->hp.p.flags & F_CHUNKED) || up->hp.p.content_length > 0))
+		keep = 0;
 	if (keep && !atomic_load_explicit(&up->rs->draining, memory_order_relaxed) &&
 	    !(up->sk.flags & (SK_F_EOF | SK_F_CLOSING)) && up->sk.in_n == 0) {
 		up->flags &= ~UP_F_REUSED; /* idle: its sk.node is on pool->idle */

@@ -43,6 +43,7 @@ struct h1_parser {
 	struct http_parser hp;     /* hp.p.data = the connection */
 	struct http_scan scan;     /* raw head bytes: bare LF, obs-fold */
 	uint32_t ext_bytes;        /* chunk-extension bytes of the current chunk line */
+	char tail[4];              /* last body bytes: a chunked body must end in CRLF CRLF */
 	struct h1_parser *next;    /* shard.free_parsers */
 };
 

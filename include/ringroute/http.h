@@ -120,8 +120,8 @@ const char *http_reason(int status);
  * bytes; exactly one valid Host (uri-host[:port]) in HTTP/1.1, at most one
  * in HTTP/1.0; Transfer-Encoding only "chunked", once, and never in
  * HTTP/1.0; no Upgrade other than the ignorable h2c. Returns 0, or the
- * status to answer (400, 501, 505) with *msg the reason. */
-int http_check_request(const struct http_head *h, const llhttp_t *p, const char **msg);
+ * status to answer (400, 501, 505) with msg holding the reason. */
+int http_check_request(const struct http_head *h, const llhttp_t *p, char *msg, size_t msglen);
 
 /* Raw request-head bytes, fed as they are parsed (any split): catches what
  * llhttp accepts in some places and not in others. */

@@ -57,7 +57,7 @@ int upstream_start(struct shard *s, struct request *req, struct replica_state *r
 		   const struct sockaddr_in *addr, int fresh);
 /* Queue body bytes of the request (bid BID_NONE: copied). 0 or -errno. */
 int upstream_body(struct shard *s, struct upstream *up, uint32_t bid, const char *p, size_t len);
-/* Is the replica slow to take the body (connecting, or SINK_HIGH queued)? */
+/* Is the replica slow to take the body (more than SINK_HIGH queued)? */
 bool upstream_congested(const struct upstream *up);
 /* The client drained its output: read the replica again. */
 void upstream_resume(struct shard *s, struct upstream *up);

@@ -46,23 +46,23 @@ class NoLeaksTest(harness.RRTestCase):
                 if kind == "ok":
                     s.sendall(b"GET /ok%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
                 elif kind == "slow":
-                    s.sendall(b"GET /slow HTTP/1.1\r\nX-Mock-Delay-Ms: 30\r\n\r\n")
+                    s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Mock-Delay-Ms: 30\r\n\r\n")
                 elif kind == "timeout":
-                    s.sendall(b"GET /t HTTP/1.1\r\nX-Mock-Delay-Ms: 400\r\n\r\n")
+                    s.sendall(b"GET /t HTTP/1.1\r\nHost: x\r\nX-Mock-Delay-Ms: 400\r\n\r\n")
                 elif kind == "reset":
-                    s.sendall(b"GET /r HTTP/1.1\r\nX-Mock-Reset: 1\r\n\r\n")
+                    s.sendall(b"GET /r HTTP/1.1\r\nHost: x\r\nX-Mock-Reset: 1\r\n\r\n")
                 elif kind == "post":
-                    s.sendall(b"POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
+                    s.sendall(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
                 elif kind == "leave_body":
-                    s.sendall(b"POST /lb HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
+                    s.sendall(b"POST /lb HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
                     time.sleep(rng.random() * 0.02)
                     return
                 elif kind == "leave_queued":
-                    s.sendall(b"GET /lq HTTP/1.1\r\nX-Mock-Delay-Ms: 20\r\n\r\n")
+                    s.sendall(b"GET /lq HTTP/1.1\r\nHost: x\r\nX-Mock-Delay-Ms: 20\r\n\r\n")
                     time.sleep(rng.random() * 0.02)
                     return
                 elif kind == "bad_chunk":
-                    s.sendall(b"POST /bc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    s.sendall(b"POST /bc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                               b"3\r\nabc\r\nzz\r\n")
                 data = b""
                 while b"\r\n\r\n" not in data:
