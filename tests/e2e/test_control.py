@@ -178,6 +178,17 @@ class ControlSocketTest(ControlCase):
         self.assertEqual(self.config().body, before.body)
         self.assertEqual(self.version(), v0)
 
+    def test_put_config_not_an_object(self):
+        # The whole document must be an object: any other JSON value is the
+        # client's mistake (400 naming it), never "out of memory" (500).
+        before = self.config().body
+        v0 = self.version()
+        for body in (b"null", b"[]", b"[1, 2]", b"5", b'"a string"', b"true"):
+            r = self.ctl("PUT", "/v1/config", body)
+            self.assertError(r, 400, "body", "must be a JSON object")
+        self.assertEqual(self.config().body, before)
+        self.assertEqual(self.version(), v0)
+
     # -- backends -----------------------------------------------------------
 
     def test_backend_put(self):
