@@ -63,10 +63,10 @@ int addr_parse(const char *s, size_t len, unsigned flags, struct sockaddr_in *ou
 		return addr_fail(err, errlen, "address too long (not an IPv4 address)");
 	memcpy(host, s, hlen);
 	host[hlen] = '\0';
-	if (hlen == 0 || strcmp(host, "*") == 0) {
-		if (!(flags & ADDR_F_ANY))
-			return addr_fail(err, errlen, "no address before ':'");
+	if ((flags & ADDR_F_ANY) && (hlen == 0 || strcmp(host, "*") == 0)) {
 		sa.sin_addr.s_addr = htonl(INADDR_ANY);
+	} else if (hlen == 0) {
+		return addr_fail(err, errlen, "no address before ':'");
 	} else if (strcmp(host, "localhost") == 0) {
 		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	} else if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
