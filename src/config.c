@@ -22,6 +22,7 @@
 
 #include <llhttp.h>
 
+#include "ringroute/addr.h"
 #include "ringroute/config.h"
 
 /* One place for defaults and bounds, shared by parsing and documentation. */
@@ -178,42 +179,6 @@ static int token_ok(const char *s)
 	return 1;
 }
 
-/* Parses "host:port", host an IPv4 literal or "localhost", port 1..65535.
- * Fills *sa. 0 or -EINVAL (no message: the caller names the path). */
-static int parse_address(const char *s, struct sockaddr_in *sa)
-{
-	const char *colon = strrchr(s, ':');
-	char host[INET_ADDRSTRLEN];
-	unsigned long port = 0;
-	size_t hlen;
-	const char *p;
-
-	if (!colon)
-		return -EINVAL;
-	hlen = (size_t)(colon - s);
-	if (hlen == 0 || hlen >= sizeof(host))
-		return -EINVAL;
-	memcpy(host, s, hlen);
-	host[hlen] = '\0';
-	p = colon + 1;
-	if (!*p || strlen(p) > 5)
-		return -EINVAL;
-	for (; *p; p++) {
-		if (*p < '0' || *p > '9')
-			return -EINVAL;
-		port = port * 10 + (unsigned long)(*p - '0');
-	}
-	if (port < 1 || port > 65535)
-		return -EINVAL;
-	memset(sa, 0, sizeof(*sa));
-	sa->sin_family = AF_INET;
-	sa->sin_port = htons((uint16_t)port);
-	if (strcmp(host, "localhost") == 0)
-		sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
-		return -EINVAL;
-	return 0;
-}
 
 /* Frees a snapshot whatever its stage of construction: every array is
  * calloc'ed with its count set right away, so NULL members are skipped. */
@@ -323,7 +288,7 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 	for (size_t i = 0; i < n; i++) {
 		struct replica_cfg *r = &b->replicas[i];
 		json_t *v = json_object_get(obj, ids[i]);
-		char ip[INET_ADDRSTRLEN];
+		char ip[INET_ADDRSTRLEN], why[128];
 		char *key = NULL;
 
 		join(rp, sizeof(rp), p, ids[i]);
@@ -335,9 +300,11 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 			rc = fail(ctx, rp, "must be a string \"host:port\"");
 			goto out;
 		}
-		if (parse_address(json_string_value(v), &r->addr) != 0) {
-			rc = fail(ctx, rp, "bad address \"%s\": expected IPv4:port or localhost:port, port 1..65535",
-				  json_string_value(v));
+		if (addr_parse(json_string_value(v), strlen(json_string_value(v)), 0, &r->addr, why,
+			       sizeof(why))) {
+			rc = fail(ctx, rp,
+				  "bad address \"%s\": expected IPv4:port or localhost:port, port 1..65535 (%s)",
+				  json_string_value(v), why);
 			goto out;
 		}
 		r->id = strdup(ids[i]);

@@ -1,78 +1,55 @@
+/* Active health checks: see health.h.
+ *
+ * One thread, one poll() loop. Every HEALTH_TICK_MS the loop looks at the
+ * current snapshot; each backend whose interval has passed gets one probe
+ * per replica, all started at once: a non-blocking connect, the request,
+ * the status line, each with its own deadline min(interval/2, 1 s). So a
+ * replica that never answers costs its own probe a timeout and delays no
+ * other probe. A probe holds a reference on the snapshot it was started
+ * from, which keeps its backend, replica and replica_state alive however
+ * the config changes meanwhile. */
 #include "ringroute/health.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "ringroute/alloc.h"
+#include "ringroute/clock.h"
 #include "ringroute/proxy.h"
 
-#define HEALTH_TICK_MS 100
+#define HEALTH_TICK_MS      100   /* how often due backends are looked for */
+#define HEALTH_MAX_PROBE_MS 1000  /* a probe's deadline: min(interval / 2, this) */
 
-struct health {
-	struct proxy *p;
-	pthread_t thread;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	int stop;
+enum probe_phase {
+	PROBE_CONNECTING,       /* non-blocking connect in progress: wait POLLOUT */
+	PROBE_SENDING,          /* request partly sent: wait POLLOUT */
+	PROBE_READING,          /* waiting for "HTTP/1.x NNN": wait POLLIN */
+	PROBE_DONE,             /* result recorded, fd closed: to be removed */
 };
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* Wait for fd to be ready for events until deadline. 1 ready, 0 not. */
-static int wait_fd(int fd, short events, uint64_t deadline)
-{
-	struct pollfd pfd = {.fd = fd, .events = events};
-	uint64_t now = mono_ms();
-	if (now >= deadline)
-		return 0;
-	return poll(&pfd, 1, (int)(deadline - now)) == 1 && !(pfd.revents & POLLNVAL);
-}
-
-/* One probe: 1 when the replica answered 2xx before timeout_ms, else 0. */
-static int probe(const struct sockaddr_in *addr, const char *path, uint32_t timeout_ms)
-{
-	uint64_t deadline = mono_ms() + timeout_ms;
-	char req[1024], resp[64];
-	int fd, len, n, got = 0, ok = 0, soerr = 0;
-	socklen_t sl = sizeof(soerr);
-
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return 0;
-	if (connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) && errno != EINPROGRESS)
-		goto out;
-	if (!wait_fd(fd, POLLOUT, deadline) || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) ||
-	    soerr)
-		goto out;
-	len = snprintf(req, sizeof(req),
-		       "GET %s HTTP/1.1\r\nHost: ringroute-health\r\nConnection: close\r\n\r\n", path);
-	if (send(fd, req, (size_t)len, MSG_NOSIGNAL) != len)
-		goto out;
-	while (got < 12 && wait_fd(fd, POLLIN, deadline)) {
-		n = (int)recv(fd, resp + got, sizeof(resp) - 1 - (size_t)got, 0);
-		if (n <= 0)
-			break;
-		got += n;
-	}
-	resp[got] = '\0';
-	/* "HTTP/1.x 2xx" */
-	ok = got >= 12 && strncmp(resp, "HTTP/1.", 7) == 0 && resp[9] == '2';
-out:
-	close(fd);
-	return ok;
-}
+/* One probe of one replica. */
+struct hc_probe {
+	struct config *cfg;     /* a reference: b and r point into it */
+	const struct backend_cfg *b;
+	const struct replica_cfg *r;
+	int fd;
+	enum probe_phase phase;
+	uint64_t deadline_ms;
+	char req[1024];
+	size_t req_len, req_off;
+	char resp[64];          /* start of the answer */
+	size_t got;
+	char reason[96];        /* why the probe failed: "status 503", "timeout", ... */
+};
 
 /* Last probe time per backend, by name, across config changes. */
 struct hc_slot {
@@ -80,97 +57,380 @@ struct hc_slot {
 	uint64_t last_ms;
 };
 
-static void *health_main(void *arg)
+struct health {
+	struct proxy *p;
+	pthread_t thread;
+	_Atomic int stop;
+	int wake_fd;            /* eventfd: health_stop() wakes the loop */
+	struct hc_slot *slots;
+	size_t nslots;
+	struct hc_probe *probes; /* in flight; PROBE_DONE ones are compacted away */
+	size_t nprobes, probes_cap;
+	struct pollfd *pfds;
+	size_t pfds_cap;
+	bool oom_logged;        /* an out-of-memory skip was reported */
+};
+
+/* Reports an allocation failure that made the checker skip work, once
+ * until the next success (it would repeat every tick otherwise). */
+static void health_oom(struct health *h, const char *what, const char *backend)
 {
-	struct health *h = arg;
-	struct hc_slot *slots = NULL;
-	size_t nslots = 0;
-
-	pthread_mutex_lock(&h->lock);
-	while (!h->stop) {
-		struct timespec until;
-		struct config *c;
-		uint64_t now = mono_ms();
-
-		pthread_mutex_unlock(&h->lock);
-		c = proxy_config_get(h->p);
-		for (size_t i = 0; i < c->nbackends; i++) {
-			const struct backend_cfg *b = &c->backends[i];
-			struct hc_slot *slot = NULL;
-			if (!b->hc_path)
-				continue;
-			for (size_t k = 0; k < nslots; k++)
-				if (strcmp(slots[k].name, b->name) == 0)
-					slot = &slots[k];
-			if (!slot) {
-				struct hc_slot *v = mi_realloc(slots, (nslots + 1) * sizeof(*v));
-				if (!v)
-					continue;
-				slots = v;
-				slot = &slots[nslots++];
-				slot->name = mi_strdup(b->name);
-				slot->last_ms = 0;
-			}
-			if (slot->last_ms && now - slot->last_ms < b->hc_interval_ms)
-				continue;
-			slot->last_ms = now;
-			for (size_t r = 0; r < b->nreplicas; r++) {
-				uint32_t t = b->hc_interval_ms / 2 < 1000 ? b->hc_interval_ms / 2 : 1000;
-				int ok = probe(&b->replicas[r].addr, b->hc_path, t);
-				if (atomic_exchange(&b->replicas[r].state->healthy, (uint32_t)ok) !=
-				    (uint32_t)ok)
-					fprintf(stderr, "ringroute: replica %s/%s is %s\n", b->name,
-						b->replicas[r].id, ok ? "healthy" : "unhealthy");
-			}
-		}
-		config_unref(c);
-		pthread_mutex_lock(&h->lock);
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += HEALTH_TICK_MS * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
-		if (!h->stop)
-			pthread_cond_timedwait(&h->cond, &h->lock, &until);
-	}
-	pthread_mutex_unlock(&h->lock);
-	for (size_t k = 0; k < nslots; k++)
-		mi_free(slots[k].name);
-	mi_free(slots);
-	return NULL;
+	if (h->oom_logged)
+		return;
+	fprintf(stderr, "ringroute: health: out of memory: %s of backend %s skipped\n", what,
+		backend);
+	h->oom_logged = true;
 }
 
-int health_start(struct proxy *p, struct health **out)
+/* Records the probe's result in the replica state, logs a change (with the
+ * reason of a failure), closes the socket, drops the snapshot reference
+ * and marks the probe done. ok: 1 healthy, 0 unhealthy (reason set). */
+static void probe_finish(struct hc_probe *pr, int ok)
 {
-	struct health *h = mi_zalloc(sizeof(*h));
-	int ret;
-	if (!h)
-		return -ENOMEM;
-	h->p = p;
-	pthread_mutex_init(&h->lock, NULL);
-	pthread_cond_init(&h->cond, NULL);
-	ret = pthread_create(&h->thread, NULL, health_main, h);
-	if (ret) {
-		pthread_cond_destroy(&h->cond);
-		pthread_mutex_destroy(&h->lock);
-		mi_free(h);
-		return -ret;
+	struct replica_state *st = pr->r->state;
+
+	if (atomic_exchange(&st->healthy, (uint32_t)ok) != (uint32_t)ok) {
+		if (ok)
+			fprintf(stderr, "ringroute: replica %s/%s is healthy\n", pr->b->name,
+				pr->r->id);
+		else
+			fprintf(stderr, "ringroute: replica %s/%s is unhealthy (%s)\n", pr->b->name,
+				pr->r->id, pr->reason);
 	}
-	*out = h;
+	if (pr->fd >= 0)
+		close(pr->fd);
+	pr->fd = -1;
+	config_unref(pr->cfg);
+	pr->cfg = NULL;
+	pr->phase = PROBE_DONE;
+}
+
+__attribute__((format(printf, 2, 3)))
+static void probe_fail(struct hc_probe *pr, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(pr->reason, sizeof(pr->reason), fmt, ap);
+	va_end(ap);
+	probe_finish(pr, 0);
+}
+
+/* Starts probing replica r of backend b (both in snapshot c, which gets a
+ * reference for the probe's lifetime) with deadline timeout_ms. A probe
+ * that fails at once (socket, connect refused) is finished at once. 0, or
+ * -ENOMEM (nothing started, nothing changed). */
+static int probe_start(struct health *h, struct config *c, const struct backend_cfg *b,
+		       const struct replica_cfg *r, uint32_t timeout_ms, uint64_t now)
+{
+	struct hc_probe *pr;
+	int n;
+
+	if (h->nprobes == h->probes_cap) {
+		size_t cap = h->probes_cap ? h->probes_cap * 2 : 16;
+		struct hc_probe *v = mi_realloc(h->probes, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		h->probes = v;
+		h->probes_cap = cap;
+	}
+	pr = &h->probes[h->nprobes++];
+	memset(pr, 0, sizeof(*pr));
+	config_ref(c);
+	pr->cfg = c;
+	pr->b = b;
+	pr->r = r;
+	pr->deadline_ms = now + timeout_ms;
+	n = snprintf(pr->req, sizeof(pr->req),
+		     "GET %s HTTP/1.1\r\nHost: ringroute-health\r\nConnection: close\r\n\r\n",
+		     b->hc_path);
+	pr->req_len = n > 0 && (size_t)n < sizeof(pr->req) ? (size_t)n : 0;
+	pr->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (!pr->req_len) {
+		probe_fail(pr, "health_check path too long");
+		return 0;
+	}
+	if (pr->fd < 0) {
+		probe_fail(pr, "socket: %s", strerror(errno));
+		return 0;
+	}
+	if (connect(pr->fd, (const struct sockaddr *)&r->addr, sizeof(r->addr)) == 0)
+		pr->phase = PROBE_SENDING;
+	else if (errno == EINPROGRESS)
+		pr->phase = PROBE_CONNECTING;
+	else
+		probe_fail(pr, "connect: %s", strerror(errno));
 	return 0;
 }
 
+/* Judges the answer read so far: 2xx healthy, anything else unhealthy with
+ * the reason. eof: the peer closed (no more bytes will come). */
+static void probe_judge(struct hc_probe *pr, bool eof)
+{
+	pr->resp[pr->got] = '\0';
+	/* "HTTP/1.x NNN" */
+	if (pr->got >= 12 && strncmp(pr->resp, "HTTP/1.", 7) == 0) {
+		if (pr->resp[9] == '2') {
+			probe_finish(pr, 1);
+			return;
+		}
+		probe_fail(pr, "status %.3s", pr->resp + 9);
+		return;
+	}
+	if (pr->got == 0 && eof)
+		probe_fail(pr, "closed without answering");
+	else
+		probe_fail(pr, "not an HTTP/1 answer");
+}
+
+/* Advances pr on poll revents. */
+static void probe_step(struct hc_probe *pr, short revents)
+{
+	if (pr->phase == PROBE_CONNECTING && (revents & (POLLOUT | POLLERR | POLLHUP))) {
+		int soerr = 0;
+		socklen_t sl = sizeof(soerr);
+		if (getsockopt(pr->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl))
+			soerr = errno;
+		if (soerr) {
+			probe_fail(pr, "connect: %s", strerror(soerr));
+			return;
+		}
+		pr->phase = PROBE_SENDING;
+	}
+	if (pr->phase == PROBE_SENDING) {
+		while (pr->req_off < pr->req_len) {
+			ssize_t n = send(pr->fd, pr->req + pr->req_off, pr->req_len - pr->req_off,
+					 MSG_NOSIGNAL | MSG_DONTWAIT);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				if (errno == EAGAIN || errno == EWOULDBLOCK)
+					return;
+				probe_fail(pr, "send: %s", strerror(errno));
+				return;
+			}
+			pr->req_off += (size_t)n;
+		}
+		pr->phase = PROBE_READING;
+		return; /* the answer comes later: wait for POLLIN */
+	}
+	if (pr->phase == PROBE_READING && (revents & (POLLIN | POLLERR | POLLHUP))) {
+		for (;;) {
+			ssize_t n = recv(pr->fd, pr->resp + pr->got, sizeof(pr->resp) - 1 - pr->got,
+					 MSG_DONTWAIT);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				return;
+			if (n < 0) {
+				probe_fail(pr, "recv: %s", strerror(errno));
+				return;
+			}
+			pr->got += (size_t)n;
+			if (n == 0 || pr->got >= 12) {
+				probe_judge(pr, n == 0);
+				return;
+			}
+		}
+	}
+}
+
+/* The slot of backend name, created (last_ms 0) if new. NULL when the
+ * slot or its name cannot be allocated: the caller skips the backend this
+ * round (and tries again next tick). */
+static struct hc_slot *health_slot(struct health *h, const char *name)
+{
+	struct hc_slot *v;
+	char *copy;
+
+	for (size_t k = 0; k < h->nslots; k++)
+		if (strcmp(h->slots[k].name, name) == 0)
+			return &h->slots[k];
+	copy = mi_strdup(name);
+	if (!copy)
+		return NULL;
+	v = mi_realloc(h->slots, (h->nslots + 1) * sizeof(*v));
+	if (!v) {
+		mi_free(copy);
+		return NULL;
+	}
+	h->slots = v;
+	v[h->nslots] = (struct hc_slot){ .name = copy, .last_ms = 0 };
+	return &h->slots[h->nslots++];
+}
+
+/* Starts the probes of every backend of c that is due at now. */
+static void health_round(struct health *h, struct config *c, uint64_t now)
+{
+	for (size_t i = 0; i < c->nbackends; i++) {
+		const struct backend_cfg *b = &c->backends[i];
+		struct hc_slot *slot;
+		uint32_t t;
+
+		if (!b->hc_path)
+			continue;
+		slot = health_slot(h, b->name);
+		if (!slot) {
+			health_oom(h, "the checks", b->name);
+			continue;
+		}
+		if (slot->last_ms && now - slot->last_ms < b->hc_interval_ms)
+			continue;
+		slot->last_ms = now;
+		t = b->hc_interval_ms / 2 < HEALTH_MAX_PROBE_MS ? b->hc_interval_ms / 2
+								 : HEALTH_MAX_PROBE_MS;
+		for (size_t r = 0; r < b->nreplicas; r++) {
+			if (probe_start(h, c, b, &b->replicas[r], t, now)) {
+				health_oom(h, "a probe", b->name);
+				break;
+			}
+			h->oom_logged = false;
+		}
+	}
+}
+
+/* Fails every probe past its deadline, then removes the finished ones. */
+static void health_reap(struct health *h, uint64_t now)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < h->nprobes; i++) {
+		struct hc_probe *pr = &h->probes[i];
+		if (pr->phase != PROBE_DONE && now >= pr->deadline_ms)
+			probe_fail(pr, "timeout");
+		if (pr->phase != PROBE_DONE)
+			h->probes[k++] = *pr;
+	}
+	h->nprobes = k;
+}
+
+/* One turn of the loop: waits at most until next_round (or the earliest
+ * probe deadline, or a wake-up) and advances every probe that got an
+ * event. Returns 0, or -ENOMEM when the poll set could not grow (the turn
+ * was skipped; deadlines still apply). */
+static int health_poll(struct health *h, uint64_t next_round)
+{
+	uint64_t now = clock_now_ms(), wake = next_round;
+	size_t n = 0;
+	int timeout, rc;
+
+	if (h->nprobes + 1 > h->pfds_cap) {
+		size_t cap = h->nprobes + 16;
+		struct pollfd *v = mi_realloc(h->pfds, cap * sizeof(*v));
+		if (!v) {
+			usleep(10000);
+			return -ENOMEM;
+		}
+		h->pfds = v;
+		h->pfds_cap = cap;
+	}
+	h->pfds[n++] = (struct pollfd){ .fd = h->wake_fd, .events = POLLIN };
+	for (size_t i = 0; i < h->nprobes; i++) {
+		const struct hc_probe *pr = &h->probes[i];
+		h->pfds[n++] = (struct pollfd){
+			.fd = pr->fd, .events = pr->phase == PROBE_READING ? POLLIN : POLLOUT };
+		if (pr->deadline_ms < wake)
+			wake = pr->deadline_ms;
+	}
+	timeout = wake > now ? (int)(wake - now) : 0;
+	rc = poll(h->pfds, (nfds_t)n, timeout);
+	if (rc <= 0)
+		return 0;
+	if (h->pfds[0].revents & POLLIN) {
+		uint64_t v;
+		if (read(h->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+			fprintf(stderr, "ringroute: health: wake: %s\n", strerror(errno));
+	}
+	for (size_t i = 1; i < n; i++)
+		if (h->pfds[i].revents && h->probes[i - 1].phase != PROBE_DONE)
+			probe_step(&h->probes[i - 1], h->pfds[i].revents);
+	return 0;
+}
+
+/* Finishes nothing: closes the probes still in flight without recording a
+ * result (the process is stopping) and frees the loop's state. */
+static void health_teardown(struct health *h)
+{
+	for (size_t i = 0; i < h->nprobes; i++) {
+		struct hc_probe *pr = &h->probes[i];
+		if (pr->phase == PROBE_DONE)
+			continue;
+		if (pr->fd >= 0)
+			close(pr->fd);
+		config_unref(pr->cfg);
+	}
+	mi_free(h->probes);
+	h->probes = NULL;
+	h->nprobes = h->probes_cap = 0;
+	for (size_t k = 0; k < h->nslots; k++)
+		mi_free(h->slots[k].name);
+	mi_free(h->slots);
+	h->slots = NULL;
+	h->nslots = 0;
+	mi_free(h->pfds);
+	h->pfds = NULL;
+	h->pfds_cap = 0;
+}
+
+static void *health_main(void *arg)
+{
+	struct health *h = arg;
+	uint64_t next_round = 0;
+
+	while (!atomic_load(&h->stop)) {
+		uint64_t now = clock_now_ms();
+
+		if (now >= next_round) {
+			struct config *c = proxy_config_get(h->p);
+			health_round(h, c, now);
+			config_unref(c);
+			next_round = now + HEALTH_TICK_MS;
+		}
+		health_reap(h, now);
+		health_poll(h, next_round);
+		health_reap(h, clock_now_ms());
+	}
+	health_teardown(h);
+	return NULL;
+}
+
+/* See health.h. */
+int health_start(struct proxy *p, struct health **out)
+{
+	struct health *h = mi_zalloc(sizeof(*h));
+	int rc;
+
+	if (!h)
+		return -ENOMEM;
+	h->p = p;
+	h->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (h->wake_fd < 0) {
+		rc = -errno;
+		goto fail_free;
+	}
+	rc = -pthread_create(&h->thread, NULL, health_main, h);
+	if (rc)
+		goto fail_close;
+	*out = h;
+	return 0;
+fail_close:
+	close(h->wake_fd);
+fail_free:
+	mi_free(h);
+	return rc;
+}
+
+/* See health.h. */
 void health_stop(struct health *h)
 {
+	uint64_t one = 1;
+
 	if (!h)
 		return;
-	pthread_mutex_lock(&h->lock);
-	h->stop = 1;
-	pthread_cond_signal(&h->cond);
-	pthread_mutex_unlock(&h->lock);
+	atomic_store(&h->stop, 1);
+	if (write(h->wake_fd, &one, sizeof(one)) < 0)
+		fprintf(stderr, "ringroute: health: wake: %s\n", strerror(errno));
 	pthread_join(h->thread, NULL);
-	pthread_cond_destroy(&h->cond);
-	pthread_mutex_destroy(&h->lock);
+	close(h->wake_fd);
 	mi_free(h);
 }

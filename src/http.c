@@ -244,46 +244,6 @@ void http_head_mark_hop(struct http_head *h)
 	}
 }
 
-int sb_put(struct strbuf *s, const char *p, size_t n)
-{
-	if (buf_reserve(&s->p, &s->cap, s->len + n + 1, 512))
-		return -ENOMEM;
-	memcpy(s->p + s->len, p, n);
-	s->len += n;
-	s->p[s->len] = '\0';
-	return 0;
-}
-
-int sb_puts(struct strbuf *s, const char *str) { return sb_put(s, str, strlen(str)); }
-
-int sb_printf(struct strbuf *s, const char *fmt, ...)
-{
-	char tmp[512];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return -EINVAL;
-	if ((size_t)n < sizeof(tmp))
-		return sb_put(s, tmp, (size_t)n);
-	/* Rare: long values. Format again straight into the buffer. */
-	if (sb_put(s, "", 0) || s->cap - s->len < (size_t)n + 1) {
-		char *q = mi_realloc(s->p, s->len + (size_t)n + 1);
-		if (!q)
-			return -ENOMEM;
-		s->p = q;
-		s->cap = s->len + (size_t)n + 1;
-	}
-	va_start(ap, fmt);
-	vsnprintf(s->p + s->len, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	s->len += (size_t)n;
-	return 0;
-}
-
 static int put_header(struct strbuf *out, const struct http_head *h, const struct http_hdr *x)
 {
 	if (sb_put(out, h->buf + x->name_off, x->name_len) || sb_put(out, ": ", 2) ||

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ringroute/addr.h"
 #include "ringroute/alloc.h"
 #include "ringroute/control.h"
 #include "ringroute/health.h"
@@ -28,33 +29,6 @@ static void usage(FILE *f)
 		   "                 [--admin ADDR:PORT] [--state FILE] [--report-url URL]\n"
 		   "                 [--report-interval-ms N] [--drain-timeout-ms N] [--pin on|off|auto]\n"
 		   "                 [--header-timeout-ms N]\n");
-}
-
-/* Parse "a.b.c.d:port" (or "localhost:port", ":port") into addr. */
-static int parse_addr(const char *s, struct sockaddr_in *addr)
-{
-	char host[64];
-	const char *colon = strrchr(s, ':');
-	char *end;
-	long port;
-
-	if (!colon || (size_t)(colon - s) >= sizeof(host))
-		return -EINVAL;
-	memcpy(host, s, (size_t)(colon - s));
-	host[colon - s] = '\0';
-	port = strtol(colon + 1, &end, 10);
-	if (*end || port < 0 || port > 65535 || end == colon + 1)
-		return -EINVAL;
-	memset(addr, 0, sizeof(*addr));
-	addr->sin_family = AF_INET;
-	addr->sin_port = htons((uint16_t)port);
-	if (!host[0] || strcmp(host, "*") == 0)
-		addr->sin_addr.s_addr = htonl(INADDR_ANY);
-	else if (strcmp(host, "localhost") == 0)
-		addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	else if (inet_pton(AF_INET, host, &addr->sin_addr) != 1)
-		return -EINVAL;
-	return 0;
 }
 
 static int parse_uint(const char *s, unsigned long max, unsigned long *out)
@@ -207,6 +181,7 @@ int main(int argc, char **argv)
 {
 	struct proxy *p;
 	struct sockaddr_in addr;
+	char why[128];
 	struct control *ctl = NULL;
 	struct health *health = NULL;
 	uint16_t admin_port = 0;
@@ -222,8 +197,10 @@ int main(int argc, char **argv)
 		mi_free(p);
 		return 2;
 	}
-	if (parse_addr(p->opt.listen, &addr)) {
-		fprintf(stderr, "ringroute: --listen: expected ADDR:PORT, got '%s'\n", p->opt.listen);
+	if (addr_parse(p->opt.listen, strlen(p->opt.listen), ADDR_F_ANY | ADDR_F_PORT0, &addr, why,
+		       sizeof(why))) {
+		fprintf(stderr, "ringroute: --listen: expected ADDR:PORT, got '%s': %s\n",
+			p->opt.listen, why);
 		mi_free(p);
 		return 2;
 	}

@@ -7,6 +7,7 @@
  *
  * Exit status: 0 success, 1 the server refused (its message is printed) or
  * could not be reached, 2 usage error (the usage line is printed). */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -23,6 +24,7 @@
 
 #define EXIT_SERVER 1
 #define EXIT_USAGE 2
+#define WATCH_MAX_CHUNK (64u << 20) /* a queues line is far smaller */
 
 static const char usage_line[] = "usage: ringroutectl [--socket PATH] [--json] NOUN VERB ...";
 
@@ -166,29 +168,91 @@ static const char *find_header(const char *head, const char *name, char *out, si
 	return NULL;
 }
 
-/* Decodes a chunked body in place; returns the decoded length, or -1. */
-static long dechunk(char *p, size_t len)
+/* Parses a chunk-size line at p (hex digits, then an optional extension and
+ * CRLF) within [p, lim). Returns 0 with *size and *next (the first data
+ * byte), or -1 with why set: no digits, a size that does not fit in 64 bits,
+ * or no CRLF yet. Every later bound is checked against lim by subtraction,
+ * so a size of 2^64-1 cannot wrap around. */
+static int chunk_line(const char *p, const char *lim, uint64_t *size, const char **next,
+		      const char **why)
+{
+	const char *q = p, *crlf;
+	uint64_t v = 0;
+
+	while (q < lim && isxdigit((unsigned char)*q)) {
+		int d = isdigit((unsigned char)*q) ? *q - '0' : (tolower((unsigned char)*q) - 'a' + 10);
+		if (v > (UINT64_MAX >> 4)) {
+			*why = "chunk size does not fit in 64 bits";
+			return -1;
+		}
+		v = (v << 4) | (uint64_t)d;
+		q++;
+	}
+	if (q == p) {
+		*why = "chunk size is not a hex number";
+		return -1;
+	}
+	crlf = memmem(q, (size_t)(lim - q), "\r\n", 2);
+	if (!crlf) {
+		*why = "chunk size line has no end";
+		return -1;
+	}
+	*size = v;
+	*next = crlf + 2;
+	return 0;
+}
+
+/* Decodes a chunked body in place; returns the decoded length, or -1 with
+ * *why set (a chunk size larger than what was received, a chunk not
+ * followed by CRLF, a bad size line). */
+static long dechunk(char *p, size_t len, const char **why)
 {
 	size_t in = 0, out = 0;
 
 	for (;;) {
-		char *end;
-		unsigned long size;
-		if (in >= len)
+		const char *data;
+		uint64_t size;
+		if (in >= len) {
+			*why = "chunked body ends without its last chunk";
 			return -1;
-		size = strtoul(p + in, &end, 16);
-		end = strstr(end, "\r\n");
-		if (!end)
+		}
+		if (chunk_line(p + in, p + len, &size, &data, why))
 			return -1;
-		in = (size_t)(end - p) + 2;
+		in = (size_t)(data - p);
 		if (size == 0)
 			return (long)out;
-		if (in + size > len)
+		/* len - in cannot wrap (in <= len): compare sizes, never sums */
+		if (size > len - in || len - in - size < 2) {
+			*why = "chunk size larger than the response";
 			return -1;
-		memmove(p + out, p + in, size);
-		out += size;
-		in += size + 2;
+		}
+		if (memcmp(p + in + size, "\r\n", 2)) {
+			*why = "chunk not followed by CRLF";
+			return -1;
+		}
+		memmove(p + out, p + in, (size_t)size);
+		out += (size_t)size;
+		in += (size_t)size + 2;
 	}
+}
+
+/* Parses a Content-Length value: decimal digits only, no sign, at most
+ * UINT64_MAX. 0 and *out, or -1. */
+static int parse_content_length(const char *s, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (!*s)
+		return -1;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
+			return -1;
+		v = v * 10 + (uint64_t)(*s - '0');
+	}
+	*out = v;
+	return 0;
 }
 
 /* One request, whole response. Returns 0 and *r, or -1 after printing why. */
@@ -196,6 +260,7 @@ static int http(const struct ctl *ctl, const char *method, const char *target, c
 		struct response *r)
 {
 	char *buf = NULL, *sep, val[64];
+	const char *why = "no status line or head";
 	size_t len = 0, cap = 0, hl;
 	int fd = ctl_connect(ctl), rc;
 
@@ -241,15 +306,21 @@ static int http(const struct ctl *ctl, const char *method, const char *target, c
 	hl = (size_t)(sep - buf) + 4;
 	sep[2] = '\0'; /* head ends with its last CRLF for find_header */
 	if (find_header(buf, "Transfer-Encoding", val, sizeof(val)) && strstr(val, "chunked")) {
-		long n = dechunk(buf + hl, len - hl);
+		long n = dechunk(buf + hl, len - hl, &why);
 		if (n < 0)
 			goto bad;
 		len = hl + (size_t)n;
 	} else if (find_header(buf, "Content-Length", val, sizeof(val))) {
-		size_t cl = strtoull(val, NULL, 10);
-		if (hl + cl > len)
+		uint64_t cl;
+		if (parse_content_length(val, &cl)) {
+			why = "Content-Length is not a number that fits in 64 bits";
 			goto bad;
-		len = hl + cl;
+		}
+		if (cl > len - hl) { /* not hl + cl > len: that wraps */
+			why = "Content-Length larger than the response";
+			goto bad;
+		}
+		len = hl + (size_t)cl;
 	}
 	r->len = len - hl;
 	r->body = malloc(r->len + 1);
@@ -262,7 +333,8 @@ static int http(const struct ctl *ctl, const char *method, const char *target, c
 	free(buf);
 	return 0;
 bad:
-	fprintf(stderr, "ringroutectl: %s: malformed response from the server\n", ctl->socket);
+	fprintf(stderr, "ringroutectl: %s: malformed response from the server: %s\n", ctl->socket,
+		why);
 fail:
 	if (fd >= 0)
 		close(fd);
@@ -953,19 +1025,37 @@ static int cmd_watch(const struct ctl *ctl)
 		}
 		/* Whole chunks out of buf into line; whole lines out of line. */
 		for (;;) {
-			char *crlf = strstr(buf, "\r\n"), *end;
-			unsigned long size;
+			const char *data, *why;
+			uint64_t size;
 			size_t hdr;
-			if (!crlf)
+			if (!memmem(buf, len, "\r\n", 2))
 				break;
-			size = strtoul(buf, &end, 16);
-			hdr = (size_t)(crlf - buf) + 2;
+			if (chunk_line(buf, buf + len, &size, &data, &why)) {
+				fprintf(stderr, "ringroutectl: %s: malformed stream from the server: %s\n",
+					ctl->socket, why);
+				goto out;
+			}
+			hdr = (size_t)(data - buf);
 			if (size == 0) {
 				rc = 0;
 				goto out;
 			}
-			if (len < hdr + size + 2)
+			/* One NDJSON line per chunk: a chunk this large is no
+			 * queues line; refuse it rather than buffer without end
+			 * (and compare by subtraction: sums could wrap). */
+			if (size > WATCH_MAX_CHUNK) {
+				fprintf(stderr, "ringroutectl: %s: malformed stream from the server: "
+					"chunk size %" PRIu64 " larger than %u bytes\n",
+					ctl->socket, size, WATCH_MAX_CHUNK);
+				goto out;
+			}
+			if (len - hdr < size + 2)
 				break;
+			if (memcmp(buf + hdr + size, "\r\n", 2)) {
+				fprintf(stderr, "ringroutectl: %s: malformed stream from the server: "
+					"chunk not followed by CRLF\n", ctl->socket);
+				goto out;
+			}
 			if (llen + size + 1 > lcap) {
 				char *nl = realloc(line, llen + size + 1);
 				if (!nl)

@@ -1,6 +1,6 @@
-/* The monotonic clock, in the units each user needs. One clock for the whole
- * process: timers, queue deadlines and latency histograms compare readings
- * taken here. */
+/* clock: the monotonic clock every module measures time with (timeouts,
+ * intervals, latencies). CLOCK_MONOTONIC never jumps with wall-clock
+ * changes; its epoch is arbitrary, so only differences mean anything. */
 #ifndef RINGROUTE_CLOCK_H
 #define RINGROUTE_CLOCK_H
 
@@ -15,7 +15,14 @@ static inline uint64_t clock_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static inline uint64_t clock_now_us(void) { return clock_now_ns() / 1000u; }
-static inline uint64_t clock_now_ms(void) { return clock_now_ns() / 1000000u; }
+static inline uint64_t clock_now_us(void)
+{
+	return clock_now_ns() / 1000u;
+}
+
+static inline uint64_t clock_now_ms(void)
+{
+	return clock_now_ns() / 1000000u;
+}
 
 #endif

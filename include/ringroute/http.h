@@ -10,6 +10,8 @@
 
 #include <llhttp.h>
 
+#include "ringroute/strbuf.h" /* heads are written into a strbuf */
+
 #define HTTP_MAX_HEAD (64u * 1024u)   /* larger header blocks get 431 */
 #define HTTP_MAX_HEADERS 256
 
@@ -78,15 +80,6 @@ struct http_parser {
 /* Fill s with the head-collecting, pausing callbacks; the owner may then
  * add its own (on_message_begin, on_body). */
 void http_settings_init(llhttp_settings_t *s);
-
-/* Growable output buffer for writing heads. */
-struct strbuf {
-	char *p;
-	size_t len, cap;
-};
-int sb_put(struct strbuf *s, const char *p, size_t n);
-int sb_puts(struct strbuf *s, const char *str);
-int sb_printf(struct strbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Values added to a forwarded request. */
 struct fwd_info {

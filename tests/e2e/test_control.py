@@ -71,6 +71,18 @@ class ControlCase(harness.RRTestCase):
             c.close()
         return out
 
+    def control_stats(self, c=None):
+        """The control server's own counters (GET /v1/stats "control"), on
+        connection c, else on a connection of its own, closed at once (the
+        server takes at most 256: polling must not pile them up)."""
+        if c is not None:
+            r = c.request("GET", "/v1/stats")
+        else:
+            with harness.UnixClient(self.sock) as c1:
+                r = c1.request("GET", "/v1/stats")
+        self.assertEqual(r.status, 200, r)
+        return r.json()["control"]
+
     def eventually(self, fn, timeout=3.0):
         """Retries fn until it returns truthy (changes reach shards over
         MSG_RING, within one loop turn; allow a little time)."""
@@ -121,7 +133,10 @@ class ControlSocketTest(ControlCase):
         self.assertEqual([r.status for r in rs], [200, 200, 404], rs)
         self.assertEqual(rs[0].json(), {"ok": True})
         self.assertIn("backends", rs[1].json())
-        self.assertTrue(c.still_open(), "keep-alive connection was closed")
+        # Still open: the same connection answers one more request (not
+        # "no EOF within 50 ms", which a slow server passes by luck).
+        r = c.request("GET", "/healthz")
+        self.assertEqual(r.status, 200, r)
 
     def test_connection_close(self):
         c = self.unix_client(self.sock)
@@ -176,6 +191,17 @@ class ControlSocketTest(ControlCase):
         r = self.ctl("PUT", "/v1/config", doc)
         self.assertError(r, 400, "endpoints.e.trafic")
         self.assertEqual(self.config().body, before.body)
+        self.assertEqual(self.version(), v0)
+
+    def test_put_config_not_an_object(self):
+        # The whole document must be an object: any other JSON value is the
+        # client's mistake (400 naming it), never "out of memory" (500).
+        before = self.config().body
+        v0 = self.version()
+        for body in (b"null", b"[]", b"[1, 2]", b"5", b'"a string"', b"true"):
+            r = self.ctl("PUT", "/v1/config", body)
+            self.assertError(r, 400, "body", "must be a JSON object")
+        self.assertEqual(self.config().body, before)
         self.assertEqual(self.version(), v0)
 
     # -- backends -----------------------------------------------------------
@@ -398,8 +424,11 @@ class ControlSocketTest(ControlCase):
                 break
         # The control socket still answers while the watcher stays.
         self.assertEqual(self.ctl("GET", "/healthz").status, 200)
+        self.assertEqual(self.control_stats()["watchers"], 1)
         c.close()
-        time.sleep(0.3)
+        # The server has seen the watcher go (and freed it), then still serves.
+        harness.wait_for(lambda: self.control_stats()["watchers"] == 0,
+                         what="the closed watcher to be dropped")
         self.assertEqual(self.ctl("GET", "/healthz").status, 200)
 
     def test_metrics(self):
@@ -548,9 +577,11 @@ class ReloadAndReportTest(ControlCase):
             f.write('{"backends": {}, "endpoints": {"x": {"route": "/x", "traffic": {"Q": 1}}}}')
         before = self.config().body
         os.kill(rr.pid, signal.SIGHUP)
-        time.sleep(0.5)
+        # The refusal is logged once the reload is done: wait for that line,
+        # then nothing may have changed.
+        self.assertTrue(harness.wait_stderr(rr, "endpoints.x.traffic.Q"), rr.stderr())
         self.assertEqual(self.config().body, before)
-        self.assertIn("endpoints.x.traffic.Q", rr.stderr())
+        self.assertEqual(self.version(), v0 + 1)
 
     def test_report_url(self):
         posts = []
@@ -565,10 +596,10 @@ class ReloadAndReportTest(ControlCase):
             cfg = {"backends": {"A": backend([m1])},
                    "endpoints": {"e": endpoint("/e", {"A": 1.0})}}
             rr = self.start(cfg, extra=["--report-url", "http://127.0.0.1:%d/q" % up.port])
-            deadline = time.monotonic() + 5
-            while len(posts) < 3 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            harness.wait_for(lambda: self.control_stats()["reports_sent"] >= 3,
+                             what="3 reports answered 2xx")
             self.assertGreaterEqual(len(posts), 3, rr.stderr())
+            self.assertEqual(self.control_stats()["reports_failed"], 0, rr.stderr())
             req = posts[0]
             self.assertEqual((req["method"], req["target"]), ("POST", "/q"))
             j = json.loads(req["body"])
@@ -584,7 +615,8 @@ class ReloadAndReportTest(ControlCase):
         cfg = {"backends": {"A": backend([m1])}, "endpoints": {"e": endpoint("/e", {"A": 1.0})}}
         rr = self.start(cfg, extra=["--report-url",
                                     "http://127.0.0.1:%d/q" % harness.free_port()])
-        time.sleep(1.0)  # ~10 failed reports
+        harness.wait_for(lambda: self.control_stats()["reports_failed"] >= 10,
+                         what="10 failed reports")
         self.assertEqual(self.ctl("GET", "/healthz").status, 200)
         n = rr.stderr().count("report to")
         self.assertEqual(n, 1, rr.stderr())
@@ -598,13 +630,20 @@ class ReloadAndReportTest(ControlCase):
             m1 = self.mock("m1")
             cfg = {"backends": {"A": backend([m1])},
                    "endpoints": {"e": endpoint("/e", {"A": 1.0})}}
-            self.start(cfg, extra=["--report-url",
-                                   "http://localhost:%d/q" % lsock.getsockname()[1]])
-            for _ in range(10):
+            rr = self.start(cfg, extra=["--report-url",
+                                        "http://localhost:%d/q" % lsock.getsockname()[1]])
+            # Keep asking while reports hang and time out one after the
+            # other: every answer comes quickly, however many there are.
+            deadline = time.monotonic() + 10
+            c = self.unix_client(self.sock)
+            while True:
                 t0 = time.monotonic()
-                self.assertEqual(self.ctl("GET", "/healthz").status, 200)
+                self.assertEqual(c.request("GET", "/healthz").status, 200)
                 self.assertLess(time.monotonic() - t0, 0.5)
-                time.sleep(0.05)
+                if self.control_stats(c)["reports_failed"] >= 3:
+                    break
+                self.assertLess(time.monotonic(), deadline, "no report timed out")
+            self.assertIn("timed out", rr.stderr())
         finally:
             lsock.close()
 

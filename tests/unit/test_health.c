@@ -1,0 +1,273 @@
+/* Unit tests of the health checker's loop (health.c, included to reach its
+ * static functions) without a proxy or a thread: rounds are started on a
+ * snapshot made by config_parse, and the poll loop is turned by hand.
+ *
+ * mi_strdup is replaced by one that can be made to fail, to show that a
+ * failed copy of a backend name skips that backend's checks (with a
+ * message) instead of crashing the checker. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ringroute/alloc.h"
+
+static int strdup_fail;
+
+static char *real_strdup(const char *s)
+{
+	return mi_strdup(s);
+}
+
+/* alloc.h's include guard keeps this definition for health.c. */
+#undef mi_strdup
+#define mi_strdup(s) (strdup_fail ? NULL : real_strdup(s))
+
+#include "../../src/health.c"
+
+/* A listening socket on 127.0.0.1 that nobody accepts on (until the test
+ * does): connects complete in the kernel, nothing is ever answered. */
+static int listener(uint16_t *port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(fd, 16), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+/* A port with nothing listening on it (bound, then closed). */
+static uint16_t closed_port(void)
+{
+	uint16_t port;
+	int fd = listener(&port);
+
+	close(fd);
+	return port;
+}
+
+/* A snapshot with backend "b" probing "/h" every interval_ms, replicas
+ * r0..r<n-1> on ports[]. */
+static struct config *make_config(const uint16_t *ports, size_t n, unsigned interval_ms)
+{
+	char doc[2048], err[512];
+	struct config *c = NULL;
+	size_t off;
+
+	off = (size_t)snprintf(doc, sizeof(doc),
+			       "{\"backends\": {\"b\": {\"health_check\": {\"path\": \"/h\", "
+			       "\"interval_ms\": %u}, \"replicas\": {",
+			       interval_ms);
+	for (size_t i = 0; i < n; i++)
+		off += (size_t)snprintf(doc + off, sizeof(doc) - off, "%s\"r%zu\": \"127.0.0.1:%u\"",
+					i ? ", " : "", i, (unsigned)ports[i]);
+	snprintf(doc + off, sizeof(doc) - off, "}}}, \"endpoints\": {}}");
+	if (config_parse(doc, strlen(doc), "test", NULL, &c, err, sizeof(err)))
+		fail_msg("config: %s", err);
+	return c;
+}
+
+static void health_init_test(struct health *h)
+{
+	memset(h, 0, sizeof(*h));
+	h->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	assert_true(h->wake_fd >= 0);
+}
+
+static void health_fini_test(struct health *h)
+{
+	health_teardown(h);
+	close(h->wake_fd);
+}
+
+/* Turns the loop until no probe is in flight; returns the ms it took. */
+static uint64_t run_probes(struct health *h, uint64_t limit_ms)
+{
+	uint64_t t0 = clock_now_ms();
+
+	while (h->nprobes && clock_now_ms() - t0 < limit_ms) {
+		health_poll(h, clock_now_ms() + 50);
+		health_reap(h, clock_now_ms());
+	}
+	assert_int_equal(h->nprobes, 0);
+	return clock_now_ms() - t0;
+}
+
+/* Captures what is written on stderr between capture_start and capture_end. */
+struct capture {
+	int saved, fd;
+	char path[64];
+};
+
+static void capture_start(struct capture *cap)
+{
+	strcpy(cap->path, "/tmp/rr-test-health-XXXXXX");
+	cap->fd = mkstemp(cap->path);
+	assert_true(cap->fd >= 0);
+	fflush(stderr);
+	cap->saved = dup(2);
+	dup2(cap->fd, 2);
+}
+
+static void capture_end(struct capture *cap, char *buf, size_t len)
+{
+	ssize_t n;
+
+	fflush(stderr);
+	dup2(cap->saved, 2);
+	close(cap->saved);
+	n = pread(cap->fd, buf, len - 1, 0);
+	buf[n > 0 ? n : 0] = '\0';
+	close(cap->fd);
+	unlink(cap->path);
+}
+
+static void test_strdup_failure_skips_backend(void **state)
+{
+	uint16_t port = closed_port();
+	struct config *c = make_config(&port, 1, 1000);
+	struct capture cap;
+	struct health h;
+	char out[2048];
+	(void)state;
+
+	health_init_test(&h);
+	capture_start(&cap);
+	strdup_fail = 1;
+	health_round(&h, c, clock_now_ms());
+	health_round(&h, c, clock_now_ms()); /* logged once, not every tick */
+	strdup_fail = 0;
+	capture_end(&cap, out, sizeof(out));
+	assert_int_equal(h.nslots, 0);
+	assert_int_equal(h.nprobes, 0);
+	assert_int_equal(atomic_load(&c->backends[0].replicas[0].state->healthy), 1);
+	if (!strstr(out, "out of memory") || !strstr(out, "backend b"))
+		fail_msg("stderr: %s", out);
+	assert_null(strstr(strstr(out, "out of memory") + 1, "out of memory"));
+
+	/* Memory is back: the next round probes (refused: unhealthy, with why). */
+	capture_start(&cap);
+	health_round(&h, c, clock_now_ms());
+	assert_int_equal(h.nslots, 1);
+	run_probes(&h, 2000);
+	capture_end(&cap, out, sizeof(out));
+	assert_int_equal(atomic_load(&c->backends[0].replicas[0].state->healthy), 0);
+	if (!strstr(out, "replica b/r0 is unhealthy (connect: Connection refused)"))
+		fail_msg("stderr: %s", out);
+	health_fini_test(&h);
+	config_unref(c);
+}
+
+/* Probes of replicas that never answer run side by side: five of them
+ * with a 250 ms deadline take about 250 ms, not 1.25 s. */
+static void test_probes_are_concurrent(void **state)
+{
+	enum { N = 5 };
+	uint16_t ports[N];
+	int fds[N];
+	struct config *c;
+	struct capture cap;
+	struct health h;
+	char out[4096];
+	uint64_t ms;
+	(void)state;
+
+	for (int i = 0; i < N; i++)
+		fds[i] = listener(&ports[i]);
+	c = make_config(ports, N, 500);
+	health_init_test(&h);
+	capture_start(&cap);
+	health_round(&h, c, clock_now_ms());
+	assert_int_equal(h.nprobes, N);
+	ms = run_probes(&h, 5000);
+	capture_end(&cap, out, sizeof(out));
+	if (ms >= 250u * N - 250u)
+		fail_msg("%d probes took %" PRIu64 " ms: they ran one after another", N, ms);
+	for (int i = 0; i < N; i++) {
+		char want[64];
+		assert_int_equal(atomic_load(&c->backends[0].replicas[i].state->healthy), 0);
+		snprintf(want, sizeof(want), "replica b/r%d is unhealthy (timeout)", i);
+		if (!strstr(out, want))
+			fail_msg("no '%s' in: %s", want, out);
+	}
+	/* Not due again before the interval: no new probe. */
+	health_round(&h, c, clock_now_ms());
+	assert_int_equal(h.nprobes, 0);
+	health_fini_test(&h);
+	config_unref(c);
+	for (int i = 0; i < N; i++)
+		close(fds[i]);
+}
+
+/* The answer decides: a status line other than 2xx is "status N", a 2xx
+ * one makes the replica healthy again. */
+static void test_status_decides(void **state)
+{
+	static const char *const answers[] = {
+		"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.0 204 No Content\r\n\r\n",
+		"SSH-2.0-OpenSSH_9.2\r\n",
+		"HTTP/1.1 200 OK\r\n\r\n",
+		"",
+	};
+	static const char *const want[] = {
+		"is unhealthy (status 503)", "is healthy", "is unhealthy (not an HTTP/1 answer)",
+		"is healthy", "is unhealthy (closed without answering)",
+	};
+	uint16_t port;
+	int lfd = listener(&port);
+	struct config *c = make_config(&port, 1, 1000);
+	struct health h;
+	(void)state;
+
+	health_init_test(&h);
+	for (size_t i = 0; i < sizeof(answers) / sizeof(answers[0]); i++) {
+		struct capture cap;
+		char out[1024];
+		int fd;
+
+		capture_start(&cap);
+		if (h.nslots)
+			h.slots[0].last_ms = 0; /* due again */
+		health_round(&h, c, clock_now_ms());
+		assert_int_equal(h.nprobes, 1);
+		fd = accept(lfd, NULL, NULL);
+		assert_true(fd >= 0);
+		if (answers[i][0])
+			assert_int_equal(write(fd, answers[i], strlen(answers[i])),
+					 (ssize_t)strlen(answers[i]));
+		close(fd);
+		run_probes(&h, 2000);
+		capture_end(&cap, out, sizeof(out));
+		if (!strstr(out, want[i]))
+			fail_msg("answer %zu: no '%s' in: '%s'", i, want[i], out);
+	}
+	health_fini_test(&h);
+	config_unref(c);
+	close(lfd);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_strdup_failure_skips_backend),
+		cmocka_unit_test(test_probes_are_concurrent),
+		cmocka_unit_test(test_status_decides),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
