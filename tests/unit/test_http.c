@@ -39,6 +39,7 @@ struct harness {
 	struct fwd_info fi;
 	int close;                    /* responses: http_write_response_head's close */
 	int nmsgs;                    /* heads written */
+	int head_done;                /* the current message's head was written */
 	int valid[MAX_MSGS];          /* http_head_valid at the headers pause */
 	char *out[MAX_MSGS];          /* written heads, NUL-terminated */
 	size_t out_len[MAX_MSGS];
@@ -86,6 +87,7 @@ static void on_head(struct harness *t)
 	t->out[t->nmsgs] = strdup(sb.p);
 	t->out_len[t->nmsgs] = sb.len;
 	t->nmsgs++;
+	t->head_done = 1;
 	rr_test_sb_free(&sb);
 }
 
@@ -116,7 +118,12 @@ static llhttp_errno_t feed(struct harness *t, const char *data, size_t len)
 			continue; /* a body-less message completes on a zero-length run */
 		}
 		if (t->hp.event == HTTP_EV_MESSAGE) {
-			/* conn.c resets at client_next, before the next message. */
+			/* A head whose message has no body (1xx, 204, 304, HEAD)
+			 * pauses only at the message end (upstream.c up_on_input). */
+			if (!t->head_done)
+				on_head(t);
+			t->head_done = 0;
+			/* h1.c resets at h1_next, before the next message. */
 			http_head_reset(&t->hp.hd);
 			if (!len)
 				return HPE_OK;
