@@ -210,29 +210,21 @@ static int h1_resp_head(struct shard *s, struct request *req, const struct resp_
 {
 	struct h1_conn *c = req_conn(req);
 	struct strbuf head = {0};
-	int status = rh->status, mode = REQ_BODY_RAW;
+	int status = rh->status, mode = UP_BODY_RAW;
 	int eof_body = !(rh->flags & (F_CHUNKED | F_CONTENT_LENGTH)) && status >= 200 &&
 		       status != 204 && status != 304 && !req->is_head;
 
 	if (req->http10 && (rh->flags & F_CHUNKED)) {
 		/* HTTP/1.0 has no chunked coding: send the decoded body,
 		 * delimited by closing the connection. */
-		const struct http_hdr *te = http_head_find(rh->hd, "transfer-encoding");
-		mode = REQ_BODY_DECODED;
+		mode = UP_BODY_DECODED;
 		eof_body = 1;
-		if (te)
-			rh->hd->hdrs[te - rh->hd->hdrs].flags |= HDR_F_HOP;
+		http_head_mark_named(rh->hd, "transfer-encoding"); /* every one of them */
 	}
 	if (status == 204) {
-		/* RFC 9110 8.6: no Content-Length in a 204. */
-		for (uint32_t i = 0; i < rh->hd->nhdrs; i++) {
-			struct http_hdr *x = &rh->hd->hdrs[i];
-			if ((x->name_len == 14 &&
-			     strncasecmp(http_hdr_name(rh->hd, x), "content-length", 14) == 0) ||
-			    (x->name_len == 17 &&
-			     strncasecmp(http_hdr_name(rh->hd, x), "transfer-encoding", 17) == 0))
-				x->flags |= HDR_F_HOP;
-		}
+		/* RFC 9110 8.6: no Content-Length in a 204 (nor a body). */
+		http_head_mark_named(rh->hd, "content-length");
+		http_head_mark_named(rh->hd, "transfer-encoding");
 	}
 	if (eof_body)
 		c->flags |= H1_F_CLOSE;

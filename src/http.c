@@ -205,6 +205,15 @@ static int name_is(const struct http_head *h, const struct http_hdr *x, const ch
 	return x->name_len == n && strncasecmp(h->buf + x->name_off, name, n) == 0;
 }
 
+void http_head_mark_named(struct http_head *h, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (uint32_t i = 0; i < h->nhdrs; i++)
+		if (name_is(h, &h->hdrs[i], name, n))
+			h->hdrs[i].flags |= HDR_F_HOP;
+}
+
 void http_head_mark_hop(struct http_head *h)
 {
 	static const char *const fixed[] = {"connection", "keep-alive", "proxy-connection", "te",

@@ -33,6 +33,11 @@ static const char *const reason_names[REQ_R_COUNT] = {
 	[REQ_R_SHUTDOWN] = "shutdown",
 };
 
+_Static_assert(REQ_R_COUNT <= 32, "metrics by_reason has 32 slots");
+
+static int req_start_upstream(struct shard *s, struct request *req, int fresh);
+static void req_cut_upstream(struct shard *s, struct request *req);
+
 const char *req_reason_name(enum req_reason r)
 {
 	return (unsigned)r < REQ_R_COUNT ? reason_names[r] : "unknown";
@@ -53,7 +58,6 @@ struct request *req_new(struct shard *s, const struct req_client_ops *ops, void 
 	req->t_start_us = clock_now_us();
 	queue_entry_init(&req->qe);
 	list_init(&req->shadows);
-	list_init(&req->shadow_node);
 	counter_add(&s->metrics.requests, 1);
 	return req;
 }
@@ -68,15 +72,12 @@ static void release_slot(struct shard *s, struct request *req)
 		queue_slot_freed(s, req->be->state);
 }
 
-/* Record the outcome once: every request that had a client, however it
- * ended. Shadow copies are not client requests. */
+/* Record the outcome once: every request, however it ended. */
 static void req_record(struct shard *s, struct request *req)
 {
 	uint64_t t = clock_now_us();
 	int st = req->status > 0 && req->status < 600 ? req->status : 0;
 
-	if (req->flags & REQ_F_SHADOW)
-		return;
 	counter_add(&s->metrics.by_status[st], 1);
 	counter_add(&s->metrics.by_reason[req->reason], 1);
 	if (!req->em)
@@ -87,18 +88,17 @@ static void req_record(struct shard *s, struct request *req)
 		hist_observe(&req->em->ttfb, req->t_first_us - req->t_start_us);
 }
 
-void req_end(struct shard *s, struct request *req)
+/* End req: record it once, release what it holds, free it, then tell the
+ * protocol it may go on. Every request ends here. */
+static void req_end(struct shard *s, struct request *req)
 {
 	const struct req_client_ops *ops = req->cops;
 	void *client = req->client;
 
 	req->flags |= REQ_F_ENDED;
 	req->cops = NULL;
-	if (req->up)
-		upstream_abort(s, req->up);
-	shadow_detach(req);
-	if (list_linked(&req->shadow_node))
-		list_del_init(&req->shadow_node);
+	req_cut_upstream(s, req);
+	shadow_detach(&req->shadows);
 	queue_remove(s, &req->qe);
 	release_slot(s, req);
 	req_record(s, req);
@@ -118,10 +118,9 @@ void req_fail(struct shard *s, struct request *req, int status, enum req_reason 
 {
 	req->status = status;
 	req->reason = reason;
-	if (req->up)
-		upstream_abort(s, req->up);
+	req_cut_upstream(s, req);
 	if (!(req->flags & REQ_F_BODY_DONE))
-		shadow_abort(s, req); /* their bodies would never end */
+		shadow_abort(s, &req->shadows); /* their bodies would never end */
 	if (req->cops)
 		req->cops->on_fail(s, req, status, msg, status == 503 ? 1 : 0);
 	req_end(s, req);
@@ -132,7 +131,7 @@ void req_abandon(struct shard *s, struct request *req, enum req_reason reason)
 	req->status = 499; /* client closed request (nginx's convention) */
 	req->reason = reason;
 	req->cops = NULL; /* nobody to tell */
-	shadow_abort(s, req);
+	shadow_abort(s, &req->shadows);
 	req_end(s, req);
 }
 
@@ -175,26 +174,23 @@ static int req_enqueue(struct shard *s, struct request *req)
 	return 1;
 }
 
-int req_dispatch(struct shard *s, struct request *req, int from_queue)
+/* Start req on a replica of its backend, or queue it. from_queue: req is
+ * at the front of its queue. Returns 1 while req lives (started or
+ * queued), 0 when it ended. */
+static int req_dispatch(struct shard *s, struct request *req, int from_queue)
 {
 	const struct backend_cfg *be = req->be;
 	int idx, ret;
 
 	/* No barging: while anyone waits for this backend, a newcomer queues
 	 * behind them even if a slot just freed (the queue gets it first). */
-	if (!from_queue && !(req->flags & REQ_F_SHADOW) &&
-	    atomic_load_explicit(&be->state->queued, memory_order_relaxed) > 0) {
+	if (!from_queue && atomic_load_explicit(&be->state->queued, memory_order_relaxed) > 0) {
 		s->retry_pending = 1;
 		return req_enqueue(s, req);
 	}
 	idx = pick_replica(s, req);
-	if (idx < 0) {
-		if (req->flags & REQ_F_SHADOW) {
-			req_end(s, req); /* a shadow never waits */
-			return 0;
-		}
+	if (idx < 0)
 		return from_queue ? 1 : req_enqueue(s, req);
-	}
 	if (from_queue) {
 		uint64_t t = queue_entry_queued(&req->qe) ? req->qe.t_queued_us : 0;
 		queue_remove(s, &req->qe);
@@ -203,7 +199,7 @@ int req_dispatch(struct shard *s, struct request *req, int from_queue)
 	}
 	req->ridx = idx;
 	req->rs = be->replicas[idx].state;
-	ret = upstream_start(s, req, req->rs, &be->replicas[idx].addr, 0);
+	ret = req_start_upstream(s, req, 0);
 	if (ret) {
 		release_slot(s, req);
 		if (ret == -ENOMEM)
@@ -271,7 +267,8 @@ void req_start(struct shard *s, struct request *req, const struct req_info *ri)
 			   : router_rand_unit(&s->rng);
 	req->be = router_pick_weighted(ep->traffic, ep->ntraffic, u);
 	if (ep->nshadow)
-		shadow_start(s, req);
+		shadow_start(s, &req->shadows, req->cfg, ep, req->head.p, req->head.len,
+			     req->is_head);
 	req_dispatch(s, req, 0);
 }
 
@@ -284,7 +281,7 @@ int req_body(struct shard *s, struct request *req, uint32_t bid, const char *p, 
 		req_fail(s, req, 413, REQ_R_BODY_TOO_LARGE, "request body too large");
 		return -1;
 	}
-	shadow_body(s, req, bid, p, len);
+	shadow_body(s, &req->shadows, bid, p, len);
 	retry_keep(s, req, bid, p, len);
 	if (req->up && upstream_body(s, req->up, bid, p, len)) {
 		/* The replica would wait for bytes that never come. */
@@ -298,7 +295,7 @@ void req_body_done(struct shard *s, struct request *req)
 {
 	(void)s;
 	req->flags |= REQ_F_BODY_DONE;
-	shadow_detach(req); /* the copies have their whole body */
+	shadow_detach(&req->shadows); /* the copies have their whole body */
 }
 
 bool req_body_blocked(const struct request *req)
@@ -407,22 +404,16 @@ void req_shard_init(struct shard *s)
 	queue_shard_init(s, queue_tick);
 }
 
-/* ---- the replica's side ---- */
+/* ---- the replica's side: struct upstream_events of a request ---- */
 
-size_t req_client_pending(const struct request *req)
+static int req_up_head(struct shard *s, void *owner, const struct resp_head *rh)
 {
-	return req->cops ? req->cops->pending(req) : 0;
-}
-
-int req_on_response_head(struct shard *s, struct request *req, const struct resp_head *rh)
-{
-	int mode = REQ_BODY_RAW;
+	struct request *req = owner;
+	int mode;
 
 	req->t_first_us = clock_now_us();
 	retry_forbid(s, req); /* a retry is no longer possible */
 	req->status = rh->status;
-	if (!req->cops)
-		return REQ_BODY_RAW; /* shadow copy: read and discarded */
 	mode = req->cops->on_head(s, req, rh);
 	if (mode < 0) {
 		req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
@@ -432,8 +423,10 @@ int req_on_response_head(struct shard *s, struct request *req, const struct resp
 	return mode;
 }
 
-int req_on_interim(struct shard *s, struct request *req, const struct resp_head *rh)
+static int req_up_interim(struct shard *s, void *owner, const struct resp_head *rh)
 {
+	struct request *req = owner;
+
 	if (++req->interim > REQ_MAX_INTERIM) {
 		req_fail(s, req, 502, REQ_R_UPSTREAM_BAD_RESPONSE,
 			 "replica sent too many interim responses");
@@ -441,24 +434,26 @@ int req_on_interim(struct shard *s, struct request *req, const struct resp_head 
 	}
 	/* Only a client that asked for 100 Continue gets it; other 1xx
 	 * (102, 103, ...) are dropped. */
-	if (rh->status == 100 && req->expect_continue && req->cops)
+	if (rh->status == 100 && req->expect_continue && !(req->flags & REQ_F_RESP_BEGUN))
 		req->cops->on_continue(s, req);
 	return 0;
 }
 
-void req_on_response_body(struct shard *s, struct request *req, uint32_t bid, const char *p,
-			  size_t len)
+static void req_up_body(struct shard *s, void *owner, uint32_t bid, const char *p, size_t len)
 {
-	if (req->cops)
-		req->cops->on_body(s, req, bid, p, len);
+	struct request *req = owner;
+
+	req->cops->on_body(s, req, bid, p, len);
 }
 
-void req_on_response_end(struct shard *s, struct request *req)
+static void req_up_end(struct shard *s, void *owner)
 {
+	struct request *req = owner;
+
+	req->up = NULL;
 	req->reason = REQ_R_OK;
-	if (req->cops)
-		req->cops->on_end(s, req);
-	shadow_abort(s, req); /* only copies still missing body bytes are left */
+	req->cops->on_end(s, req);
+	shadow_abort(s, &req->shadows); /* only copies still missing body bytes are left */
 	req_end(s, req);
 }
 
@@ -474,19 +469,16 @@ static enum req_reason failure_reason(enum up_failure f)
 	return REQ_R_UPSTREAM_RESET;
 }
 
-void req_on_upstream_failed(struct shard *s, struct request *req, enum up_failure f, int reused)
+static void req_up_failed(struct shard *s, void *owner, enum up_failure f, int reused)
 {
-	const struct backend_cfg *be = req->be;
+	struct request *req = owner;
 	enum retry_action act;
 
-	if (!req->cops) {
-		req_end(s, req); /* a shadow copy: its failure affects nobody */
-		return;
-	}
+	req->up = NULL;
 	act = (req->flags & REQ_F_RESP_BEGUN) ? RETRY_NONE : retry_decide(req, f, reused);
 	if (act == RETRY_FRESH) {
 		req->flags |= REQ_F_FRESH_DONE;
-		if (upstream_start(s, req, req->rs, &be->replicas[req->ridx].addr, 1) == 0) {
+		if (req_start_upstream(s, req, 1) == 0) {
 			body_room(s, req);
 			return;
 		}
@@ -511,7 +503,66 @@ void req_on_upstream_failed(struct shard *s, struct request *req, enum up_failur
 		req_fail(s, req, 502, failure_reason(f), "replica failed");
 }
 
-void req_on_upstream_drained(struct shard *s, struct request *req)
+static void req_up_drained(struct shard *s, void *owner)
 {
-	body_room(s, req);
+	body_room(s, owner);
+}
+
+static void req_up_gone(struct shard *s, void *owner)
+{
+	(void)s;
+	((struct request *)owner)->up = NULL;
+}
+
+static size_t req_up_pending(const void *owner)
+{
+	const struct request *req = owner;
+
+	return req->cops ? req->cops->pending(req) : 0;
+}
+
+static bool req_up_body_done(const void *owner)
+{
+	return (((const struct request *)owner)->flags & REQ_F_BODY_DONE) != 0;
+}
+
+static const struct upstream_events req_up_events = {
+	.on_head = req_up_head,
+	.on_interim = req_up_interim,
+	.on_body = req_up_body,
+	.on_end = req_up_end,
+	.on_failed = req_up_failed,
+	.on_drained = req_up_drained,
+	.on_gone = req_up_gone,
+	.pending = req_up_pending,
+	.body_done = req_up_body_done,
+};
+
+/* Send req (head and the body kept so far) to its chosen replica. fresh:
+ * never a pooled connection. Returns 0 (req->up set) or -errno. */
+static int req_start_upstream(struct shard *s, struct request *req, int fresh)
+{
+	const struct backend_cfg *be = req->be;
+	struct upstream_req ur = {
+		.ev = &req_up_events,
+		.owner = req,
+		.head = req->head.p,
+		.head_len = req->head.len,
+		.body = req->replay,
+		.nbody = req->nreplay,
+		.connect_timeout_ms = be->connect_timeout_ms,
+		.request_timeout_ms = be->request_timeout_ms,
+		.is_head = req->is_head,
+	};
+
+	return upstream_start(s, &ur, req->rs, &be->replicas[req->ridx].addr, fresh, &req->up);
+}
+
+/* The request no longer wants its exchange. */
+static void req_cut_upstream(struct shard *s, struct request *req)
+{
+	if (req->up) {
+		upstream_abort(s, req->up);
+		req->up = NULL;
+	}
 }

@@ -2,70 +2,164 @@
 #include "ringroute/shadow.h"
 
 #include "ringroute/alloc.h"
-#include "ringroute/clock.h"
-#include "ringroute/request.h"
+#include "ringroute/queue.h"
 #include "ringroute/router.h"
 #include "ringroute/shard.h"
 #include "ringroute/upstream.h"
 
-void shadow_start(struct shard *s, struct request *req)
-{
-	const struct endpoint_cfg *ep = req->ep;
+/* One copy in flight. */
+struct shadow_copy {
+	struct list node;          /* in the original's list while it takes the body */
+	struct config *cfg;        /* referenced: be points into it */
+	const struct backend_cfg *be;
+	struct replica_state *rs;  /* the slot it holds */
+	struct upstream *up;       /* NULL once the exchange ended */
+	bool body_done;            /* the original's body is complete */
+};
 
+/* The copy is done: its slot goes to the next waiter, its memory back. */
+static void copy_free(struct shard *s, struct shadow_copy *sc)
+{
+	if (list_linked(&sc->node))
+		list_del_init(&sc->node);
+	if (sc->up)
+		upstream_abort(s, sc->up);
+	replica_release(sc->rs);
+	queue_slot_freed(s, sc->be->state);
+	config_unref(sc->cfg);
+	mi_free(sc);
+}
+
+/* ---- the copy's side of its upstream: everything is discarded ---- */
+
+static int sc_on_head(struct shard *s, void *owner, const struct resp_head *rh)
+{
+	(void)s, (void)owner, (void)rh;
+	return UP_BODY_RAW;
+}
+
+static int sc_on_interim(struct shard *s, void *owner, const struct resp_head *rh)
+{
+	(void)s, (void)owner, (void)rh;
+	return 0;
+}
+
+static void sc_on_body(struct shard *s, void *owner, uint32_t bid, const char *p, size_t len)
+{
+	(void)s, (void)owner, (void)bid, (void)p, (void)len;
+}
+
+static void sc_on_done(struct shard *s, void *owner)
+{
+	struct shadow_copy *sc = owner;
+
+	sc->up = NULL;
+	copy_free(s, sc);
+}
+
+static void sc_on_failed(struct shard *s, void *owner, enum up_failure f, int reused)
+{
+	(void)f, (void)reused; /* a copy's failure affects nobody */
+	sc_on_done(s, owner);
+}
+
+static void sc_on_drained(struct shard *s, void *owner)
+{
+	(void)s, (void)owner;
+}
+
+static size_t sc_pending(const void *owner)
+{
+	(void)owner;
+	return 0;
+}
+
+static bool sc_body_done(const void *owner)
+{
+	return ((const struct shadow_copy *)owner)->body_done;
+}
+
+static const struct upstream_events shadow_events = {
+	.on_head = sc_on_head,
+	.on_interim = sc_on_interim,
+	.on_body = sc_on_body,
+	.on_end = sc_on_done,
+	.on_failed = sc_on_failed,
+	.on_drained = sc_on_drained,
+	.on_gone = sc_on_done,
+	.pending = sc_pending,
+	.body_done = sc_body_done,
+};
+
+void shadow_start(struct shard *s, struct list *copies, struct config *cfg,
+		  const struct endpoint_cfg *ep, const char *head, size_t head_len, bool is_head)
+{
 	for (size_t i = 0; i < ep->nshadow; i++) {
-		struct request *sh;
+		const struct backend_cfg *be = ep->shadow[i].backend;
+		struct upstream_req ur;
+		struct shadow_copy *sc;
+		int idx;
 
 		if (router_rand_unit(&s->rng) >= ep->shadow[i].weight)
 			continue;
-		sh = mi_zalloc(sizeof(*sh));
-		if (!sh)
-			return; /* a copy is best effort */
-		sh->s = s;
-		sh->flags = REQ_F_SHADOW | REQ_F_NO_REPLAY;
-		sh->cfg = req->cfg;
-		config_ref(sh->cfg);
-		sh->ep = ep;
-		sh->be = ep->shadow[i].backend;
-		sh->ridx = -1;
-		sh->is_head = req->is_head;
-		sh->t_start_us = req->t_start_us;
-		queue_entry_init(&sh->qe);
-		list_init(&sh->shadows);
-		list_init(&sh->shadow_node);
-		if (sb_put(&sh->head, req->head.p, req->head.len)) {
-			req_end(s, sh);
-			return;
+		/* A copy never waits: no free slot, no copy. */
+		idx = router_pick_replica(be, NULL, 0, &s->rng, &s->rr_cursor);
+		if (idx < 0)
+			continue;
+		sc = mi_zalloc(sizeof(*sc));
+		if (!sc) {
+			replica_release(be->replicas[idx].state);
+			queue_slot_freed(s, be->state);
+			continue; /* best effort */
 		}
-		list_push_back(&req->shadows, &sh->shadow_node);
-		req_dispatch(s, sh, 0); /* may end sh (no free slot) */
+		list_init(&sc->node);
+		sc->cfg = cfg;
+		config_ref(cfg);
+		sc->be = be;
+		sc->rs = be->replicas[idx].state;
+		ur = (struct upstream_req){
+			.ev = &shadow_events,
+			.owner = sc,
+			.head = head,
+			.head_len = head_len,
+			.connect_timeout_ms = be->connect_timeout_ms,
+			.request_timeout_ms = be->request_timeout_ms,
+			.is_head = is_head,
+		};
+		if (upstream_start(s, &ur, sc->rs, &be->replicas[idx].addr, 0, &sc->up)) {
+			sc->up = NULL;
+			copy_free(s, sc);
+			continue;
+		}
+		list_push_back(copies, &sc->node);
 	}
 }
 
-void shadow_body(struct shard *s, struct request *req, uint32_t bid, const char *p, size_t len)
+void shadow_body(struct shard *s, struct list *copies, uint32_t bid, const char *p, size_t len)
 {
 	struct list *pos, *tmp;
 
-	list_for_each_safe(pos, tmp, &req->shadows) {
-		struct request *sh = container_of(pos, struct request, shadow_node);
+	list_for_each_safe(pos, tmp, copies) {
+		struct shadow_copy *sc = container_of(pos, struct shadow_copy, node);
 
-		/* A slow shadow must never hold the client back: cut it. */
-		if (!sh->up || upstream_congested(sh->up) || upstream_body(s, sh->up, bid, p, len))
-			req_end(s, sh);
+		/* A slow copy must never hold the client back: cut it. */
+		if (!sc->up || upstream_congested(sc->up) || upstream_body(s, sc->up, bid, p, len))
+			copy_free(s, sc);
 	}
 }
 
-void shadow_detach(struct request *req)
+void shadow_detach(struct list *copies)
 {
 	struct list *n;
 
-	while ((n = list_pop_front(&req->shadows)))
-		container_of(n, struct request, shadow_node)->flags |= REQ_F_BODY_DONE;
+	while ((n = list_pop_front(copies)))
+		container_of(n, struct shadow_copy, node)->body_done = true;
 }
 
-void shadow_abort(struct shard *s, struct request *req)
+void shadow_abort(struct shard *s, struct list *copies)
 {
 	struct list *n;
 
-	while ((n = list_pop_front(&req->shadows)))
-		req_end(s, container_of(n, struct request, shadow_node));
+	while ((n = list_pop_front(copies)))
+		copy_free(s, container_of(n, struct shadow_copy, node));
 }

@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include "ringroute/alloc.h"
-#include "ringroute/request.h"
 #include "ringroute/shard.h"
 
 static void up_on_input(struct shard *s, struct sock *sk);
@@ -21,8 +20,8 @@ static int up_on_body(llhttp_t *p, const char *at, size_t len)
 {
 	struct upstream *up = p->data;
 
-	if ((up->flags & UP_F_DECODED) && up->req)
-		req_on_response_body(up->s, up->req, up->cur_bid, at, len);
+	if ((up->flags & UP_F_DECODED) && up->owner)
+		up->ev->on_body(up->s, up->owner, up->cur_bid, at, len);
 	return 0;
 }
 
@@ -42,7 +41,7 @@ static void up_reset_parser(struct upstream *up)
 	http_head_reset(&up->hp.hd);
 	up->flags &= ~(UP_F_IN_BODY | UP_F_GOT_BYTES | UP_F_DECODED | UP_F_NO_BODY);
 	up->hp.event = HTTP_EV_NONE;
-	up->hp.no_body = up->req && up->req->is_head;
+	up->hp.no_body = (up->flags & UP_F_HEAD_REQ) != 0;
 }
 
 /* This shard's pool for rs, created on first use. The control thread reads
@@ -70,22 +69,21 @@ static void pool_unlink(struct upstream *up)
 	}
 }
 
-/* Detach the current request, close the connection, and tell the request
- * how the attempt failed. */
+/* Detach the owner, close the connection, and tell the owner how the
+ * attempt failed. */
 static void up_fail(struct shard *s, struct upstream *up, enum up_failure f)
 {
-	struct request *req = up->req;
+	void *owner = up->owner;
 	int reused = (up->flags & UP_F_REUSED) && !(up->flags & UP_F_GOT_BYTES);
 
 	timer_cancel(&s->tw, &up->timer);
 	pool_unlink(up);
 	sock_close(s, &up->sk);
-	if (!req)
+	if (!owner)
 		return;
-	up->req = NULL;
-	req->up = NULL;
+	up->owner = NULL;
 	counter_add(&up->pool->errors, 1);
-	req_on_upstream_failed(s, req, f, reused);
+	up->ev->on_failed(s, owner, f, reused);
 }
 
 static void up_timeout(struct timer *t, void *ctx)
@@ -93,7 +91,7 @@ static void up_timeout(struct timer *t, void *ctx)
 	struct shard *s = ctx;
 	struct upstream *up = container_of(t, struct upstream, timer);
 
-	if (!up->req) {
+	if (!up->owner) {
 		/* Idle connection kept too long: close it. */
 		pool_unlink(up);
 		sock_close(s, &up->sk);
@@ -111,8 +109,8 @@ static void up_on_connect(struct shard *s, struct sock *sk, int res)
 		return;
 	}
 	up->flags |= UP_F_CONNECTED;
-	if (up->req)
-		timer_arm(&s->tw, &up->timer, up->req->be->request_timeout_ms);
+	if (up->owner)
+		timer_arm(&s->tw, &up->timer, up->request_timeout_ms);
 	sock_flush(s, sk);
 	sock_want_input(s, sk);
 }
@@ -122,8 +120,8 @@ static void up_on_sent(struct shard *s, struct sock *sk)
 	struct upstream *up = container_of(sk, struct upstream, sk);
 
 	/* Body back-pressure: the client side may send more now. */
-	if (up->req && sk->out_bytes <= SINK_HIGH)
-		req_on_upstream_drained(s, up->req);
+	if (up->owner && sk->out_bytes <= SINK_HIGH)
+		up->ev->on_drained(s, up->owner);
 }
 
 static void up_on_error(struct shard *s, struct sock *sk, int err)
@@ -137,9 +135,10 @@ static void up_on_free(struct shard *s, struct sock *sk)
 	struct upstream *up = container_of(sk, struct upstream, sk);
 
 	timer_cancel(&s->tw, &up->timer);
-	if (up->req) { /* only at shard teardown: never leave a dangling pointer */
-		up->req->up = NULL;
-		up->req = NULL;
+	if (up->owner) { /* only at shard teardown: never leave a dangling pointer */
+		void *owner = up->owner;
+		up->owner = NULL;
+		up->ev->on_gone(s, owner);
 	}
 	pool_unlink(up);
 	http_head_free(&up->hp.hd);
@@ -211,8 +210,8 @@ static struct upstream *up_connect(struct shard *s, struct upstream_pool *pool,
 	return up;
 }
 
-int upstream_start(struct shard *s, struct request *req, struct replica_state *rs,
-		   const struct sockaddr_in *addr, int fresh)
+int upstream_start(struct shard *s, const struct upstream_req *ur, struct replica_state *rs,
+		   const struct sockaddr_in *addr, int fresh, struct upstream **out)
 {
 	struct upstream_pool *pool;
 	struct upstream *up = NULL;
@@ -229,33 +228,35 @@ int upstream_start(struct shard *s, struct request *req, struct replica_state *r
 		up->flags |= UP_F_REUSED;
 		timer_cancel(&s->tw, &up->timer);
 	} else {
-		up = up_connect(s, pool, rs, addr, req->be->connect_timeout_ms, &ret);
+		up = up_connect(s, pool, rs, addr, ur->connect_timeout_ms, &ret);
 		if (!up)
 			return ret;
 	}
-	up->req = req;
+	up->flags = (up->flags & ~UP_F_HEAD_REQ) | (ur->is_head ? UP_F_HEAD_REQ : 0);
 	up_reset_parser(up);
-	ret = sock_push_copy(s, &up->sk, req->head.p, req->head.len);
-	for (uint32_t i = 0; !ret && i < req->nreplay; i++) {
-		const struct seg *g = &req->replay[i];
+	ret = sock_push_copy(s, &up->sk, ur->head, ur->head_len);
+	for (uint32_t i = 0; !ret && i < ur->nbody; i++) {
+		const struct seg *g = &ur->body[i];
 		ret = sock_push_buf(s, &up->sk, g->bid >= 0 ? (uint32_t)g->bid : BID_NONE, g->p,
 				    g->len);
 	}
 	if (ret) {
-		/* Nothing was sent: this connection goes, the request is the
-		 * caller's again as it was. */
-		up->req = NULL;
+		/* Nothing was sent: this connection goes, the caller keeps its
+		 * exchange as it was. */
 		timer_cancel(&s->tw, &up->timer);
 		sock_close(s, &up->sk);
 		return ret;
 	}
-	req->up = up;
+	up->ev = ur->ev;
+	up->owner = ur->owner;
+	up->request_timeout_ms = ur->request_timeout_ms;
 	counter_add(&pool->requests, 1);
 	if (up->flags & UP_F_CONNECTED) {
-		timer_arm(&s->tw, &up->timer, req->be->request_timeout_ms);
+		timer_arm(&s->tw, &up->timer, up->request_timeout_ms);
 		sock_flush(s, &up->sk);
 		sock_want_input(s, &up->sk);
 	}
+	*out = up;
 	return 0;
 }
 
@@ -284,10 +285,7 @@ void upstream_resume(struct shard *s, struct upstream *up)
 void upstream_abort(struct shard *s, struct upstream *up)
 {
 	timer_cancel(&s->tw, &up->timer);
-	if (up->req) {
-		up->req->up = NULL;
-		up->req = NULL;
-	}
+	up->owner = NULL;
 	pool_unlink(up);
 	sock_close(s, &up->sk);
 }
@@ -298,17 +296,14 @@ void upstream_abort(struct shard *s, struct upstream *up)
  * response), or the replica is being removed. */
 static void up_finish(struct shard *s, struct upstream *up, int keep)
 {
-	struct request *req = up->req;
+	void *owner = up->owner;
 
 	timer_cancel(&s->tw, &up->timer);
-	up->req = NULL;
-	if (req) {
-		req->up = NULL;
-		/* The request may still be sending its body (early response):
-		 * then the connection cannot be reused. */
-		if (up->sk.out_n || !(req->flags & REQ_F_BODY_DONE))
-			keep = 0;
-	}
+	up->owner = NULL;
+	/* The owner may still be sending its body (early response): then the
+	 * connection cannot be reused. */
+	if (owner && (up->sk.out_n || !up->ev->body_done(owner)))
+		keep = 0;
 	/* A 204 that announced a body will likely send it: never let those
 	 * bytes be read as the next response. */
 	if ((up->flags & UP_F_NO_BODY) && up->hp.p.status_code == 204 &&
@@ -324,15 +319,14 @@ static void up_finish(struct shard *s, struct upstream *up, int keep)
 	} else {
 		sock_close(s, &up->sk);
 	}
-	if (req)
-		req_on_response_end(s, req);
+	if (owner)
+		up->ev->on_end(s, owner);
 }
 
 /* A complete head (interim or final) was parsed. Returns 1 to go on
- * parsing, 0 when the upstream or its request is done with (stop). */
+ * parsing, 0 when the upstream or its owner is done with (stop). */
 static int up_on_head(struct shard *s, struct upstream *up, const char *pos)
 {
-	struct request *req = up->req;
 	struct resp_head rh = {
 		.status = up->hp.p.status_code,
 		.flags = up->hp.p.flags,
@@ -349,18 +343,18 @@ static int up_on_head(struct shard *s, struct upstream *up, const char *pos)
 	http_head_mark_hop(&up->hp.hd);
 	if (rh.status >= 100 && rh.status < 200) {
 		/* Interim: the final response follows. */
-		if (req_on_interim(s, req, &rh) < 0)
-			return 0; /* the request ended and aborted us */
+		if (up->ev->on_interim(s, up->owner, &rh) < 0)
+			return 0; /* the owner ended and aborted us */
 		up_reset_parser(up);
 		up->flags |= UP_F_GOT_BYTES;
 		return 1;
 	}
-	if (rh.status == 204 || rh.status == 304 || req->is_head)
+	if (rh.status == 204 || rh.status == 304 || (up->flags & UP_F_HEAD_REQ))
 		up->flags |= UP_F_NO_BODY;
-	mode = req_on_response_head(s, req, &rh);
+	mode = up->ev->on_head(s, up->owner, &rh);
 	if (mode < 0)
 		return 0;
-	if (mode == REQ_BODY_DECODED)
+	if (mode == UP_BODY_DECODED)
 		up->flags |= UP_F_DECODED;
 	up->flags |= UP_F_IN_BODY;
 	if (up->hp.event == HTTP_EV_HEADERS) {
@@ -379,18 +373,18 @@ static void up_on_input(struct shard *s, struct sock *sk)
 	while (sk->in_n && !(sk->flags & SK_F_CLOSING)) {
 		struct inbuf *b = &sk->in[sk->in_head];
 		const char *data = sock_in_ptr(s, b);
-		struct request *req = up->req;
+		void *owner = up->owner;
 		int in_body = up->flags & UP_F_IN_BODY;
 		const char *pos;
 		llhttp_errno_t rc;
 		uint32_t used;
 
-		if (!req) {
+		if (!owner) {
 			/* Bytes on an idle connection: protocol error, drop it. */
 			up_fail(s, up, UP_FAIL_BAD_RESPONSE);
 			return;
 		}
-		if (req_client_pending(req) > SINK_HIGH) {
+		if (up->ev->pending(owner) > SINK_HIGH) {
 			sock_pause_input(s, sk); /* client is slow: stop reading */
 			return;
 		}
@@ -405,9 +399,7 @@ static void up_on_input(struct shard *s, struct sock *sk)
 		}
 		used = (uint32_t)(pos - data);
 		if (in_body && used && !(up->flags & UP_F_DECODED))
-			req_on_response_body(s, req, b->bid, data, used);
-		if (!up->req)
-			return; /* the client went away meanwhile */
+			up->ev->on_body(s, owner, b->bid, data, used);
 		sock_in_consume(s, sk, used);
 		if (rc == HPE_PAUSED)
 			llhttp_resume(&up->hp.p);
@@ -422,20 +414,27 @@ static void up_on_input(struct shard *s, struct sock *sk)
 			return;
 		}
 		/* The response is being received: the replica is alive. */
-		timer_arm(&s->tw, &up->timer, req->be->request_timeout_ms);
+		timer_arm(&s->tw, &up->timer, up->request_timeout_ms);
 	}
 	if (sk->flags & SK_F_CLOSING)
 		return;
 	if (sk->flags & SK_F_EOF) {
-		if (up->req && (up->flags & UP_F_IN_BODY) && llhttp_finish(&up->hp.p) == HPE_OK &&
-		    up->hp.event == HTTP_EV_MESSAGE) {
+		llhttp_errno_t rc = HPE_INVALID_EOF_STATE;
+
+		/* llhttp_finish ends a close-delimited body with our
+		 * on_message_complete, which pauses: HPE_PAUSED is success. */
+		if (up->owner && (up->flags & UP_F_IN_BODY)) {
+			up->hp.event = HTTP_EV_NONE;
+			rc = llhttp_finish(&up->hp.p);
+		}
+		if ((rc == HPE_OK || rc == HPE_PAUSED) && up->hp.event == HTTP_EV_MESSAGE) {
 			up_finish(s, up, 0); /* body delimited by the close */
 			return;
 		}
 		up_fail(s, up, UP_FAIL_RESET);
 		return;
 	}
-	if (up->req && req_client_pending(up->req) <= SINK_HIGH)
+	if (up->owner && up->ev->pending(up->owner) <= SINK_HIGH)
 		sock_want_input(s, sk);
 }
 

@@ -60,6 +60,8 @@ const struct http_hdr *http_head_find(const struct http_head *h, const char *nam
 /* 1 when every header name is an RFC 9110 token (llhttp's non-strict build
  * lets "Host : x" through); 0 means answer 400. */
 int http_head_valid(const struct http_head *h);
+/* Mark every header called name (case-insensitive) as not forwarded. */
+void http_head_mark_named(struct http_head *h, const char *name);
 /* Mark hop-by-hop headers (the fixed list plus those named in Connection). */
 void http_head_mark_hop(struct http_head *h);
 

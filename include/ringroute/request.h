@@ -28,13 +28,13 @@
 #include "ringroute/metrics.h"
 #include "ringroute/queue.h"
 #include "ringroute/sock.h"
+#include "ringroute/upstream.h"
 
 struct shard;
 struct upstream;
 struct request;
 
 #define REPLAY_MAX (1u << 20)     /* request bytes kept for a retry */
-#define SINK_HIGH (256u * 1024u)  /* stop reading a peer while this much waits to be sent */
 #define REQ_MAX_INTERIM 8         /* more 1xx than this before the final response: 502 */
 
 /* Why a request ended: a fixed set, documented in docs/ARCHITECTURE.md
@@ -65,7 +65,6 @@ const char *req_reason_name(enum req_reason r);
 enum {
 	REQ_F_NO_REPLAY   = 1u << 0, /* body too large to keep, or response begun: no retry */
 	REQ_F_FRESH_DONE  = 1u << 1, /* already retried once on a fresh connection */
-	REQ_F_SHADOW      = 1u << 2, /* shadow copy: response discarded */
 	REQ_F_BODY_DONE   = 1u << 3, /* the client sent the whole body */
 	REQ_F_RESP_BEGUN  = 1u << 4, /* the response head went to the client */
 	REQ_F_ENDED       = 1u << 5, /* in req_end: nothing may start again */
@@ -84,25 +83,11 @@ struct req_info {
 	bool is_head, http10, expect_continue;
 };
 
-/* A replica's response head, parsed (upstream.c). */
-struct resp_head {
-	int status;
-	uint16_t flags;               /* llhttp F_* (16 bits: F_TRANSFER_ENCODING is 0x200) */
-	struct http_head *hd;         /* headers, hop-by-hop marked; the writer may mark more */
-	const llhttp_t *p;
-};
-
-/* How the client protocol wants the response body. */
-enum req_body_mode {
-	REQ_BODY_RAW = 0,             /* the bytes as received, framing included */
-	REQ_BODY_DECODED,             /* de-chunked data (HTTP/1.0 client) */
-};
-
 /* The client protocol's side of a request. Every hook may be called from
  * any req_* function; none may end the request itself. */
 struct req_client_ops {
-	/* The final response head. Returns the body mode it wants, or -errno
-	 * when it cannot send it (the request then fails). */
+	/* The final response head. Returns the enum up_body_mode it wants,
+	 * or -errno when it cannot send it (the request then fails). */
 	int (*on_head)(struct shard *s, struct request *req, const struct resp_head *rh);
 	/* A 100 Continue from the replica for a client that asked for one. */
 	void (*on_continue)(struct shard *s, struct request *req);
@@ -124,18 +109,9 @@ struct req_client_ops {
 	size_t (*pending)(const struct request *req);
 };
 
-/* How an upstream attempt failed (upstream.c -> request). */
-enum up_failure {
-	UP_FAIL_CONNECT = 1,          /* refused, unreachable, or connect timed out */
-	UP_FAIL_RESET,                /* closed or reset before the response ended */
-	UP_FAIL_TIMEOUT,              /* request_timeout_ms without a byte */
-	UP_FAIL_BAD_RESPONSE,         /* unparseable, 101, too many 1xx */
-	UP_FAIL_NO_MEMORY,
-};
-
 struct request {
 	struct shard *s;
-	const struct req_client_ops *cops; /* NULL: shadow copy, or the client left */
+	const struct req_client_ops *cops; /* NULL once the client left or was told the end */
 	void *client;                 /* the protocol's connection (for cops) */
 	struct config *cfg;           /* referenced: the snapshot ep points into */
 	struct config *be_cfg;        /* referenced when be was re-resolved in a newer one */
@@ -158,8 +134,7 @@ struct request {
 	size_t shard_key_len;
 	int status;                   /* what the client got (or 499) */
 	enum req_reason reason;
-	struct list shadows;          /* shadow copies still taking this body */
-	struct list shadow_node;      /* a shadow copy: in its owner's shadows */
+	struct list shadows;          /* shadow copies still taking this body (shadow.c) */
 	int ridx;                     /* replica index in be, -1 if none */
 	unsigned interim;             /* 1xx responses seen */
 	bool is_head;                 /* HEAD: the response has no body */
@@ -195,42 +170,11 @@ void req_fail(struct shard *s, struct request *req, int status, enum req_reason 
  * 499 without telling it. */
 void req_abandon(struct shard *s, struct request *req, enum req_reason reason);
 
-/* ---- inside the request layer (shadow.c) ---- */
-
-/* Start req on a replica of its backend, or queue it (shadow copies are
- * dropped instead). from_queue: req is at the front of its queue. Returns
- * 1 while req lives (started or queued), 0 when it ended. */
-int req_dispatch(struct shard *s, struct request *req, int from_queue);
-/* End req: record it once, release what it holds, free it. */
-void req_end(struct shard *s, struct request *req);
-
 /* ---- for the shard ---- */
 
 /* Dispatch queued requests (a slot may have freed). Returns how many left
  * their queue for a replica. */
 int req_retry_queued(struct shard *s);
 void req_shard_init(struct shard *s);
-
-/* ---- for upstream.c: the replica's side of the exchange ---- */
-
-/* Each returns with req->up already cleared by the caller where it says
- * so; none is called from inside upstream_start. */
-/* The final head. Returns the body mode, or -1 when the request ended. */
-int req_on_response_head(struct shard *s, struct request *req, const struct resp_head *rh);
-/* An interim (1xx, not 101) head. Returns 0, or -1 when the request ended
- * (more than REQ_MAX_INTERIM of them: 502). */
-int req_on_interim(struct shard *s, struct request *req, const struct resp_head *rh);
-void req_on_response_body(struct shard *s, struct request *req, uint32_t bid, const char *p,
-			  size_t len);
-/* Response complete; req->up was cleared. */
-void req_on_response_end(struct shard *s, struct request *req);
-/* The attempt failed; req->up was cleared. reused: a pooled connection
- * that died before any response byte (the replica may have closed it
- * while idle). The request is retried or fails. */
-void req_on_upstream_failed(struct shard *s, struct request *req, enum up_failure f, int reused);
-/* The replica took the queued body: the client may send more. */
-void req_on_upstream_drained(struct shard *s, struct request *req);
-/* Bytes waiting to go to the client (0 without one). */
-size_t req_client_pending(const struct request *req);
 
 #endif

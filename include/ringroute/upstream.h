@@ -17,9 +17,70 @@
 #include "ringroute/timer.h"
 
 struct shard;
-struct request;
+struct upstream;
 
 #define UPSTREAM_IDLE_TIMEOUT_MS 60000u
+#define SINK_HIGH (256u * 1024u)  /* stop reading a peer while this much waits to be sent */
+
+/* A replica's response head, parsed. */
+struct resp_head {
+	int status;
+	uint16_t flags;               /* llhttp F_* (16 bits: F_TRANSFER_ENCODING is 0x200) */
+	struct http_head *hd;         /* headers, hop-by-hop marked; the writer may mark more */
+	const llhttp_t *p;
+};
+
+/* How the owner wants the response body. */
+enum up_body_mode {
+	UP_BODY_RAW = 0,              /* the bytes as received, framing included */
+	UP_BODY_DECODED,              /* de-chunked data (for an HTTP/1.0 client) */
+};
+
+/* How an attempt failed. */
+enum up_failure {
+	UP_FAIL_CONNECT = 1,          /* refused, unreachable, or connect timed out */
+	UP_FAIL_RESET,                /* closed or reset before the response ended */
+	UP_FAIL_TIMEOUT,              /* request_timeout_ms without a byte */
+	UP_FAIL_BAD_RESPONSE,         /* unparseable, 101, or bytes on an idle connection */
+	UP_FAIL_NO_MEMORY,
+};
+
+/* What the owner of an exchange (a request, a shadow copy) hears from its
+ * upstream. The upstream never knows what its owner is. on_end, on_failed
+ * and on_gone come after the upstream detached itself: the owner forgets
+ * its pointer to it then. */
+struct upstream_events {
+	/* The final head. Returns an enum up_body_mode, or -1 when the owner
+	 * ended and aborted the upstream. */
+	int (*on_head)(struct shard *s, void *owner, const struct resp_head *rh);
+	/* An interim (1xx, not 101) head. 0, or -1 when the owner ended. */
+	int (*on_interim)(struct shard *s, void *owner, const struct resp_head *rh);
+	void (*on_body)(struct shard *s, void *owner, uint32_t bid, const char *p, size_t len);
+	void (*on_end)(struct shard *s, void *owner);
+	/* reused: a pooled connection that died before any response byte. */
+	void (*on_failed)(struct shard *s, void *owner, enum up_failure f, int reused);
+	/* The replica took the queued body: more may be sent. */
+	void (*on_drained)(struct shard *s, void *owner);
+	/* The connection was freed under its owner (shard teardown). */
+	void (*on_gone)(struct shard *s, void *owner);
+	/* Bytes waiting to go to the client (response back-pressure). */
+	size_t (*pending)(const void *owner);
+	/* Has the owner sent the whole request body? (reuse needs it) */
+	bool (*body_done)(const void *owner);
+};
+
+/* One exchange to start: who owns it and what to send. Borrowed for the
+ * upstream_start call only (the bytes are queued, referenced or copied). */
+struct upstream_req {
+	const struct upstream_events *ev;
+	void *owner;
+	const char *head;             /* request head to send */
+	size_t head_len;
+	const struct seg *body;       /* body bytes kept so far (replay) */
+	uint32_t nbody;
+	uint32_t connect_timeout_ms, request_timeout_ms;
+	bool is_head;                 /* HEAD: the response has no body */
+};
 
 struct upstream_pool {
 	struct list idle;          /* idle keep-alive connections (sock.node) */
@@ -35,6 +96,7 @@ enum {
 	UP_F_CONNECTED = 1u << 3,
 	UP_F_DECODED   = 1u << 4,  /* hand on de-chunked body bytes, not raw ones */
 	UP_F_NO_BODY   = 1u << 5,  /* 204, 304 or a response to HEAD: the head is all */
+	UP_F_HEAD_REQ  = 1u << 6,  /* the current request is a HEAD */
 };
 
 struct upstream {
@@ -43,25 +105,28 @@ struct upstream {
 	struct replica_state *rs;  /* referenced */
 	struct upstream_pool *pool;
 	struct http_parser hp;     /* hp.p.data = this upstream */
-	struct request *req;       /* NULL while idle in the pool */
+	const struct upstream_events *ev;
+	void *owner;               /* NULL while idle in the pool */
+	uint32_t request_timeout_ms;
 	uint32_t flags;            /* UP_F_* */
 	uint32_t cur_bid;          /* buffer being parsed, for on_body */
 	struct timer timer;        /* connect / response / idle timeout */
 };
 
-/* Start req on replica rs (the caller holds a slot on it): take a pooled
- * connection, or connect a new one (always when fresh), and queue the
- * request head and the body kept so far. Returns 0 (req->up is set), or
- * -errno with req untouched; never calls back into the request layer. */
-int upstream_start(struct shard *s, struct request *req, struct replica_state *rs,
-		   const struct sockaddr_in *addr, int fresh);
+/* Start the exchange ur on replica rs (the caller holds a slot on it):
+ * take a pooled connection, or connect a new one (always when fresh), and
+ * queue ur's head and body. Returns 0 and *out, or -errno (nothing
+ * started); never calls an event from inside. */
+int upstream_start(struct shard *s, const struct upstream_req *ur, struct replica_state *rs,
+		   const struct sockaddr_in *addr, int fresh, struct upstream **out);
 /* Queue body bytes of the request (bid BID_NONE: copied). 0 or -errno. */
 int upstream_body(struct shard *s, struct upstream *up, uint32_t bid, const char *p, size_t len);
 /* Is the replica slow to take the body (more than SINK_HIGH queued)? */
 bool upstream_congested(const struct upstream *up);
 /* The client drained its output: read the replica again. */
 void upstream_resume(struct shard *s, struct upstream *up);
-/* The request is being abandoned or failed: detach it and close. */
+/* The owner is done with the exchange (abandoned, failed, cut): no event
+ * comes any more; the connection closes. */
 void upstream_abort(struct shard *s, struct upstream *up);
 /* A new snapshot is current: idle connections to replicas the old one
  * named and that are now draining close. */
