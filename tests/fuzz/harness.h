@@ -31,7 +31,7 @@ struct fz_cuts {
  * the number of random cuts (15: a cut after every byte, up to
  * FZ_MAX_CUTS, then one buffer for the rest), sel1 seeds their
  * positions. Deterministic, so a crash input reproduces. */
-static void fz_cuts_pick(uint8_t sel0, uint8_t sel1, size_t len, struct fz_cuts *c)
+static inline void fz_cuts_pick(uint8_t sel0, uint8_t sel1, size_t len, struct fz_cuts *c)
 {
 	uint32_t x = 0x9e3779b9u ^ ((uint32_t)sel0 << 8) ^ sel1;
 	size_t want = sel0 & 15;
@@ -62,7 +62,7 @@ static void fz_cuts_pick(uint8_t sel0, uint8_t sel1, size_t len, struct fz_cuts 
 }
 
 /* Free a strbuf filled by sb_* (mi_* memory: libc in this build). */
-static void fz_sb_free(struct strbuf *s)
+static inline void fz_sb_free(struct strbuf *s)
 {
 	mi_free(s->p);
 	s->p = NULL;
@@ -70,7 +70,7 @@ static void fz_sb_free(struct strbuf *s)
 }
 
 /* Print a byte string with C escapes, for crash reports. */
-static void fz_dump(const char *label, const char *p, size_t n)
+static inline void fz_dump(const char *label, const char *p, size_t n)
 {
 	fprintf(stderr, "%s (%zu bytes): \"", label, n);
 	for (size_t i = 0; i < n; i++) {
@@ -90,7 +90,7 @@ static void fz_dump(const char *label, const char *p, size_t n)
 }
 
 /* Abort (a libFuzzer crash) when the whole and split outcomes differ. */
-static void fz_expect_same(const struct strbuf *whole, const struct strbuf *split,
+static inline void fz_expect_same(const struct strbuf *whole, const struct strbuf *split,
 			   const struct fz_cuts *c)
 {
 	if (whole->len == split->len && (!whole->len || memcmp(whole->p, split->p, whole->len) == 0))
