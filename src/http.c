@@ -238,11 +238,14 @@ void http_head_mark_hop(struct http_head *h)
 	}
 }
 
+/* p may be NULL when n is 0 (an empty span of a head that never allocated):
+ * memcpy must not see it then. */
 int sb_put(struct strbuf *s, const char *p, size_t n)
 {
 	if (buf_reserve(&s->p, &s->cap, s->len + n + 1, 512))
 		return -ENOMEM;
-	memcpy(s->p + s->len, p, n);
+	if (n)
+		memcpy(s->p + s->len, p, n);
 	s->len += n;
 	s->p[s->len] = '\0';
 	return 0;
@@ -331,7 +334,10 @@ int http_write_response_head(struct strbuf *out, const struct http_head *h, cons
 			     int close)
 {
 	int ret = sb_printf(out, "HTTP/1.1 %d ", p->status_code);
-	ret |= sb_put(out, h->buf + h->url_off, h->url_len);
+	/* No reason phrase and no header: h->buf is still NULL, and NULL + 0
+	 * is undefined (found by tests/fuzz/fuzz_response). */
+	if (h->url_len)
+		ret |= sb_put(out, h->buf + h->url_off, h->url_len);
 	ret |= sb_put(out, "\r\n", 2);
 	for (uint32_t i = 0; i < h->nhdrs; i++) {
 		const struct http_hdr *x = &h->hdrs[i];

@@ -20,7 +20,9 @@
  *    complete Content-Length message forwards exactly Content-Length bytes;
  *  - whole and split feeding agree on every message's outcome (head,
  *    where the body ends, raw and decoded byte counts and a hash of the
- *    decoded bytes, the error that ended the connection);
+ *    decoded bytes, the error that ended the connection and where); on an
+ *    error, the body bytes already forwarded (split-dependent: conn.c
+ *    streams them) all lie before the error position;
  *  - no sanitizer report. */
 #include <stddef.h>
 #include <stdint.h>
@@ -122,7 +124,11 @@ static void sim_input(struct sim_client *c, const char *data, size_t len)
 		rc = llhttp_execute(&c->hp.p, data, len);
 		pos = rc == HPE_OK ? data + len : llhttp_get_error_pos(&c->hp.p);
 		if (rc != HPE_OK && rc != HPE_PAUSED) {
-			sb_printf(c->out, "#%u error %s raw=%zu\n", c->nmsg, llhttp_errno_name(rc), c->raw);
+			/* Bytes before the error went out already (how many
+			 * depends on the splits); never any at or past it. */
+			FZ_ASSERT(!c->in_body || c->body_next <= pos, "forwarded past the error");
+			sb_printf(c->out, "#%u error %s at %zu\n", c->nmsg, llhttp_errno_name(rc),
+				  (size_t)(pos - c->base));
 			c->stop = 1;
 			return;
 		}

@@ -765,6 +765,17 @@ static void test_response_head_variants(void **state)
 		   "HTTP/1.1 299 Whatever You Like\r\nX-E: \r\nContent-Length: 0\r\n\r\n");
 }
 
+/* Found by tests/fuzz/fuzz_response: a status line without a reason
+ * phrase and no header leaves the head's buffer unallocated (NULL), and
+ * writing the empty reason computed NULL + 0 and passed NULL to memcpy
+ * (UBSan: "applying zero offset to null pointer"). */
+static void test_response_no_reason_no_headers(void **state)
+{
+	(void)state;
+	check_resp("HTTP/1.1 204\r\n\r\n", 0, "HTTP/1.1 204 \r\n\r\n");
+	check_resp("HTTP/1.1 200 \r\n\r\n", 1, "HTTP/1.1 200 \r\nConnection: close\r\n\r\n");
+}
+
 static void test_response_pipelined(void **state)
 {
 	static const char *const expect[] = {
@@ -947,6 +958,7 @@ int main(void)
 		cmocka_unit_test(test_response_head),
 		cmocka_unit_test(test_response_head_variants),
 		cmocka_unit_test(test_response_pipelined),
+		cmocka_unit_test(test_response_no_reason_no_headers),
 		cmocka_unit_test(test_error_exact),
 		cmocka_unit_test(test_error_reasons),
 		cmocka_unit_test(test_error_json_escaping),
