@@ -14,8 +14,8 @@
  *
  * Asserts:
  *  - whole and split feeding agree on the outcome (every relayed head byte
- *    for byte, body byte counts, how the exchange ended, whether the
- *    connection is reusable);
+ *    for byte, body byte counts, how the exchange ended and, for a parse
+ *    error, where, whether the connection is reusable);
  *  - relayed raw body bytes are one contiguous run of the input right
  *    after the final head, never more than the input holds;
  *  - what the client receives frames itself: a fresh response parser
@@ -90,9 +90,18 @@ static void sim_reset(struct sim_up *u)
 	u->dechunk = 0;
 }
 
-static void sim_fail(struct sim_up *u, const char *why)
+/* How many body bytes went out before a failure depends on the splits
+ * (they are streamed), so only the reason and, for a parse error, its
+ * position are part of the outcome; nothing may have been relayed from at
+ * or past that position. */
+static void sim_fail(struct sim_up *u, const char *why, const char *at)
 {
-	sb_printf(u->out, "failed %s raw=%zu decoded=%zu\n", why, u->raw, u->decoded);
+	if (at) {
+		FZ_ASSERT(!u->in_body || u->dechunk || u->body_next <= at, "relayed past the error");
+		sb_printf(u->out, "failed %s at %zu\n", why, (size_t)(at - u->base));
+	} else {
+		sb_printf(u->out, "failed %s\n", why);
+	}
 	u->ended = -1;
 }
 
@@ -162,7 +171,7 @@ static void sim_input(struct sim_up *u, const char *data, size_t len, size_t res
 		rc = llhttp_execute(&u->hp.p, data, len);
 		pos = rc == HPE_OK ? data + len : llhttp_get_error_pos(&u->hp.p);
 		if (rc != HPE_OK && rc != HPE_PAUSED) {
-			sim_fail(u, llhttp_errno_name(rc));
+			sim_fail(u, llhttp_errno_name(rc), pos);
 			return;
 		}
 		used = (size_t)(pos - data);
@@ -205,7 +214,7 @@ static void sim_eof(struct sim_up *u)
 	if (u->ended)
 		return;
 	if (!u->in_body) {
-		sim_fail(u, "ECONNRESET before the head");
+		sim_fail(u, "ECONNRESET before the head", NULL);
 		return;
 	}
 	u->hp.event = HTTP_EV_NONE;
@@ -219,8 +228,10 @@ static void sim_eof(struct sim_up *u)
 		  "close-delimited body relayed whole, but EOF fails the exchange (llhttp_finish: %s)",
 		  llhttp_errno_name(rc));
 #endif
-	sim_fail(u, u->hp.event == HTTP_EV_MESSAGE ? "ECONNRESET at a complete close-delimited body"
-						  : "ECONNRESET mid-body");
+	sim_fail(u,
+		 u->hp.event == HTTP_EV_MESSAGE ? "ECONNRESET at a complete close-delimited body"
+						: "ECONNRESET mid-body",
+		 NULL);
 }
 
 /* The client's view: count complete messages, HEAD-aware. */
