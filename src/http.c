@@ -305,13 +305,25 @@ int http_write_request_head(struct strbuf *out, const struct http_head *h, const
 int http_write_response_head(struct strbuf *out, const struct http_head *h, const llhttp_t *p,
 			     int close)
 {
+	int interim = p->status_code >= 100 && p->status_code < 200;
 	int ret = sb_printf(out, "HTTP/1.1 %d ", p->status_code);
-	ret |= sb_put(out, h->buf + h->url_off, h->url_len);
+	/* No reason phrase and no header: h->buf is still NULL, and NULL + 0
+	 * is undefined (found by tests/fuzz/fuzz_response). */
+	if (h->url_len)
+		ret |= sb_put(out, h->buf + h->url_off, h->url_len);
 	ret |= sb_put(out, "\r\n", 2);
 	for (uint32_t i = 0; i < h->nhdrs; i++) {
 		const struct http_hdr *x = &h->hdrs[i];
-		if (!(x->flags & HDR_F_HOP))
-			ret |= put_header(out, h, x);
+		if (x->flags & HDR_F_HOP)
+			continue;
+		/* A 1xx has no content (RFC 9110 15.2): the replica side never
+		 * reads one, but a client that honours a Content-Length or
+		 * Transfer-Encoding on it (llhttp does) would take the final
+		 * response for its body (found by tests/fuzz/fuzz_response). */
+		if (interim && (name_is(h, x, "content-length", 14) ||
+				name_is(h, x, "transfer-encoding", 17)))
+			continue;
+		ret |= put_header(out, h, x);
 	}
 	if (close)
 		ret |= sb_put(out, "Connection: close\r\n", 19);

@@ -99,7 +99,8 @@ int http_write_request_head(struct strbuf *out, const struct http_head *h, const
 			    const struct fwd_info *fi);
 
 /* Write the response head sent to the client: status line as HTTP/1.1,
- * end-to-end headers, plus "Connection: close" when close is set. */
+ * end-to-end headers, plus "Connection: close" when close is set. A 1xx
+ * head loses its Content-Length / Transfer-Encoding (it has no body). */
 int http_write_response_head(struct strbuf *out, const struct http_head *h, const llhttp_t *p,
 			     int close);
 

@@ -772,6 +772,34 @@ static void test_response_head_variants(void **state)
 		   "HTTP/1.1 299 Whatever You Like\r\nX-E: \r\nContent-Length: 0\r\n\r\n");
 }
 
+/* Found by tests/fuzz/fuzz_response: a status line without a reason
+ * phrase and no header leaves the head's buffer unallocated (NULL), and
+ * writing the empty reason computed NULL + 0 and passed NULL to memcpy
+ * (UBSan: "applying zero offset to null pointer"). */
+static void test_response_no_reason_no_headers(void **state)
+{
+	(void)state;
+	check_resp("HTTP/1.1 204\r\n\r\n", 0, "HTTP/1.1 204 \r\n\r\n");
+	check_resp("HTTP/1.1 200 \r\n\r\n", 1, "HTTP/1.1 200 \r\nConnection: close\r\n\r\n");
+}
+
+/* Found by tests/fuzz/fuzz_response: a replica's 1xx with framing headers
+ * was relayed with them, and llhttp-based clients then read the final
+ * response as the 1xx's body. A 1xx has no content: they are dropped. */
+static void test_response_interim_framing_dropped(void **state)
+{
+	(void)state;
+	/* upstream.c resets its parser after each 1xx head, so each is
+	 * checked alone here. */
+	check_resp("HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\nLink: </a.css>\r\n\r\n", 0,
+		   "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n");
+	check_resp("HTTP/1.1 100 Continue\r\nTransfer-Encoding: x\r\nX-A: a\r\n\r\n", 0,
+		   "HTTP/1.1 100 Continue\r\nX-A: a\r\n\r\n");
+	/* A final response keeps its framing. */
+	check_resp("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 0,
+		   "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+}
+
 static void test_response_pipelined(void **state)
 {
 	static const char *const expect[] = {
@@ -954,6 +982,8 @@ int main(void)
 		cmocka_unit_test(test_response_head),
 		cmocka_unit_test(test_response_head_variants),
 		cmocka_unit_test(test_response_pipelined),
+		cmocka_unit_test(test_response_no_reason_no_headers),
+		cmocka_unit_test(test_response_interim_framing_dropped),
 		cmocka_unit_test(test_error_exact),
 		cmocka_unit_test(test_error_reasons),
 		cmocka_unit_test(test_error_json_escaping),
