@@ -172,6 +172,63 @@ void http_settings_init(llhttp_settings_t *s)
 	s->on_message_complete = hp_on_message;
 }
 
+/* Chunk extensions are legal but carry nothing for us: bound them so a
+ * chunk line cannot grow without end (no buffer holds them: a count). */
+static int hp_on_chunk_ext(llhttp_t *p, const char *at, size_t len)
+{
+	struct http_parser *hp = hp_of(p);
+
+	(void)at;
+	hp->ext_bytes += (uint32_t)len;
+	if (hp->ext_bytes > HTTP_CHUNK_EXT_MAX) {
+		llhttp_set_error_reason(p, "chunk extension too long");
+		return HPE_USER;
+	}
+	return 0;
+}
+
+static int hp_on_chunk_header(llhttp_t *p)
+{
+	hp_of(p)->ext_bytes = 0;
+	return 0;
+}
+
+void http_request_settings_init(llhttp_settings_t *s)
+{
+	http_settings_init(s);
+	s->on_chunk_extension_name = hp_on_chunk_ext;
+	s->on_chunk_extension_value = hp_on_chunk_ext;
+	s->on_chunk_header = hp_on_chunk_header;
+}
+
+void http_request_parser_start(struct http_parser *hp, const llhttp_settings_t *s, void *data)
+{
+	llhttp_init(&hp->p, HTTP_REQUEST, s);
+	hp->p.data = data;
+	llhttp_set_lenient_transfer_encoding(&hp->p, 1);
+	hp->event = HTTP_EV_NONE;
+	hp->no_body = 0;
+	http_head_reset(&hp->hd);
+	http_scan_init(&hp->scan);
+	hp->ext_bytes = 0;
+	memset(hp->tail, 0, sizeof(hp->tail));
+}
+
+void http_body_seen(struct http_parser *hp, const char *p, size_t n)
+{
+	if (n >= sizeof(hp->tail)) {
+		memcpy(hp->tail, p + n - sizeof(hp->tail), sizeof(hp->tail));
+	} else {
+		memmove(hp->tail, hp->tail + n, sizeof(hp->tail) - n);
+		memcpy(hp->tail + sizeof(hp->tail) - n, p, n);
+	}
+}
+
+int http_body_end_ok(const struct http_parser *hp)
+{
+	return !(hp->p.flags & F_CHUNKED) || memcmp(hp->tail, "\r\n\r\n", 4) == 0;
+}
+
 const struct http_hdr *http_head_find(const struct http_head *h, const char *name)
 {
 	size_t n = strlen(name);
@@ -307,10 +364,22 @@ int http_write_response_head(struct strbuf *out, const struct http_head *h, cons
 {
 	int interim = p->status_code >= 100 && p->status_code < 200;
 	int ret = sb_printf(out, "HTTP/1.1 %d ", p->status_code);
+	int phrase_ok = 1;
+
+	/* reason-phrase = *( HTAB / SP / VCHAR / obs-text ): llhttp lets other
+	 * bytes through, and a client could read them as a line end; ours
+	 * stands in for such a phrase (found by tests/fuzz/fuzz_response). */
+	for (uint32_t i = 0; i < h->url_len; i++) {
+		unsigned char ch = (unsigned char)h->buf[h->url_off + i];
+		if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+			phrase_ok = 0;
+	}
 	/* No reason phrase and no header: h->buf is still NULL, and NULL + 0
 	 * is undefined (found by tests/fuzz/fuzz_response). */
-	if (h->url_len)
+	if (h->url_len && phrase_ok)
 		ret |= sb_put(out, h->buf + h->url_off, h->url_len);
+	else if (!phrase_ok)
+		ret |= sb_puts(out, http_reason(p->status_code));
 	ret |= sb_put(out, "\r\n", 2);
 	for (uint32_t i = 0; i < h->nhdrs; i++) {
 		const struct http_hdr *x = &h->hdrs[i];
@@ -581,4 +650,9 @@ int http_scan_head(struct http_scan *sc, const char *p, size_t n)
 		sc->prev_cr = ch == '\r';
 	}
 	return 0;
+}
+
+const char *http_scan_reason(int bad)
+{
+	return bad == -1 ? "obs-fold in request head" : "bare LF in request head (CRLF required)";
 }

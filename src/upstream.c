@@ -39,9 +39,17 @@ static void up_reset_parser(struct upstream *up)
 	llhttp_init(&up->hp.p, HTTP_RESPONSE, &up_settings);
 	up->hp.p.data = up;
 	http_head_reset(&up->hp.hd);
+	http_scan_init(&up->hp.scan);
 	up->flags &= ~(UP_F_IN_BODY | UP_F_GOT_BYTES | UP_F_DECODED | UP_F_NO_BODY);
 	up->hp.event = HTTP_EV_NONE;
 	up->hp.no_body = (up->flags & UP_F_HEAD_REQ) != 0;
+}
+
+void upstream_parser_reset(struct upstream *up, bool is_head)
+{
+	pthread_once(&up_settings_once, up_settings_init);
+	up->flags = (up->flags & ~UP_F_HEAD_REQ) | (is_head ? UP_F_HEAD_REQ : 0);
+	up_reset_parser(up);
 }
 
 /* This shard's pool for rs, created on first use. The control thread reads
@@ -217,7 +225,6 @@ int upstream_start(struct shard *s, const struct upstream_req *ur, struct replic
 	struct upstream *up = NULL;
 	int ret;
 
-	pthread_once(&up_settings_once, up_settings_init);
 	pool = pool_of(s, rs);
 	if (!pool)
 		return -ENOMEM;
@@ -232,8 +239,7 @@ int upstream_start(struct shard *s, const struct upstream_req *ur, struct replic
 		if (!up)
 			return ret;
 	}
-	up->flags = (up->flags & ~UP_F_HEAD_REQ) | (ur->is_head ? UP_F_HEAD_REQ : 0);
-	up_reset_parser(up);
+	upstream_parser_reset(up, ur->is_head);
 	ret = sock_push_copy(s, &up->sk, ur->head, ur->head_len);
 	for (uint32_t i = 0; !ret && i < ur->nbody; i++) {
 		const struct seg *g = &ur->body[i];
@@ -323,9 +329,9 @@ static void up_finish(struct shard *s, struct upstream *up, int keep)
 		up->ev->on_end(s, owner);
 }
 
-/* A complete head (interim or final) was parsed. Returns 1 to go on
- * parsing, 0 when the upstream or its owner is done with (stop). */
-static int up_on_head(struct shard *s, struct upstream *up, const char *pos)
+/* A complete head (interim or final) was parsed. Returns UP_STEP_MORE to
+ * go on, UP_STEP_FAIL (a 101), or UP_STEP_GONE (the owner ended). */
+static enum up_step up_on_head(struct shard *s, struct upstream *up, const char *pos)
 {
 	struct resp_head rh = {
 		.status = up->hp.p.status_code,
@@ -335,25 +341,28 @@ static int up_on_head(struct shard *s, struct upstream *up, const char *pos)
 	};
 	int mode;
 
-	if (rh.status == 101) {
-		/* We never forward Upgrade, so a 101 can never be an answer. */
-		up_fail(s, up, UP_FAIL_BAD_RESPONSE);
-		return 0;
-	}
+	/* We never forward Upgrade, so a 101 can never be an answer; a status
+	 * outside 100..599 is not one either. */
+	if (rh.status == 101 || rh.status < 100 || rh.status > 599)
+		return UP_STEP_FAIL;
+	/* Header names that are not tokens would be read differently by the
+	 * client: never pass them on. */
+	if (!http_head_valid(&up->hp.hd))
+		return UP_STEP_FAIL;
 	http_head_mark_hop(&up->hp.hd);
 	if (rh.status >= 100 && rh.status < 200) {
 		/* Interim: the final response follows. */
 		if (up->ev->on_interim(s, up->owner, &rh) < 0)
-			return 0; /* the owner ended and aborted us */
+			return UP_STEP_GONE;
 		up_reset_parser(up);
 		up->flags |= UP_F_GOT_BYTES;
-		return 1;
+		return UP_STEP_MORE;
 	}
 	if (rh.status == 204 || rh.status == 304 || (up->flags & UP_F_HEAD_REQ))
 		up->flags |= UP_F_NO_BODY;
 	mode = up->ev->on_head(s, up->owner, &rh);
 	if (mode < 0)
-		return 0;
+		return UP_STEP_GONE;
 	if (mode == UP_BODY_DECODED)
 		up->flags |= UP_F_DECODED;
 	up->flags |= UP_F_IN_BODY;
@@ -363,7 +372,53 @@ static int up_on_head(struct shard *s, struct upstream *up, const char *pos)
 		if (llhttp_execute(&up->hp.p, pos, 0) == HPE_PAUSED)
 			llhttp_resume(&up->hp.p);
 	}
-	return 1;
+	return UP_STEP_MORE;
+}
+
+enum up_step upstream_parse(struct shard *s, struct upstream *up, const char *data, uint32_t len,
+			    uint32_t bid, uint32_t *used)
+{
+	int in_body = up->flags & UP_F_IN_BODY;
+	const char *pos;
+	llhttp_errno_t rc;
+	enum up_step st;
+
+	up->flags |= UP_F_GOT_BYTES;
+	up->hp.event = HTTP_EV_NONE;
+	up->cur_bid = bid;
+	rc = llhttp_execute(&up->hp.p, data, len);
+	pos = rc == HPE_OK ? data + len : llhttp_get_error_pos(&up->hp.p);
+	*used = (uint32_t)(pos - data);
+	if (rc != HPE_OK && rc != HPE_PAUSED)
+		return UP_STEP_FAIL;
+	/* RFC 9112 5.2: a gateway answers a response head with obs-fold 502;
+	 * a bare LF there gets the same, as in requests. */
+	if (!in_body && http_scan_head(&up->hp.scan, data, *used))
+		return UP_STEP_FAIL;
+	if (in_body && *used && !(up->flags & UP_F_DECODED))
+		up->ev->on_body(s, up->owner, bid, data, *used);
+	if (rc == HPE_PAUSED)
+		llhttp_resume(&up->hp.p);
+	if (up->hp.event == HTTP_EV_HEADERS || (up->hp.event == HTTP_EV_MESSAGE && !in_body)) {
+		st = up_on_head(s, up, pos);
+		if (st != UP_STEP_MORE || !(up->flags & UP_F_IN_BODY))
+			return st; /* failed, gone, or an interim head: parse the rest */
+	}
+	return up->hp.event == HTTP_EV_MESSAGE ? UP_STEP_END : UP_STEP_MORE;
+}
+
+enum up_step upstream_parse_eof(struct upstream *up)
+{
+	llhttp_errno_t rc;
+
+	if (!(up->flags & UP_F_IN_BODY))
+		return UP_STEP_FAIL;
+	/* llhttp_finish ends a close-delimited body with our
+	 * on_message_complete, which pauses: HPE_PAUSED is success. */
+	up->hp.event = HTTP_EV_NONE;
+	rc = llhttp_finish(&up->hp.p);
+	return (rc == HPE_OK || rc == HPE_PAUSED) && up->hp.event == HTTP_EV_MESSAGE ? UP_STEP_END
+										       : UP_STEP_FAIL;
 }
 
 static void up_on_input(struct shard *s, struct sock *sk)
@@ -372,66 +427,42 @@ static void up_on_input(struct shard *s, struct sock *sk)
 
 	while (sk->in_n && !(sk->flags & SK_F_CLOSING)) {
 		struct inbuf *b = &sk->in[sk->in_head];
-		const char *data = sock_in_ptr(s, b);
-		void *owner = up->owner;
-		int in_body = up->flags & UP_F_IN_BODY;
-		const char *pos;
-		llhttp_errno_t rc;
 		uint32_t used;
 
-		if (!owner) {
+		if (!up->owner) {
 			/* Bytes on an idle connection: protocol error, drop it. */
 			up_fail(s, up, UP_FAIL_BAD_RESPONSE);
 			return;
 		}
-		if (up->ev->pending(owner) > SINK_HIGH) {
+		if (up->ev->pending(up->owner) > SINK_HIGH) {
 			sock_pause_input(s, sk); /* client is slow: stop reading */
 			return;
 		}
-		up->flags |= UP_F_GOT_BYTES;
-		up->hp.event = HTTP_EV_NONE;
-		up->cur_bid = b->bid;
-		rc = llhttp_execute(&up->hp.p, data, b->len);
-		pos = rc == HPE_OK ? data + b->len : llhttp_get_error_pos(&up->hp.p);
-		if (rc != HPE_OK && rc != HPE_PAUSED) {
-			up_fail(s, up, UP_FAIL_BAD_RESPONSE);
-			return;
-		}
-		used = (uint32_t)(pos - data);
-		if (in_body && used && !(up->flags & UP_F_DECODED))
-			up->ev->on_body(s, owner, b->bid, data, used);
-		sock_in_consume(s, sk, used);
-		if (rc == HPE_PAUSED)
-			llhttp_resume(&up->hp.p);
-		if (up->hp.event == HTTP_EV_HEADERS || (up->hp.event == HTTP_EV_MESSAGE && !in_body)) {
-			if (!up_on_head(s, up, pos))
-				return;
-			if (!(up->flags & UP_F_IN_BODY))
-				continue; /* interim: parse the rest */
-		}
-		if (up->hp.event == HTTP_EV_MESSAGE) {
+		switch (upstream_parse(s, up, sock_in_ptr(s, b), b->len, b->bid, &used)) {
+		case UP_STEP_MORE:
+			sock_in_consume(s, sk, used);
+			/* The response is being received: the replica is alive. */
+			if (up->owner)
+				timer_arm(&s->tw, &up->timer, up->request_timeout_ms);
+			continue;
+		case UP_STEP_END:
+			sock_in_consume(s, sk, used);
 			up_finish(s, up, llhttp_should_keep_alive(&up->hp.p));
 			return;
+		case UP_STEP_FAIL:
+			up_fail(s, up, UP_FAIL_BAD_RESPONSE);
+			return;
+		case UP_STEP_GONE:
+			return; /* the owner ended and closed us */
 		}
-		/* The response is being received: the replica is alive. */
-		timer_arm(&s->tw, &up->timer, up->request_timeout_ms);
 	}
 	if (sk->flags & SK_F_CLOSING)
 		return;
 	if (sk->flags & SK_F_EOF) {
-		llhttp_errno_t rc = HPE_INVALID_EOF_STATE;
-
-		/* llhttp_finish ends a close-delimited body with our
-		 * on_message_complete, which pauses: HPE_PAUSED is success. */
-		if (up->owner && (up->flags & UP_F_IN_BODY)) {
-			up->hp.event = HTTP_EV_NONE;
-			rc = llhttp_finish(&up->hp.p);
-		}
-		if ((rc == HPE_OK || rc == HPE_PAUSED) && up->hp.event == HTTP_EV_MESSAGE) {
+		if (up->owner && upstream_parse_eof(up) == UP_STEP_END)
 			up_finish(s, up, 0); /* body delimited by the close */
-			return;
-		}
-		up_fail(s, up, UP_FAIL_RESET);
+		else
+			up_fail(s, up, UP_FAIL_RESET);
 		return;
 	}
 	if (up->owner && up->ev->pending(up->owner) <= SINK_HIGH)

@@ -12,18 +12,19 @@
 #define RINGROUTE_H1_H
 
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "ringroute/http.h"
 #include "ringroute/sock.h"
 #include "ringroute/timer.h"
+#include "ringroute/upstream.h"
 
 struct shard;
 struct request;
 
 #define H1_KEEPALIVE_TIMEOUT_MS 75000u
 #define H1_DEFAULT_HEADER_TIMEOUT_MS 10000u
-#define H1_CHUNK_EXT_MAX 4096u /* chunk extensions of one chunk line */
 #define H1_POOL_MAX 256u       /* parsing states kept per shard for reuse */
 
 /* Connection flags. */
@@ -41,9 +42,6 @@ enum {
 /* Parsing state of one request (pooled per shard). */
 struct h1_parser {
 	struct http_parser hp;     /* hp.p.data = the connection */
-	struct http_scan scan;     /* raw head bytes: bare LF, obs-fold */
-	uint32_t ext_bytes;        /* chunk-extension bytes of the current chunk line */
-	char tail[4];              /* last body bytes: a chunked body must end in CRLF CRLF */
 	struct h1_parser *next;    /* shard.free_parsers */
 };
 
@@ -58,6 +56,15 @@ struct h1_conn {
 	struct list all;           /* in shard.clients */
 	char ip[INET_ADDRSTRLEN];
 };
+
+/* The head an HTTP/1.1 client gets for the replica's head rh (the socket-
+ * free part of writing a response, shared with the fuzz target): hop-by-
+ * hop headers dropped, no Content-Length on a 204, a chunked body decoded
+ * for an HTTP/1.0 client, Connection: close when *close is set or the body
+ * is delimited by the close (then *close becomes true). Returns the enum
+ * up_body_mode to hand the body in, or -ENOMEM. */
+int h1_response_head(struct strbuf *out, const struct resp_head *rh, bool http10, bool is_head,
+		     bool *close);
 
 /* A connection accepted on fd: it is now the shard's (closed on error). */
 void h1_accept(struct shard *s, int fd);

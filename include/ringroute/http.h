@@ -72,16 +72,48 @@ enum { HTTP_EV_NONE = 0, HTTP_EV_HEADERS, HTTP_EV_MESSAGE };
  * message, so the caller learns where the raw body starts and ends (the
  * pause position) and forwards those bytes untouched. Both the client and
  * the upstream side parse with one of these. */
+/* Raw request-head bytes, fed as they are parsed (any split): catches what
+ * llhttp accepts in some places and not in others. */
+struct http_scan {
+	unsigned prev_cr : 1;
+	unsigned after_lf : 1;
+	uint32_t lines;               /* line ends seen */
+};
+static inline void http_scan_init(struct http_scan *sc) { sc->prev_cr = sc->after_lf = 0; sc->lines = 0; }
+/* Returns 0, -1 (obs-fold: a header line starting with SP or HTAB) or -2
+ * (a bare LF where CRLF is required). */
+int http_scan_head(struct http_scan *sc, const char *p, size_t n);
+/* The error text for a non-zero http_scan_head result. */
+const char *http_scan_reason(int bad);
+
+#define HTTP_CHUNK_EXT_MAX 4096u /* chunk-extension bytes of one chunk line */
+
 struct http_parser {
 	llhttp_t p;                   /* p.data: the owner (client, upstream) */
 	struct http_head hd;
 	int event;                    /* HTTP_EV_*: why execute last paused */
 	int no_body;                  /* response to HEAD: the head ends it */
+	/* requests only (http_request_parser_start) */
+	struct http_scan scan;        /* raw head bytes: bare LF, obs-fold */
+	uint32_t ext_bytes;           /* chunk extensions of the current chunk line */
+	char tail[4];                 /* last body bytes: a chunked body ends in CRLF CRLF */
 };
 
 /* Fill s with the head-collecting, pausing callbacks; the owner may then
  * add its own (on_message_begin, on_body). */
 void http_settings_init(llhttp_settings_t *s);
+/* The same for requests, plus a bound on chunk extensions
+ * (HTTP_CHUNK_EXT_MAX: past it the parser fails with HPE_USER). */
+void http_request_settings_init(llhttp_settings_t *s);
+/* (Re)start hp for a new request with settings s (from
+ * http_request_settings_init), owned by data. Transfer-Encoding is left to
+ * http_check_request (501 for a coding we lack), not refused by llhttp. */
+void http_request_parser_start(struct http_parser *hp, const llhttp_settings_t *s, void *data);
+/* Body bytes of the request went by: remember its last bytes. */
+void http_body_seen(struct http_parser *hp, const char *p, size_t n);
+/* At the message end: did a chunked body end in CRLF CRLF? (llhttp lets a
+ * bare LF end the trailer section; the head's rule holds here too.) */
+int http_body_end_ok(const struct http_parser *hp);
 
 /* Values added to a forwarded request. */
 struct fwd_info {
@@ -119,16 +151,6 @@ const char *http_reason(int status);
  * status to answer (400, 501, 505) with msg holding the reason. */
 int http_check_request(const struct http_head *h, const llhttp_t *p, char *msg, size_t msglen);
 
-/* Raw request-head bytes, fed as they are parsed (any split): catches what
- * llhttp accepts in some places and not in others. */
-struct http_scan {
-	unsigned prev_cr : 1;
-	unsigned after_lf : 1;
-	uint32_t lines;               /* line ends seen */
-};
-static inline void http_scan_init(struct http_scan *sc) { sc->prev_cr = sc->after_lf = 0; sc->lines = 0; }
-/* Returns 0, -1 (obs-fold: a header line starting with SP or HTAB) or -2
- * (a bare LF where CRLF is required). */
-int http_scan_head(struct http_scan *sc, const char *p, size_t n);
+
 
 #endif

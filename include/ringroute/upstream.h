@@ -131,6 +131,22 @@ void upstream_abort(struct shard *s, struct upstream *up);
 /* A new snapshot is current: idle connections to replicas the old one
  * named and that are now draining close. */
 void upstream_config_changed(struct shard *s, struct config *old);
+/* The socket-free core of reading a response, for up's input and for the
+ * fuzz target: one llhttp run over data (a receive buffer, bid), heads and
+ * body bytes handed to the owner's events. *used: bytes consumed. */
+enum up_step {
+	UP_STEP_MORE = 0,             /* all went to the parser: feed more */
+	UP_STEP_END,                  /* the response is complete */
+	UP_STEP_FAIL,                 /* not a valid response (or a 101) */
+	UP_STEP_GONE,                 /* the owner ended meanwhile and aborted up */
+};
+enum up_step upstream_parse(struct shard *s, struct upstream *up, const char *data, uint32_t len,
+			    uint32_t bid, uint32_t *used);
+/* The replica closed: UP_STEP_END when that ends a close-delimited body,
+ * else UP_STEP_FAIL. */
+enum up_step upstream_parse_eof(struct upstream *up);
+/* A connection's parser set for a new exchange (is_head: HEAD request). */
+void upstream_parser_reset(struct upstream *up, bool is_head);
 /* Close every idle pooled connection of replica r on this shard. */
 void upstream_pool_drain(struct shard *s, struct replica_state *r);
 

@@ -6,11 +6,11 @@
  * has a Content-Length, data[2] and data[3] choose the receive-buffer
  * splits (harness.h); data[4..] are the body bytes (and whatever follows
  * them on the connection: a pipelined request, garbage). The head and the
- * body are fed together to an llhttp HTTP_REQUEST parser with conn.c's
- * settings (http_settings_init + on_message_begin; on_body is added here
+ * body are fed together to an llhttp HTTP_REQUEST parser with h1.c's
+ * settings (http_request_settings_init: chunk extensions bounded; on_body is added here
  * only to count decoded bytes, it returns 0 and changes no parser state),
  * driven as client_on_input drives it: the bytes consumed while in the
- * body are what conn.c forwards raw to the replica.
+ * body are what h1.c forwards raw to the replica.
  *
  * Asserts:
  *  - the forwarded body bytes of a message are one contiguous run of the
@@ -97,6 +97,12 @@ static void sim_on_headers(struct sim_client *c, const char *pos)
 
 static void sim_on_message(struct sim_client *c)
 {
+	if (!http_body_end_ok(&c->hp)) {
+		/* h1_parse_step: a chunked body must end in CRLF CRLF. */
+		sb_printf(c->out, "#%u error bare LF ending the body\n", c->nmsg);
+		c->stop = 1;
+		return;
+	}
 	FZ_ASSERT(c->decoded <= c->raw, "decoded %zu > raw %zu", c->decoded, c->raw);
 	if (c->has_cl)
 		FZ_ASSERT(c->raw == c->cl && c->decoded == c->cl,
@@ -106,12 +112,12 @@ static void sim_on_message(struct sim_client *c)
 		  c->decoded, (unsigned long long)c->hash, (size_t)(c->body_next - c->base));
 	c->nmsg++;
 	c->in_body = 0;
-	http_head_reset(&c->hp.hd);
+	http_request_parser_start(&c->hp, &sim_settings, c);
 	if (c->stop == 2)
 		c->stop = 1;
 }
 
-/* conn.c client_on_input for one receive buffer, without the routing. */
+/* h1_parse_step for one receive buffer, without the routing. */
 static void sim_input(struct sim_client *c, const char *data, size_t len)
 {
 	while (len && !c->stop) {
@@ -136,6 +142,7 @@ static void sim_input(struct sim_client *c, const char *data, size_t len)
 		if (in_body && used) {
 			FZ_ASSERT(data == c->body_next, "body bytes not contiguous: %zd",
 				  (ssize_t)(data - c->body_next));
+			http_body_seen(&c->hp, data, used);
 			c->body_next += used;
 			c->raw += used;
 		}
@@ -163,8 +170,7 @@ static void run_client(const char *data, size_t len, const struct fz_cuts *cuts,
 	memset(&c, 0, sizeof(c));
 	c.out = out;
 	c.base = data;
-	llhttp_init(&c.hp.p, HTTP_REQUEST, &sim_settings);
-	c.hp.p.data = &c;
+	http_request_parser_start(&c.hp, &sim_settings, &c);
 	for (size_t i = 0; i <= cuts->n && !c.stop; i++) {
 		size_t end = i < cuts->n ? cuts->at[i] : len;
 		sim_input(&c, data + start, end - start);
@@ -180,7 +186,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	http_settings_init(&sim_settings);
+	http_request_settings_init(&sim_settings);
 	sim_settings.on_body = sim_on_body;
 	return 0;
 }

@@ -4,13 +4,16 @@
  * Feeds: data[0] and data[1] choose where the rest of the input is split
  * into receive buffers (harness.h, fz_cuts_pick); data[2..] is what a
  * client sent on one connection (possibly several pipelined requests).
- * The bytes go through an llhttp HTTP_REQUEST parser set up as src/conn.c
- * sets it up (http_settings_init plus an on_message_begin), driven by a
- * copy of client_on_input's loop (pause at the end of the head and of the
- * message, a zero-length run after the head), and each head goes through
- * what client_on_headers does before forwarding: keep-alive, router_match
- * against a fixed config, http_head_valid, the Content-Length limit, the
- * shard key, http_head_mark_hop, http_write_request_head.
+ * The bytes go through an llhttp HTTP_REQUEST parser set up as src/h1.c
+ * sets it up (http_request_settings_init + http_request_parser_start, plus
+ * an on_message_begin), driven like h1_parse_step (pause at the end of the
+ * head and of the message, a zero-length run after the head, the raw head
+ * bytes through http_scan_head, the HTTP/2 preface refused with 505), and
+ * each head goes through the same checks and rewriting as h1_on_headers and
+ * req_start before forwarding: keep-alive, http_check_request (the real
+ * conformance checks: 400/501/505), router_match against a fixed config,
+ * the Content-Length limit, the shard key, http_head_mark_hop,
+ * http_write_request_head; at the message end http_body_end_ok.
  *
  * Asserts:
  *  - feeding whole and feeding split give the same outcome text (every
@@ -24,8 +27,8 @@
  *  - no sanitizer report (ASan, UBSan, LeakSanitizer).
  *
  * Responses are taken to be instant: the next pipelined request is parsed
- * as soon as the previous one is complete, as conn.c does once
- * req_response_done has run. */
+ * as soon as the previous one is complete, as h1.c does once the request
+ * ended (h1_next). */
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -157,7 +160,7 @@ static void check_forwarded(const struct sim_client *c, const struct strbuf *hea
 	http_head_free(&rp.hd);
 }
 
-/* conn.c client_on_headers, less the I/O: decide and write the answer. */
+/* h1_on_headers and req_start, less the I/O: decide and write the answer. */
 static void sim_on_headers(struct sim_client *c)
 {
 	struct http_head *hd = &c->hp.hd;
@@ -165,23 +168,21 @@ static void sim_on_headers(struct sim_client *c)
 	const struct http_hdr *key;
 	struct fwd_info fi;
 	struct strbuf head = {0};
+	char msg[160];
 	int status = 0;
 
 	c->in_body = 1;
 	if (!llhttp_should_keep_alive(&c->hp.p) || c->hp.p.http_major < 1 ||
 	    (c->hp.p.http_major == 1 && c->hp.p.http_minor == 0))
 		c->close = 1;
+	status = http_check_request(hd, &c->hp.p, msg, sizeof(msg));
+	if (status) {
+		sim_error(c, status, msg, 1);
+		return;
+	}
 	ep = router_match(fuzz_cfg, hd->buf + hd->url_off, hd->url_len, c->hp.p.method, &status);
 	if (status != 200) {
 		sim_error(c, status, status == 405 ? "method not allowed" : "no route", 0);
-		return;
-	}
-	/* Request validation hooks in here (it is moving out of conn.c into
-	 * its own module): whatever it rejects must be rejected identically
-	 * for whole and split input, and what it passes goes on to the
-	 * rewriting below. Today it is http_head_valid and the body limit. */
-	if (!http_head_valid(hd)) {
-		sim_error(c, 400, "malformed header", 1);
 		return;
 	}
 	if ((c->hp.p.flags & F_CONTENT_LENGTH) && c->hp.p.content_length > ep->max_body_bytes) {
@@ -202,19 +203,23 @@ static void sim_on_headers(struct sim_client *c)
 	fz_sb_free(&head);
 }
 
-/* conn.c client_next, with the response already sent. */
+/* h1_next, with the response already sent. */
 static void sim_next(struct sim_client *c)
 {
+	if (!c->answered && !http_body_end_ok(&c->hp)) {
+		sim_error(c, 400, "bare LF in chunked body (CRLF required)", 1);
+		return;
+	}
 	sb_printf(c->out, "#%u done body=%zu\n", c->nmsg, c->body_bytes);
 	c->nmsg++;
 	c->in_body = c->answered = c->begun = 0;
 	c->head_bytes = c->body_bytes = 0;
-	http_head_reset(&c->hp.hd);
+	http_request_parser_start(&c->hp, &sim_settings, c);
 	if (c->close)
 		c->stop = 1;
 }
 
-/* conn.c client_on_input for one receive buffer. */
+/* h1_parse_step for one receive buffer. */
 static void sim_input(struct sim_client *c, const char *data, size_t len)
 {
 	while (len && !c->stop) {
@@ -225,23 +230,42 @@ static void sim_input(struct sim_client *c, const char *data, size_t len)
 
 		c->hp.event = HTTP_EV_NONE;
 		rc = llhttp_execute(&c->hp.p, data, len);
+		if (rc == HPE_PAUSED_UPGRADE) {
+			llhttp_resume_after_upgrade(&c->hp.p);
+			rc = HPE_PAUSED;
+		}
 		pos = rc == HPE_OK ? data + len : llhttp_get_error_pos(&c->hp.p);
+		if (rc == HPE_PAUSED_H2_UPGRADE) {
+			sim_error(c, 505, "HTTP/2 is not supported: speak HTTP/1.1 to this port", 1);
+			return;
+		}
 		if (rc != HPE_OK && rc != HPE_PAUSED) {
 			int st = c->hp.hd.too_large ? 431 : 400;
-			sim_error(c, st, st == 431 ? "request header fields too large"
-						   : llhttp_errno_name(rc), 1);
+			int bad = !in_body && st == 400 ?
+				  http_scan_head(&c->hp.scan, data, (size_t)(pos - data)) : 0;
+			sim_error(c, st, bad ? http_scan_reason(bad)
+				  : st == 431 ? "request header fields too large"
+					      : llhttp_get_error_reason(&c->hp.p), 1);
 			return;
 		}
 		FZ_ASSERT(pos >= data && pos <= data + len, "pause position outside the buffer");
 		used = (size_t)(pos - data);
-		if (!in_body)
+		if (!in_body) {
+			int bad = http_scan_head(&c->hp.scan, data, used);
+			if (bad) {
+				sim_error(c, 400, http_scan_reason(bad), 1);
+				return;
+			}
 			c->head_bytes += used;
+		}
 		if (!in_body && c->head_bytes > HTTP_MAX_HEAD) {
 			sim_error(c, 431, "request header fields too large", 1);
 			return;
 		}
-		if (in_body)
+		if (in_body) {
 			c->body_bytes += used;
+			http_body_seen(&c->hp, data, used);
+		}
 		data += used;
 		len -= used;
 		if (rc == HPE_PAUSED)
@@ -271,8 +295,7 @@ static void run_client(const char *data, size_t len, const struct fz_cuts *cuts,
 
 	memset(&c, 0, sizeof(c));
 	c.out = out;
-	llhttp_init(&c.hp.p, HTTP_REQUEST, &sim_settings);
-	c.hp.p.data = &c;
+	http_request_parser_start(&c.hp, &sim_settings, &c);
 	for (size_t i = 0; i <= cuts->n && !c.stop; i++) {
 		size_t end = i < cuts->n ? cuts->at[i] : len;
 		sim_input(&c, data + start, end - start);
@@ -289,7 +312,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	char err[256];
 	(void)argc;
 	(void)argv;
-	http_settings_init(&sim_settings);
+	http_request_settings_init(&sim_settings);
 	sim_settings.on_message_begin = sim_on_begin;
 	if (config_parse(fuzz_cfg_doc, sizeof(fuzz_cfg_doc) - 1, "fuzz", NULL, &fuzz_cfg, err,
 			 sizeof(err))) {
