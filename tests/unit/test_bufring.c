@@ -3,7 +3,8 @@
  * n..2n-1), a real recv with IOSQE_BUFFER_SELECT picking a buffer from the
  * right group, reference counting, and a buffer going back to its own ring
  * only on the last unref - checked both by in_kernel and by what the kernel
- * can still hand out.
+ * can still hand out - and a saturated reference count (UINT16_MAX) that
+ * refuses one more reference (-EOVERFLOW) instead of wrapping.
  *
  * Needs a real io_uring with provided buffer rings (Linux 5.19+). Where the
  * machine lacks it (ENOSYS / EPERM from io_uring_setup, or no buffer rings)
@@ -301,6 +302,45 @@ static void test_many_refs(void **state)
 	assert_int_equal(f->br.in_kernel[0], 4);
 }
 
+/* A buffer referenced by UINT16_MAX holders cannot count one more:
+ * bufring_ref must refuse (-EOVERFLOW, so the caller copies the bytes)
+ * and leave the count as it is, never wrap it to 0 (which would hand the
+ * buffer back to the kernel while 65535 holders still point into it). */
+static void test_ref_saturates(void **state)
+{
+	struct fixture *f = *state;
+	int bid = take_one(f, 0, "saturate me");
+	uint32_t n = 1;
+
+	while (bufring_ref(&f->br, (uint32_t)bid) == 0) {
+		n++;
+		assert_true(n <= UINT16_MAX);
+	}
+	assert_int_equal(n, UINT16_MAX);
+	assert_int_equal(f->br.refs[bid], UINT16_MAX);
+	assert_int_equal(bufring_ref(&f->br, (uint32_t)bid), -EOVERFLOW);
+	assert_int_equal(bufring_ref(&f->br, (uint32_t)bid), -EOVERFLOW);
+	assert_int_equal(f->br.refs[bid], UINT16_MAX);
+	assert_int_equal(f->br.in_kernel[0], 3);
+
+	/* One unref makes room again. */
+	bufring_unref(&f->br, (uint32_t)bid);
+	assert_int_equal(f->br.refs[bid], UINT16_MAX - 1);
+	assert_int_equal(bufring_ref(&f->br, (uint32_t)bid), 0);
+	assert_int_equal(f->br.refs[bid], UINT16_MAX);
+	assert_int_equal(bufring_ref(&f->br, (uint32_t)bid), -EOVERFLOW);
+
+	/* Every holder lets go: back to the kernel on the last one only. */
+	for (uint32_t i = 0; i < UINT16_MAX - 1; i++)
+		bufring_unref(&f->br, (uint32_t)bid);
+	assert_int_equal(f->br.refs[bid], 1);
+	assert_int_equal(f->br.in_kernel[0], 3);
+	bufring_unref(&f->br, (uint32_t)bid);
+	assert_int_equal(f->br.refs[bid], 0);
+	assert_int_equal(f->br.in_kernel[0], 4);
+	assert_int_equal(f->br.in_kernel[1], 4);
+}
+
 /* Exit 77 when this machine cannot run the tests at all. */
 static void probe_or_skip(void)
 {
@@ -339,6 +379,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_exhaust_and_return, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_wraparound, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_many_refs, setup4, teardown),
+		cmocka_unit_test_setup_teardown(test_ref_saturates, setup4, teardown),
 	};
 	probe_or_skip();
 	return cmocka_run_group_tests(tests, NULL, NULL);
