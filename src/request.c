@@ -137,23 +137,13 @@ void req_abandon(struct shard *s, struct request *req, enum req_reason reason)
 
 /* ---- dispatch ---- */
 
-/* The replica the router picks for req, with a slot taken, avoiding those
- * that already failed it while others are free; -1 when none has a slot. */
+/* The replica the router picks for req, with a slot taken, passing over
+ * those that already failed it while others are free; -1 when none has a
+ * slot. */
 static int pick_replica(struct shard *s, struct request *req)
 {
-	const struct backend_cfg *be = req->be;
-
-	for (int attempt = 0; attempt < 4; attempt++) {
-		int idx = router_pick_replica(be, req->shard_key, req->shard_key_len, &s->rng,
-					      &s->rr_cursor);
-		if (idx < 0)
-			return -1;
-		if (idx >= 64 || !(req->tried_mask & (1ull << idx)) || attempt == 3)
-			return idx;
-		/* Already failed on this one: give it back and pick again. */
-		replica_release(be->replicas[idx].state);
-	}
-	return -1;
+	return router_pick_replica_avoid(req->be, req->shard_key, req->shard_key_len, &s->rng,
+					 &s->rr_cursor, req->tried_mask);
 }
 
 /* Queue req for its backend. Returns 1 (queued) or 0 (ended: 503). */

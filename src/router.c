@@ -135,7 +135,13 @@ static inline uint64_t rendezvous_score(const struct replica_cfg *r, const char 
  * (score, then lower index) order, first with a free slot wins. Each round
  * picks the best candidate strictly below the previous one, so no allocation
  * is needed; only a full backend pays the O(n^2). */
-static int pick_rendezvous(const struct backend_cfg *b, const char *key, size_t keylen)
+static inline int avoided(uint64_t avoid, size_t i)
+{
+	return i < 64 && (avoid & (1ull << i));
+}
+
+static int pick_rendezvous(const struct backend_cfg *b, const char *key, size_t keylen,
+			   uint64_t avoid)
 {
 	uint64_t stack[RR_SCORE_STACK];
 	size_t n = b->nreplicas;
@@ -164,7 +170,8 @@ static int pick_rendezvous(const struct backend_cfg *b, const char *key, size_t 
 			}
 		}
 		assert(found);
-		if (replica_try_acquire(b->replicas[best_i].state, b->max_ongoing))
+		if (!avoided(avoid, best_i) &&
+		    replica_try_acquire(b->replicas[best_i].state, b->max_ongoing))
 			return (int)best_i;
 		prev_s = best_s;
 		prev_i = best_i;
@@ -173,13 +180,13 @@ static int pick_rendezvous(const struct backend_cfg *b, const char *key, size_t 
 }
 
 /* First replica with a free slot, scanning from start and wrapping. */
-static int pick_scan(const struct backend_cfg *b, size_t start)
+static int pick_scan(const struct backend_cfg *b, size_t start, uint64_t avoid)
 {
 	size_t n = b->nreplicas;
 
 	for (size_t k = 0; k < n; k++) {
 		size_t i = (start + k) % n;
-		if (replica_try_acquire(b->replicas[i].state, b->max_ongoing))
+		if (!avoided(avoid, i) && replica_try_acquire(b->replicas[i].state, b->max_ongoing))
 			return (int)i;
 	}
 	return -1;
@@ -189,11 +196,13 @@ static int pick_scan(const struct backend_cfg *b, size_t start)
  * comparing ongoing compares ongoing/max. Losing both races falls back to a
  * full scan from a random offset: a free slot anywhere is never missed (the
  * caller would otherwise queue a request that could have run). */
-static int pick_p2c(const struct backend_cfg *b, uint64_t *rng)
+static int pick_p2c(const struct backend_cfg *b, uint64_t *rng, uint64_t avoid)
 {
 	size_t n = b->nreplicas;
 	size_t a, c;
 
+	if (avoid)
+		return pick_scan(b, (size_t)(router_rand(rng) % n), avoid); /* a retry: rare */
 	if (n == 1)
 		return replica_try_acquire(b->replicas[0].state, b->max_ongoing) ? 0 : -1;
 	a = (size_t)(router_rand(rng) % n);
@@ -210,23 +219,42 @@ static int pick_p2c(const struct backend_cfg *b, uint64_t *rng)
 		return (int)a;
 	if (replica_try_acquire(b->replicas[c].state, b->max_ongoing))
 		return (int)c;
-	return pick_scan(b, (size_t)(router_rand(rng) % n));
+	return pick_scan(b, (size_t)(router_rand(rng) % n), 0);
 }
 
 /* See router.h. rng/rr_cursor may be NULL: then a local state is used
  * (p2c still works, round robin always starts at replica 0). */
-int router_pick_replica(const struct backend_cfg *b, const char *key, size_t keylen,
-			uint64_t *rng, uint32_t *rr_cursor)
+static int pick(const struct backend_cfg *b, const char *key, size_t keylen, uint64_t *rng,
+		uint32_t *rr_cursor, uint64_t avoid)
 {
 	uint64_t local_rng = (uint64_t)(uintptr_t)b ^ 0x9e3779b97f4a7c15ull;
 
-	if (b->nreplicas == 0)
-		return -1;
 	if (key)
-		return pick_rendezvous(b, key, keylen);
+		return pick_rendezvous(b, key, keylen, avoid);
 	if (b->policy == POLICY_RR) {
 		uint32_t start = rr_cursor ? (*rr_cursor)++ : 0;
-		return pick_scan(b, start % b->nreplicas);
+		return pick_scan(b, start % b->nreplicas, avoid);
 	}
-	return pick_p2c(b, rng ? rng : &local_rng);
+	return pick_p2c(b, rng ? rng : &local_rng, avoid);
+}
+
+int router_pick_replica(const struct backend_cfg *b, const char *key, size_t keylen,
+			uint64_t *rng, uint32_t *rr_cursor)
+{
+	return router_pick_replica_avoid(b, key, keylen, rng, rr_cursor, 0);
+}
+
+int router_pick_replica_avoid(const struct backend_cfg *b, const char *key, size_t keylen,
+			      uint64_t *rng, uint32_t *rr_cursor, uint64_t avoid)
+{
+	int idx;
+
+	if (b->nreplicas == 0)
+		return -1;
+	idx = pick(b, key, keylen, rng, rr_cursor, avoid);
+	/* Only replicas to avoid have a slot: one of them is better than a
+	 * wait (the caller decides whether to retry there). */
+	if (idx < 0 && avoid)
+		idx = pick(b, key, keylen, rng, rr_cursor, 0);
+	return idx;
 }

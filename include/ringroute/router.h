@@ -41,5 +41,10 @@ void replica_release(struct replica_state *r);
  * Returns the replica index, or -1 when no replica has a free slot. */
 int router_pick_replica(const struct backend_cfg *b, const char *key, size_t keylen,
 			uint64_t *rng, uint32_t *rr_cursor);
+/* The same, passing over the replicas whose bit (index < 64) is set in
+ * avoid (those a request already failed on) while another has a free slot;
+ * when only avoided ones do, one of them is taken. */
+int router_pick_replica_avoid(const struct backend_cfg *b, const char *key, size_t keylen,
+			      uint64_t *rng, uint32_t *rr_cursor, uint64_t avoid);
 
 #endif

@@ -3,8 +3,10 @@
  * that holds a real snapshot from config_parse (reg NULL: private replica
  * and backend states). The replica side is faked: every upstream_* function
  * is defined below (so upstream.o is never linked), records its calls and
- * follows upstream.h's contract (upstream_start sets req->up or fails with
- * req untouched; upstream_abort clears req->up). The client protocol is a
+ * follows upstream.h's contract (upstream_start hands back the connection
+ * or fails with nothing started; events reach the owner through its
+ * struct upstream_events; after upstream_abort none does). The client
+ * protocol is a
  * fake struct req_client_ops that logs every hook, in order.
  *
  * Why: request.h promises that every request ends exactly once, in
@@ -29,10 +31,9 @@
  *   (e) 100 forwarded only to a client that expects it, 102/103 dropped, the
  *       9th interim response fails the request with 502.
  *
- * A known defect is kept behind RR_KNOWN_BUG_RETRY_SAME_REPLICA (see
- * test_known_bug_retry_same_replica): a keyed request's connect failure is
- * retried on the replica that just failed although the other one is free.
- * Build with -DRR_KNOWN_BUG_RETRY_SAME_REPLICA to see it fail. */
+ * And a defect found while writing these: a keyed request's connect failure
+ * was retried on the replica that just failed although the other one was
+ * free (test_keyed_retry_other_replica). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -114,33 +115,45 @@ static void live_del(struct upstream *u)
 	fail_msg("upstream %p is not live", (void *)u);
 }
 
-int upstream_start(struct shard *s, struct request *req, struct replica_state *rs,
-		   const struct sockaddr_in *addr, int fresh)
+/* The request that owns u (shadow copies own theirs through shadow.c's
+ * events, which this file does not look into). */
+static struct request *owner_req(const struct upstream *u)
 {
+	return u->ev == &req_up_events ? u->owner : NULL;
+}
+
+int upstream_start(struct shard *s, const struct upstream_req *ur, struct replica_state *rs,
+		   const struct sockaddr_in *addr, int fresh, struct upstream **out)
+{
+	struct request *req = ur->ev == &req_up_events ? ur->owner : NULL;
 	struct upstream *u;
 	int ret;
 
 	assert_true(up.starts < MAX_UP);
-	assert_false(req->flags & REQ_F_ENDED);
-	assert_null(req->up);
-	/* The caller holds a slot on rs, the replica req names. */
-	assert_ptr_equal(rs, req->rs);
-	assert_true(req->ridx >= 0 && (size_t)req->ridx < req->be->nreplicas);
-	assert_ptr_equal(rs, req->be->replicas[req->ridx].state);
-	assert_ptr_equal(addr, &req->be->replicas[req->ridx].addr);
+	if (req) {
+		assert_false(req->flags & REQ_F_ENDED);
+		assert_null(req->up);
+		/* The caller holds a slot on rs, the replica req names. */
+		assert_ptr_equal(rs, req->rs);
+		assert_true(req->ridx >= 0 && (size_t)req->ridx < req->be->nreplicas);
+		assert_ptr_equal(rs, req->be->replicas[req->ridx].state);
+		assert_ptr_equal(addr, &req->be->replicas[req->ridx].addr);
+		assert_ptr_equal(ur->head, req->head.p);
+		up.ridx[up.starts] = req->ridx;
+	}
 	assert_true(atomic_load(&rs->ongoing) >= 1);
-	up.ridx[up.starts] = req->ridx;
 	up.fresh[up.starts] = fresh;
 	up.starts++;
 	ret = up.nscript < 8 ? up.start_rets[up.nscript++] : 0;
 	if (ret)
-		return ret; /* req untouched */
+		return ret; /* nothing started */
 	u = calloc(1, sizeof(*u));
 	assert_non_null(u);
 	u->s = s;
 	u->rs = rs;
-	u->req = req;
-	req->up = u;
+	u->ev = ur->ev;
+	u->owner = ur->owner;
+	*out = u;
 	live_add(u);
 	return 0;
 }
@@ -151,8 +164,9 @@ int upstream_body(struct shard *s, struct upstream *u, uint32_t bid, const char 
 	(void)bid;
 	(void)p;
 	(void)len;
-	assert_non_null(u->req);
-	assert_ptr_equal(u->req->up, u);
+	assert_non_null(u->owner);
+	if (owner_req(u))
+		assert_ptr_equal(owner_req(u)->up, u);
 	up.bodies++;
 	return up.body_ret;
 }
@@ -173,10 +187,10 @@ void upstream_resume(struct shard *s, struct upstream *u)
 void upstream_abort(struct shard *s, struct upstream *u)
 {
 	(void)s;
-	assert_non_null(u->req);
-	assert_ptr_equal(u->req->up, u);
-	u->req->up = NULL;
-	u->req = NULL;
+	assert_non_null(u->owner);
+	if (owner_req(u)) /* the owner forgets it right after */
+		assert_ptr_equal(owner_req(u)->up, u);
+	u->owner = NULL;
 	up.aborts++;
 	live_del(u);
 }
@@ -197,40 +211,47 @@ void upstream_pool_drain(struct shard *s, struct replica_state *r)
 
 /* The replica's side of an exchange, as upstream.c drives it. */
 
-/* The attempt failed (upstream.c up_fail): detach, close, tell req. */
+/* The attempt failed (upstream.c up_fail): detach, close, tell the owner. */
 static void up_fail(struct shard *s, struct request *req, enum up_failure f, int reused)
 {
 	struct upstream *u = req->up;
+	const struct upstream_events *ev;
 
 	assert_non_null(u);
-	u->req = NULL;
-	req->up = NULL;
+	ev = u->ev;
+	u->owner = NULL;
 	live_del(u);
-	req_on_upstream_failed(s, req, f, reused);
+	ev->on_failed(s, req, f, reused);
 }
 
-/* A whole response (upstream.c up_on_head, up_on_input, up_finish). */
-static void up_respond(struct shard *s, struct request *req, int status)
+/* A whole response on u (upstream.c up_on_head, upstream_parse, up_finish). */
+static void up_respond_on(struct shard *s, struct upstream *u, int status)
 {
 	struct resp_head rh = {.status = status};
-	struct upstream *u = req->up;
+	const struct upstream_events *ev = u->ev;
+	void *owner = u->owner;
 
-	assert_non_null(u);
-	assert_true(req_on_response_head(s, req, &rh) >= 0);
-	req_on_response_body(s, req, BID_NONE, "ok", 2);
-	u->req = NULL;
-	req->up = NULL;
+	assert_non_null(owner);
+	assert_true(ev->on_head(s, owner, &rh) >= 0);
+	ev->on_body(s, owner, BID_NONE, "ok", 2);
+	u->owner = NULL;
 	live_del(u);
-	req_on_response_end(s, req);
+	ev->on_end(s, owner);
 }
 
-/* An interim head. Returns req_on_interim's result. */
+static void up_respond(struct shard *s, struct request *req, int status)
+{
+	assert_non_null(req->up);
+	up_respond_on(s, req->up, status);
+}
+
+/* An interim head. Returns the owner's on_interim result. */
 static int up_interim(struct shard *s, struct request *req, int status)
 {
 	struct resp_head rh = {.status = status};
 
 	assert_non_null(req->up);
-	return req_on_interim(s, req, &rh);
+	return req->up->ev->on_interim(s, req, &rh);
 }
 
 /* ---- fake client protocol ---- */
@@ -260,7 +281,7 @@ static int c_on_head(struct shard *s, struct request *req, const struct resp_hea
 	assert_ptr_equal(c->req, req);
 	c->heads++;
 	logf_(c, "head:%d ", rh->status);
-	return REQ_BODY_RAW;
+	return UP_BODY_RAW;
 }
 
 static void c_on_continue(struct shard *s, struct request *req)
@@ -758,8 +779,8 @@ static void test_shadow(void **state)
 	up_respond(f->s, req, 200);
 	assert_int_equal(up.nlive, 1);
 	sh = up.live[0];
-	assert_true(sh->req->flags & REQ_F_SHADOW);
-	up_respond(f->s, sh->req, 500); /* discarded, not recorded */
+	assert_null(owner_req(sh)); /* a shadow copy's own exchange */
+	up_respond_on(f->s, sh, 500); /* discarded, not recorded */
 	assert_int_equal(by_status(f, 200), 1);
 	assert_int_equal(by_status(f, 500), 0);
 
@@ -964,18 +985,12 @@ static void test_defect_e_interim(void **state)
 	assert_int_equal(by_status(f, 200), 1);
 }
 
-#ifdef RR_KNOWN_BUG_RETRY_SAME_REPLICA
-/* KNOWN BUG: a request with a shard key whose connect fails is retried on
- * the replica that just failed, although the other replica of the backend
- * has free slots (README "Retries": "retried on another replica";
- * pick_replica: "avoiding those that already failed it while others are
- * free"). pick_replica asks the router up to 4 times and then takes
- * whatever it got; with a key the rendezvous order is fixed, so the failed
- * replica - the key's first, free again since its slot was released - is
- * picked all 4 times. Every keyed request's retry is wasted on the replica
- * that refused it. (With p2c the same code path returns the failed replica
- * whenever 4 coin flips land on it; not reproduced deterministically.) */
-static void test_known_bug_retry_same_replica(void **state)
+/* A request with a shard key whose connect fails is retried on another
+ * replica when one has a free slot (README "Retries"). Before
+ * router_pick_replica_avoid, pick_replica asked the router four times and
+ * took what it got; with a key the rendezvous order is fixed, so the
+ * failed replica came back every time (8 of 8 keys here). */
+static void test_keyed_retry_other_replica(void **state)
 {
 	struct fx *f = *state;
 	int same = 0;
@@ -999,7 +1014,6 @@ static void test_known_bug_retry_same_replica(void **state)
 		fail_msg("%d of 8 keyed connect-failure retries went back to the failed "
 			 "replica while the other one was free", same);
 }
-#endif
 
 int main(void)
 {
@@ -1022,9 +1036,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_defect_c_body_forward_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_defect_d_shard_key_alloc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_defect_e_interim, setup, teardown),
-#ifdef RR_KNOWN_BUG_RETRY_SAME_REPLICA
-		cmocka_unit_test_setup_teardown(test_known_bug_retry_same_replica, setup, teardown),
-#endif
+		cmocka_unit_test_setup_teardown(test_keyed_retry_other_replica, setup, teardown),
 	};
 
 	http_settings_init(&settings);
