@@ -190,12 +190,12 @@ static void config_free(struct config *c)
 		struct backend_cfg *b = &c->backends[i];
 		for (size_t j = 0; b->replicas && j < b->nreplicas; j++) {
 			struct replica_cfg *r = &b->replicas[j];
-			replica_state_unref(r->state);
+			registry_replica_unref(r->state);
 			free(r->id);
 			free(r->address);
 		}
 		free(b->replicas);
-		backend_state_unref(b->state);
+		registry_backend_unref(b->state);
 		free(b->name);
 		free(b->hc_path);
 	}

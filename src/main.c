@@ -19,9 +19,8 @@
 #include "ringroute/health.h"
 #include "ringroute/proxy.h"
 #include "ringroute/shard.h"
+#include "ringroute/xring.h"
 
-int proxy_stop_shards(struct proxy *p);
-void proxy_xring_destroy(struct proxy *p);
 
 static void usage(FILE *f)
 {
@@ -322,7 +321,7 @@ out_stop:
 out_shards:
 	for (unsigned i = 0; i < p->nshards; i++)
 		shard_join_and_destroy(p->shards[i]);
-	proxy_xring_destroy(p);
+	xring_destroy(p);
 	config_unref(p->config);
 out_registry:
 	registry_destroy(&p->registry);

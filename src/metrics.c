@@ -7,7 +7,7 @@
 const double hist_bounds[HIST_NBUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 					    0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 
-void hist_observe(struct hist *h, uint64_t us)
+void metrics_hist_observe(struct hist *h, uint64_t us)
 {
 	unsigned i = 0;
 	double s = (double)us / 1e6;
@@ -18,14 +18,14 @@ void hist_observe(struct hist *h, uint64_t us)
 	counter_add(&h->sum_us, us);
 }
 
-void shard_metrics_init(struct shard_metrics *m)
+void metrics_shard_init(struct shard_metrics *m)
 {
 	memset(m, 0, sizeof(*m));
 	list_init(&m->endpoints);
 	pthread_mutex_init(&m->lock, NULL);
 }
 
-void shard_metrics_destroy(struct shard_metrics *m)
+void metrics_shard_destroy(struct shard_metrics *m)
 {
 	struct list *pos;
 	while ((pos = list_pop_front(&m->endpoints))) {
@@ -36,7 +36,7 @@ void shard_metrics_destroy(struct shard_metrics *m)
 	pthread_mutex_destroy(&m->lock);
 }
 
-struct endpoint_metrics *shard_metrics_endpoint(struct shard_metrics *m, const char *name)
+struct endpoint_metrics *metrics_endpoint(struct shard_metrics *m, const char *name)
 {
 	struct list *pos, *tmp;
 	struct endpoint_metrics *em;

@@ -14,6 +14,7 @@
 #include "ringroute/http.h"
 #include "ringroute/proxy.h"
 #include "ringroute/upstream.h"
+#include "ringroute/xring.h"
 #include "ringroute/shard.h"
 
 /* Write text to path atomically: temp file, fsync, rename, fsync dir. */
@@ -313,4 +314,46 @@ char *proxy_metrics_text(struct proxy *p)
 	}
 	config_unref(c);
 	return sb.p; /* mi_free() it */
+}
+
+static int config_names_replica(const struct config *c, const struct replica_state *rs)
+{
+	for (size_t i = 0; i < c->nbackends; i++)
+		for (size_t r = 0; r < c->backends[i].nreplicas; r++)
+			if (c->backends[i].replicas[r].state == rs)
+				return 1;
+	return 0;
+}
+
+int proxy_publish(struct proxy *p, struct config *c)
+{
+	struct config *old = p->config;
+
+	/* Replicas the new snapshot drops drain: no new requests start on them
+	 * while those in flight finish. Replicas it (re)names serve again. */
+	for (size_t i = 0; i < c->nbackends; i++)
+		for (size_t r = 0; r < c->backends[i].nreplicas; r++)
+			atomic_store(&c->backends[i].replicas[r].state->draining, 0);
+	for (size_t i = 0; old && i < old->nbackends; i++)
+		for (size_t r = 0; r < old->backends[i].nreplicas; r++) {
+			struct replica_state *rs = old->backends[i].replicas[r].state;
+			if (!config_names_replica(c, rs))
+				atomic_store(&rs->draining, 1);
+		}
+	p->config = c;
+	for (unsigned i = 0; i < p->nshards; i++) {
+		struct config *prev;
+		config_ref(c);
+		prev = atomic_exchange(&p->shards[i]->next_config, c);
+		if (prev)
+			config_unref(prev); /* superseded before the shard took it */
+	}
+	if (old)
+		config_unref(old);
+	return xring_broadcast(p, MSG_CONFIG);
+}
+
+int proxy_stop_shards(struct proxy *p)
+{
+	return xring_broadcast(p, MSG_STOP);
 }

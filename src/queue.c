@@ -157,7 +157,7 @@ void queue_shard_teardown(struct shard *s)
 		/* Entries left are their owners'; only unlink them. */
 		while ((e = list_pop_front(&q->entries)))
 			container_of(e, struct queue_entry, node)->bq = NULL;
-		backend_state_unref(q->bs);
+		registry_backend_unref(q->bs);
 		mi_free(q);
 	}
 }

@@ -206,7 +206,7 @@ out:
  * collected by another thread. (It is read from the write-once owner field,
  * not from reg_node, whose links other threads rewrite under the lock.)
  * NULL is ignored. */
-void replica_state_unref(struct replica_state *r)
+void registry_replica_unref(struct replica_state *r)
 {
 	if (!r)
 		return;
@@ -217,7 +217,7 @@ void replica_state_unref(struct replica_state *r)
 		replica_state_free(r);
 }
 
-void backend_state_unref(struct backend_state *b)
+void registry_backend_unref(struct backend_state *b)
 {
 	if (!b)
 		return;

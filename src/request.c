@@ -66,7 +66,7 @@ static void release_slot(struct shard *s, struct request *req)
 {
 	if (!req->rs)
 		return;
-	replica_release(req->rs);
+	router_replica_release(req->rs);
 	req->rs = NULL;
 	if (req->be)
 		queue_slot_freed(s, req->be->state);
@@ -83,9 +83,9 @@ static void req_record(struct shard *s, struct request *req)
 	if (!req->em)
 		return;
 	counter_add(&req->em->status[st], 1);
-	hist_observe(&req->em->total, t - req->t_start_us);
+	metrics_hist_observe(&req->em->total, t - req->t_start_us);
 	if (req->t_first_us)
-		hist_observe(&req->em->ttfb, req->t_first_us - req->t_start_us);
+		metrics_hist_observe(&req->em->ttfb, req->t_first_us - req->t_start_us);
 }
 
 /* End req: record it once, release what it holds, free it, then tell the
@@ -185,7 +185,7 @@ static int req_dispatch(struct shard *s, struct request *req, int from_queue)
 		uint64_t t = queue_entry_queued(&req->qe) ? req->qe.t_queued_us : 0;
 		queue_remove(s, &req->qe);
 		if (req->em && t)
-			hist_observe(&req->em->queue_wait, clock_now_us() - t);
+			metrics_hist_observe(&req->em->queue_wait, clock_now_us() - t);
 	}
 	req->ridx = idx;
 	req->rs = be->replicas[idx].state;
@@ -230,7 +230,7 @@ void req_start(struct shard *s, struct request *req, const struct req_info *ri)
 			req_fail(s, req, 404, REQ_R_NO_ROUTE, "no route");
 		return;
 	}
-	req->em = shard_metrics_endpoint(&s->metrics, ep->name);
+	req->em = metrics_endpoint(&s->metrics, ep->name);
 	if (ri->content_length >= 0 && (uint64_t)ri->content_length > ep->max_body_bytes) {
 		req_fail(s, req, 413, REQ_R_BODY_TOO_LARGE, "request body too large");
 		return;

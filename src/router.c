@@ -100,7 +100,7 @@ double router_rand_unit(uint64_t *state)
  * of shards can push ongoing past max. Health and draining are read first:
  * they are advisory (a slot taken just as a replica is marked unhealthy is
  * fine; the request fails over like any other replica failure). */
-int replica_try_acquire(struct replica_state *r, uint32_t max)
+int router_replica_acquire(struct replica_state *r, uint32_t max)
 {
 	uint32_t cur;
 
@@ -117,8 +117,8 @@ int replica_try_acquire(struct replica_state *r, uint32_t max)
 	return 1;
 }
 
-/* Gives back a slot taken by replica_try_acquire. */
-void replica_release(struct replica_state *r)
+/* Gives back a slot taken by router_replica_acquire. */
+void router_replica_release(struct replica_state *r)
 {
 	uint32_t prev = atomic_fetch_sub_explicit(&r->ongoing, 1, memory_order_release);
 	assert(prev > 0);
@@ -171,7 +171,7 @@ static int pick_rendezvous(const struct backend_cfg *b, const char *key, size_t 
 		}
 		assert(found);
 		if (!avoided(avoid, best_i) &&
-		    replica_try_acquire(b->replicas[best_i].state, b->max_ongoing))
+		    router_replica_acquire(b->replicas[best_i].state, b->max_ongoing))
 			return (int)best_i;
 		prev_s = best_s;
 		prev_i = best_i;
@@ -186,7 +186,7 @@ static int pick_scan(const struct backend_cfg *b, size_t start, uint64_t avoid)
 
 	for (size_t k = 0; k < n; k++) {
 		size_t i = (start + k) % n;
-		if (!avoided(avoid, i) && replica_try_acquire(b->replicas[i].state, b->max_ongoing))
+		if (!avoided(avoid, i) && router_replica_acquire(b->replicas[i].state, b->max_ongoing))
 			return (int)i;
 	}
 	return -1;
@@ -204,7 +204,7 @@ static int pick_p2c(const struct backend_cfg *b, uint64_t *rng, uint64_t avoid)
 	if (avoid)
 		return pick_scan(b, (size_t)(router_rand(rng) % n), avoid); /* a retry: rare */
 	if (n == 1)
-		return replica_try_acquire(b->replicas[0].state, b->max_ongoing) ? 0 : -1;
+		return router_replica_acquire(b->replicas[0].state, b->max_ongoing) ? 0 : -1;
 	a = (size_t)(router_rand(rng) % n);
 	c = (size_t)(router_rand(rng) % (n - 1));
 	if (c >= a)
@@ -215,9 +215,9 @@ static int pick_p2c(const struct backend_cfg *b, uint64_t *rng, uint64_t avoid)
 		a = c;
 		c = t;
 	}
-	if (replica_try_acquire(b->replicas[a].state, b->max_ongoing))
+	if (router_replica_acquire(b->replicas[a].state, b->max_ongoing))
 		return (int)a;
-	if (replica_try_acquire(b->replicas[c].state, b->max_ongoing))
+	if (router_replica_acquire(b->replicas[c].state, b->max_ongoing))
 		return (int)c;
 	return pick_scan(b, (size_t)(router_rand(rng) % n), 0);
 }

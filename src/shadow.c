@@ -24,7 +24,7 @@ static void copy_free(struct shard *s, struct shadow_copy *sc)
 		list_del_init(&sc->node);
 	if (sc->up)
 		upstream_abort(s, sc->up);
-	replica_release(sc->rs);
+	router_replica_release(sc->rs);
 	queue_slot_freed(s, sc->be->state);
 	config_unref(sc->cfg);
 	mi_free(sc);
@@ -108,7 +108,7 @@ void shadow_start(struct shard *s, struct list *copies, struct config *cfg,
 			continue;
 		sc = mi_zalloc(sizeof(*sc));
 		if (!sc) {
-			replica_release(be->replicas[idx].state);
+			router_replica_release(be->replicas[idx].state);
 			queue_slot_freed(s, be->state);
 			continue; /* best effort */
 		}

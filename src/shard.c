@@ -295,7 +295,7 @@ int shard_create(struct proxy *p, unsigned id, const struct sockaddr_in *addr,
 	list_init(&s->dead);
 	list_init(&s->queued);
 	list_init(&s->clients);
-	shard_metrics_init(&s->metrics);
+	metrics_shard_init(&s->metrics);
 	sem_init(&s->started, 0, 0);
 	s->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (s->listen_fd < 0) {
@@ -314,7 +314,7 @@ int shard_create(struct proxy *p, unsigned id, const struct sockaddr_in *addr,
 err_fd:
 	close(s->listen_fd);
 err:
-	shard_metrics_destroy(&s->metrics);
+	metrics_shard_destroy(&s->metrics);
 	sem_destroy(&s->started);
 	mi_free(s);
 	return ret;
@@ -353,7 +353,7 @@ void shard_join_and_destroy(struct shard *s)
 	mi_free(s->socks);
 	mi_free(s->free_idx);
 	mi_free(s->sock_gen);
-	shard_metrics_destroy(&s->metrics);
+	metrics_shard_destroy(&s->metrics);
 	sem_destroy(&s->started);
 	mi_free(s);
 }

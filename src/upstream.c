@@ -150,7 +150,7 @@ static void up_on_free(struct shard *s, struct sock *sk)
 	}
 	pool_unlink(up);
 	http_head_free(&up->hp.hd);
-	replica_state_unref(up->rs);
+	registry_replica_unref(up->rs);
 	mi_free(up);
 }
 

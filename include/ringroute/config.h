@@ -69,8 +69,8 @@ void registry_destroy(struct replica_registry *reg);
 struct replica_state *registry_replica(struct replica_registry *reg, const char *key,
 				       const struct sockaddr_in *addr);
 struct backend_state *registry_backend(struct replica_registry *reg, const char *name);
-void replica_state_unref(struct replica_state *r);
-void backend_state_unref(struct backend_state *b);
+void registry_replica_unref(struct replica_state *r);
+void registry_backend_unref(struct backend_state *b);
 
 enum backend_policy {
 	POLICY_P2C = 0,   /* power of two choices on ongoing/max */

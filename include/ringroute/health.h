@@ -3,7 +3,7 @@
  * "GET path HTTP/1.1" on a fresh connection; a 2xx answer within
  * min(interval/2, 1 s) marks the replica healthy, anything else (refused,
  * timeout, other status) unhealthy, and unhealthy replicas get no new
- * requests (router: replica_try_acquire). Probes run concurrently (one
+ * requests (router: router_replica_acquire). Probes run concurrently (one
  * poll loop, a deadline each): a replica that hangs delays no other probe.
  * A change of state is logged on stderr, "replica B/R is unhealthy
  * (reason)" with the failure: "status 503", "timeout", "connect: ...".

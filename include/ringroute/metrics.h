@@ -29,7 +29,7 @@ struct hist {
 	counter_t sum_us;
 };
 
-void hist_observe(struct hist *h, uint64_t us);
+void metrics_hist_observe(struct hist *h, uint64_t us);
 
 struct endpoint_metrics {
 	struct list node;           /* in shard_metrics.endpoints */
@@ -50,10 +50,10 @@ struct shard_metrics {
 	counter_t accept_pauses;    /* accept paused at the open-files limit */
 };
 
-void shard_metrics_init(struct shard_metrics *m);
-void shard_metrics_destroy(struct shard_metrics *m);
+void metrics_shard_init(struct shard_metrics *m);
+void metrics_shard_destroy(struct shard_metrics *m);
 /* Find or create the metrics of endpoint name (shard thread only). Never
  * NULL unless out of memory. */
-struct endpoint_metrics *shard_metrics_endpoint(struct shard_metrics *m, const char *name);
+struct endpoint_metrics *metrics_endpoint(struct shard_metrics *m, const char *name);
 
 #endif

@@ -52,6 +52,10 @@ int proxy_change(struct proxy *p, struct config *c, char *err, size_t errlen);
  * -errno if a shard could not be reached (the change is still current). */
 int proxy_publish(struct proxy *p, struct config *c);
 
+/* Tell every shard to stop accepting, drain and exit its loop (SIGTERM).
+ * Returns 0 or the first -errno of the broadcast. */
+int proxy_stop_shards(struct proxy *p);
+
 /* The current snapshot, with a reference for the caller (config_unref it).
  * For readers off the shards: control, health checks, stats. */
 struct config *proxy_config_get(struct proxy *p);

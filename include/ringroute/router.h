@@ -31,8 +31,8 @@ double router_rand_unit(uint64_t *state);
 /* Try to take one slot of a replica whose cap is max: 1 on success (ongoing
  * was < max and is now one more, never exceeding max even under contention
  * from other shards), 0 when full, draining or unhealthy. */
-int replica_try_acquire(struct replica_state *r, uint32_t max);
-void replica_release(struct replica_state *r);
+int router_replica_acquire(struct replica_state *r, uint32_t max);
+void router_replica_release(struct replica_state *r);
 
 /* Choose a replica of b and take a slot on it.
  * key/keylen: shard key or NULL: with a key, rendezvous hashing with bounded

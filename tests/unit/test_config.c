@@ -463,11 +463,11 @@ static void test_private_states(void **state)
 	assert_non_null(b);
 	assert_int_equal(atomic_load(&r->healthy), 1);
 	atomic_fetch_add(&r->refs, 1);
-	replica_state_unref(r);
-	replica_state_unref(r); /* last: freed (LSan checks) */
-	backend_state_unref(b);
-	replica_state_unref(NULL);
-	backend_state_unref(NULL);
+	registry_replica_unref(r);
+	registry_replica_unref(r); /* last: freed (LSan checks) */
+	registry_backend_unref(b);
+	registry_replica_unref(NULL);
+	registry_backend_unref(NULL);
 
 	/* destroy frees even referenced states */
 	struct replica_registry reg;

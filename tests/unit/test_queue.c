@@ -101,7 +101,7 @@ static int teardown(void **state)
 	}
 	/* Only the fixture's reference is left after the teardowns. */
 	assert_int_equal(atomic_load(&f->bs->refs), 1);
-	backend_state_unref(f->bs);
+	registry_backend_unref(f->bs);
 	free(f);
 	return 0;
 }
@@ -411,7 +411,7 @@ static void test_teardown_unlinks(void **state)
 	assert_true(queue_entry_queued(&g));
 	assert_ptr_equal(queue_front(g.bq), &g);
 	queue_shard_teardown(f->sh[0]); /* twice: harmless */
-	backend_state_unref(bs2); /* the last reference: freed (ASan checks) */
+	registry_backend_unref(bs2); /* the last reference: freed (ASan checks) */
 	queue_remove(f->sh[1], &g);
 }
 

@@ -425,7 +425,7 @@ static int setup(void **state)
 	list_init(&s->flushq);
 	list_init(&s->queued);
 	list_init(&s->clients);
-	shard_metrics_init(&s->metrics);
+	metrics_shard_init(&s->metrics);
 	if (config_parse(doc, strlen(doc), "test.json", NULL, &s->config, err, sizeof(err)))
 		fail_msg("config: %s", err);
 	req_shard_init(s);
@@ -463,7 +463,7 @@ static int teardown(void **state)
 	timer_cancel(&s->tw, &s->queue_tick);
 	queue_shard_teardown(s);
 	config_unref(s->config);
-	shard_metrics_destroy(&s->metrics);
+	metrics_shard_destroy(&s->metrics);
 	free(s);
 	free(f);
 	return 0;

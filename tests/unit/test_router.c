@@ -306,23 +306,23 @@ static void test_acquire_release(void **state)
 	struct config *c = replicas_cfg(1, 2, "p2c");
 	struct replica_state *r = c->backends[0].replicas[0].state;
 
-	assert_int_equal(replica_try_acquire(r, 2), 1);
-	assert_int_equal(replica_try_acquire(r, 2), 1);
-	assert_int_equal(replica_try_acquire(r, 2), 0);
+	assert_int_equal(router_replica_acquire(r, 2), 1);
+	assert_int_equal(router_replica_acquire(r, 2), 1);
+	assert_int_equal(router_replica_acquire(r, 2), 0);
 	assert_int_equal(atomic_load(&r->ongoing), 2);
-	replica_release(r);
-	assert_int_equal(replica_try_acquire(r, 2), 1);
-	replica_release(r);
-	replica_release(r);
+	router_replica_release(r);
+	assert_int_equal(router_replica_acquire(r, 2), 1);
+	router_replica_release(r);
+	router_replica_release(r);
 	assert_int_equal(atomic_load(&r->ongoing), 0);
 	atomic_store(&r->healthy, 0);
-	assert_int_equal(replica_try_acquire(r, 2), 0);
+	assert_int_equal(router_replica_acquire(r, 2), 0);
 	atomic_store(&r->healthy, 1);
 	atomic_store(&r->draining, 1);
-	assert_int_equal(replica_try_acquire(r, 2), 0);
+	assert_int_equal(router_replica_acquire(r, 2), 0);
 	atomic_store(&r->draining, 0);
-	assert_int_equal(replica_try_acquire(r, 2), 1);
-	replica_release(r);
+	assert_int_equal(router_replica_acquire(r, 2), 1);
+	router_replica_release(r);
 	config_unref(c);
 }
 
@@ -337,7 +337,7 @@ static void test_p2c_prefers_less_loaded(void **state)
 	for (int i = 0; i < 100; i++) {
 		int k = router_pick_replica(b, NULL, 0, &rng, NULL);
 		assert_int_equal(k, 1);
-		replica_release(b->replicas[k].state);
+		router_replica_release(b->replicas[k].state);
 	}
 	release_all(b);
 	config_unref(c);
@@ -352,7 +352,7 @@ static void test_p2c_prefers_less_loaded(void **state)
 		int k = router_pick_replica(b, NULL, 0, &rng, NULL);
 		assert_true(k >= 0);
 		count[k]++;
-		replica_release(b->replicas[k].state);
+		router_replica_release(b->replicas[k].state);
 	}
 	assert_int_equal(count[0], 0);
 	assert_true(count[2] > count[1]);
@@ -395,7 +395,7 @@ static void test_p2c_never_exceeds_cap(void **state)
 		atomic_store(&b->replicas[i].state->ongoing, i == 4 ? 1 : 2);
 	for (int i = 0; i < 200; i++) {
 		assert_int_equal(router_pick_replica(b, NULL, 0, &rng, NULL), 4);
-		replica_release(b->replicas[4].state);
+		router_replica_release(b->replicas[4].state);
 	}
 	/* unhealthy and draining replicas are skipped */
 	atomic_store(&b->replicas[4].state->healthy, 0);
@@ -431,14 +431,14 @@ static void *hammer_thread(void *arg)
 {
 	struct hammer *h = arg;
 	for (int i = 0; i < 200000; i++) {
-		if (!replica_try_acquire(h->r, 3))
+		if (!router_replica_acquire(h->r, 3))
 			continue;
 		uint32_t now = atomic_load(&h->r->ongoing);
 		uint32_t seen = atomic_load(&h->max_seen);
 		while (now > seen && !atomic_compare_exchange_weak(&h->max_seen, &seen, now))
 			;
 		atomic_fetch_add(&h->acquired, 1);
-		replica_release(h->r);
+		router_replica_release(h->r);
 	}
 	return NULL;
 }
@@ -473,18 +473,18 @@ static void test_round_robin(void **state)
 	for (int i = 0; i < 9; i++) {
 		int k = router_pick_replica(b, NULL, 0, &rng, &cur);
 		assert_int_equal(k, i % 3);
-		replica_release(b->replicas[k].state);
+		router_replica_release(b->replicas[k].state);
 	}
 	/* full replica skipped: start 0 -> 0, start 1 -> full -> 2, start 2 -> 2 */
 	cur = 0;
 	atomic_store(&b->replicas[1].state->ongoing, 2);
 	int k = router_pick_replica(b, NULL, 0, &rng, &cur);
 	assert_int_equal(k, 0);
-	replica_release(b->replicas[0].state);
+	router_replica_release(b->replicas[0].state);
 	assert_int_equal(router_pick_replica(b, NULL, 0, &rng, &cur), 2);
-	replica_release(b->replicas[2].state);
+	router_replica_release(b->replicas[2].state);
 	assert_int_equal(router_pick_replica(b, NULL, 0, &rng, &cur), 2);
-	replica_release(b->replicas[2].state);
+	router_replica_release(b->replicas[2].state);
 	/* cursor wrap-around keeps working */
 	cur = UINT32_MAX;
 	assert_true(router_pick_replica(b, NULL, 0, &rng, &cur) >= 0);
@@ -508,11 +508,11 @@ static void test_rendezvous(void **state)
 		int n = snprintf(key, sizeof(key), "session-%d", i);
 		k = router_pick_replica(b, key, (size_t)n, &rng, NULL);
 		assert_true(k >= 0);
-		replica_release(b->replicas[k].state);
+		router_replica_release(b->replicas[k].state);
 		for (int j = 0; j < 3; j++) {
 			int k2 = router_pick_replica(b, key, (size_t)n, &rng, NULL);
 			assert_int_equal(k2, k);
-			replica_release(b->replicas[k2].state);
+			router_replica_release(b->replicas[k2].state);
 		}
 		spread[k]++;
 	}
@@ -527,18 +527,18 @@ static void test_rendezvous(void **state)
 	assert_int_equal(ongoing(b, (size_t)first), 2); /* now full */
 	int second = router_pick_replica(b, sk, strlen(sk), &rng, NULL);
 	assert_true(second >= 0 && second != first);
-	replica_release(b->replicas[second].state);
+	router_replica_release(b->replicas[second].state);
 	for (int i = 0; i < 20; i++) {
 		assert_int_equal(router_pick_replica(b, sk, strlen(sk), &rng, NULL), second);
-		replica_release(b->replicas[second].state);
+		router_replica_release(b->replicas[second].state);
 	}
 	/* fill the second choice too: a third, distinct and stable */
 	atomic_store(&b->replicas[second].state->ongoing, 2);
 	int third = router_pick_replica(b, sk, strlen(sk), &rng, NULL);
 	assert_true(third >= 0 && third != first && third != second);
-	replica_release(b->replicas[third].state);
+	router_replica_release(b->replicas[third].state);
 	assert_int_equal(router_pick_replica(b, sk, strlen(sk), &rng, NULL), third);
-	replica_release(b->replicas[third].state);
+	router_replica_release(b->replicas[third].state);
 	/* an unhealthy preferred replica spills the same way */
 	release_all(b);
 	atomic_store(&b->replicas[first].state->healthy, 0);
@@ -577,7 +577,7 @@ static void test_rendezvous_large(void **state)
 	int pref = router_pick_replica(b, "key", 3, &rng, NULL);
 
 	assert_true(pref >= 0);
-	replica_release(b->replicas[pref].state);
+	router_replica_release(b->replicas[pref].state);
 
 	for (int i = 0; i < 80; i++) {
 		int k = router_pick_replica(b, "key", 3, &rng, NULL);
