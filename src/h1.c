@@ -113,6 +113,8 @@ static void h1_push(struct shard *s, struct h1_conn *c, struct strbuf *buf)
 {
 	if (sock_push_owned(s, &c->sk, buf->p, buf->p, buf->len) == 0)
 		sock_flush_later(s, &c->sk);
+	else
+		sock_close(s, &c->sk); /* an answer lost: the client must not wait for it */
 	buf->p = NULL;
 }
 
