@@ -42,6 +42,7 @@ static void one_edit(json_t **doc, const char *data, size_t n)
 {
 	const char *sp = memchr(data, ' ', n), *nl;
 	char method[16], err[512];
+	json_t *before;
 	size_t ml;
 	int st;
 
@@ -57,6 +58,8 @@ static void one_edit(json_t **doc, const char *data, size_t n)
 		nl = data + n;
 	memset(err, 'x', sizeof(err));
 	err[0] = '\0';
+	before = json_deep_copy(*doc);
+	FZ_ASSERT(before != NULL, "out of memory");
 	st = ctl_api_edit_doc(doc, method, sp + 1, (size_t)(nl - sp - 1),
 			      nl < data + n ? nl + 1 : NULL, nl < data + n ? (size_t)(data + n - nl - 1) : 0,
 			      err, sizeof(err));
@@ -65,8 +68,13 @@ static void one_edit(json_t **doc, const char *data, size_t n)
 	if (st != 200) {
 		FZ_ASSERT(memchr(err, '\0', sizeof(err)) != NULL, "message not terminated");
 		FZ_ASSERT(err[0] != '\0', "status %d without a message", st);
+		/* The server throws a refused edit's document away (ctl_api.h):
+		 * the next edit starts from what was current. */
+		json_decref(*doc);
+		*doc = before;
 		return;
 	}
+	json_decref(before);
 	/* What would become current must validate, and be a fixed point. */
 	{
 		char *text = json_dumps(*doc, JSON_COMPACT | JSON_SORT_KEYS);
