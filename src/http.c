@@ -214,6 +214,17 @@ void http_request_parser_start(struct http_parser *hp, const llhttp_settings_t *
 	memset(hp->tail, 0, sizeof(hp->tail));
 }
 
+void http_request_parser_next(struct http_parser *hp, void *data)
+{
+	hp->p.data = data;
+	hp->event = HTTP_EV_NONE;
+	hp->no_body = 0;
+	http_head_reset(&hp->hd);
+	http_scan_init(&hp->scan);
+	hp->ext_bytes = 0;
+	memset(hp->tail, 0, sizeof(hp->tail));
+}
+
 void http_body_seen(struct http_parser *hp, const char *p, size_t n)
 {
 	if (n >= sizeof(hp->tail)) {
@@ -240,19 +251,34 @@ const struct http_hdr *http_head_find(const struct http_head *h, const char *nam
 	return NULL;
 }
 
+/* RFC 9110 5.6.2 tchar, as a table: header names are checked on every
+ * request and response. */
+static const unsigned char tchar_tab[256] = {
+	['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+	['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+	['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+	['8'] = 1, ['9'] = 1,
+	['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+	['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+	['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+	['Y'] = 1, ['Z'] = 1,
+	['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+	['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+	['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+	['y'] = 1, ['z'] = 1,
+};
+
+static inline int is_tchar(unsigned char ch) { return tchar_tab[ch]; }
+
 int http_head_valid(const struct http_head *h)
 {
-	static const char tchar[] = "!#$%&'*+-.^_`|~";
 	for (uint32_t i = 0; i < h->nhdrs; i++) {
 		const struct http_hdr *x = &h->hdrs[i];
 		if (!x->name_len)
 			return 0;
-		for (uint32_t k = 0; k < x->name_len; k++) {
-			unsigned char ch = (unsigned char)h->buf[x->name_off + k];
-			if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
-			      (ch >= 'A' && ch <= 'Z') || (ch && strchr(tchar, ch))))
+		for (uint32_t k = 0; k < x->name_len; k++)
+			if (!is_tchar((unsigned char)h->buf[x->name_off + k]))
 				return 0;
-		}
 	}
 	return 1;
 }
@@ -310,11 +336,25 @@ void http_head_mark_hop(struct http_head *h)
 	}
 }
 
+/* "Name: value\r\n", with one reservation: every forwarded header goes
+ * through here on the hot path. */
 static int put_header(struct strbuf *out, const struct http_head *h, const struct http_hdr *x)
 {
-	if (sb_put(out, h->buf + x->name_off, x->name_len) || sb_put(out, ": ", 2) ||
-	    sb_put(out, h->buf + x->value_off, x->value_len) || sb_put(out, "\r\n", 2))
+	char *w;
+
+	if (sb_reserve(out, (size_t)x->name_len + x->value_len + 4))
 		return -ENOMEM;
+	w = out->p + out->len;
+	memcpy(w, h->buf + x->name_off, x->name_len);
+	w += x->name_len;
+	*w++ = ':';
+	*w++ = ' ';
+	memcpy(w, h->buf + x->value_off, x->value_len);
+	w += x->value_len;
+	*w++ = '\r';
+	*w++ = '\n';
+	*w = '\0';
+	out->len = (size_t)(w - out->p);
 	return 0;
 }
 
@@ -467,12 +507,6 @@ int http_write_error(struct strbuf *out, int status, const char *msg, const char
 
 /* ---- request conformance (RFC 9110 / RFC 9112) ---- */
 
-static int is_tchar(unsigned char ch)
-{
-	static const char tchar[] = "!#$%&'*+-.^_`|~";
-	return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-	       (ch && strchr(tchar, ch));
-}
 
 /* uri-host [ ":" port ] (RFC 9110 7.2), without the comma that reg-name
  * allows: a comma here is a list of hosts, which is never valid. */
@@ -636,19 +670,26 @@ int http_check_request(const struct http_head *h, const llhttp_t *p, char *msg, 
 
 int http_scan_head(struct http_scan *sc, const char *p, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)p[i];
+	const char *end = p + n, *q = p;
 
-		if (sc->after_lf && (ch == ' ' || ch == '\t') && sc->lines >= 1)
+	if (!n)
+		return 0;
+	/* A line that began with this buffer: obs-fold if it starts with
+	 * whitespace after an earlier line end. */
+	if (sc->after_lf && (*p == ' ' || *p == '\t'))
+		return -1;
+	/* Only line ends matter: jump from one LF to the next (memchr is
+	 * vectorised; a byte loop cost 3.6% of the CPU on bench tiny). */
+	while (q < end && (q = memchr(q, '\n', (size_t)(end - q)))) {
+		if (!(q > p ? q[-1] == '\r' : sc->prev_cr))
+			return -2; /* bare LF */
+		sc->lines++;
+		if (q + 1 < end && (q[1] == ' ' || q[1] == '\t'))
 			return -1; /* obs-fold */
-		if (ch == '\n') {
-			if (!sc->prev_cr)
-				return -2; /* bare LF */
-			sc->lines++;
-		}
-		sc->after_lf = ch == '\n';
-		sc->prev_cr = ch == '\r';
+		q++;
 	}
+	sc->prev_cr = end[-1] == '\r';
+	sc->after_lf = end[-1] == '\n';
 	return 0;
 }
 

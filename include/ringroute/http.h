@@ -109,6 +109,10 @@ void http_request_settings_init(llhttp_settings_t *s);
  * http_request_settings_init), owned by data. Transfer-Encoding is left to
  * http_check_request (501 for a coding we lack), not refused by llhttp. */
 void http_request_parser_start(struct http_parser *hp, const llhttp_settings_t *s, void *data);
+/* The same for a parser standing at a message boundary (the previous
+ * request ended cleanly): llhttp goes on by itself, only our per-message
+ * state is reset, and the owner becomes data. */
+void http_request_parser_next(struct http_parser *hp, void *data);
 /* Body bytes of the request went by: remember its last bytes. */
 void http_body_seen(struct http_parser *hp, const char *p, size_t n);
 /* At the message end: did a chunked body end in CRLF CRLF? (llhttp lets a
