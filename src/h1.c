@@ -574,7 +574,11 @@ static int h1_parse_step(struct shard *s, struct h1_conn *c)
 	}
 	if (rc != HPE_OK && rc != HPE_PAUSED) {
 		int too_large = c->ps->hp.hd.too_large;
-		int bad = 0;
+		/* The earliest fault is the one answered, however the bytes
+		 * were split: a bare LF or obs-fold that llhttp let through
+		 * before its own error comes first. (Scanned before the input,
+		 * data included, is dropped.) */
+		int bad = in_body ? 0 : http_scan_head(&c->ps->hp.scan, data, (size_t)(pos - data));
 
 		sock_in_clear(s, sk);
 		if (c->flags & H1_F_DISCARD) {
@@ -584,11 +588,6 @@ static int h1_parse_step(struct shard *s, struct h1_conn *c)
 			h1_next(s, c);
 			return -1;
 		}
-		/* The earliest fault is the one answered, however the bytes
-		 * were split: a bare LF or obs-fold that llhttp let through
-		 * before its own error comes first. */
-		if (!in_body && !too_large)
-			bad = http_scan_head(&c->ps->hp.scan, data, (size_t)(pos - data));
 		if (bad)
 			h1_reject(s, c, 400, REQ_R_BAD_REQUEST, http_scan_reason(bad));
 		else

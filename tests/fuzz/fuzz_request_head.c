@@ -241,8 +241,9 @@ static void sim_input(struct sim_client *c, const char *data, size_t len)
 		}
 		if (rc != HPE_OK && rc != HPE_PAUSED) {
 			int st = c->hp.hd.too_large ? 431 : 400;
-			int bad = !in_body && st == 400 ?
-				  http_scan_head(&c->hp.scan, data, (size_t)(pos - data)) : 0;
+			int bad = !in_body ? http_scan_head(&c->hp.scan, data, (size_t)(pos - data)) : 0;
+			if (bad)
+				st = 400;
 			sim_error(c, st, bad ? http_scan_reason(bad)
 				  : st == 431 ? "request header fields too large"
 					      : llhttp_get_error_reason(&c->hp.p), 1);
