@@ -100,6 +100,34 @@ class QueueCase(harness.RRTestCase):
         self.assertRegex(ra, r"^\d+$", r)
 
 
+class QueuedPipelineTest(QueueCase):
+    """A pipelined request that waits, copied out of the receive buffers,
+    behind a queued one and turns out malformed: it gets its 400 after the
+    first one's 200. (The check for the earliest fault once read those
+    copies after they were freed: ASan reports that in build-asan.)"""
+
+    def test_malformed_pipelined_behind_queued(self):
+        up = self.gated()
+        self.start(up)
+        a = self.send("/a", gate="a")
+        up.wait_requests(1)                 # a holds the only slot
+        b = self.client(self.rr.port, timeout=15)
+        b.send(build_request("GET", "/b") +
+               b"GET /bad HTTP/1.1\r\nHost: x\r\nX-A: one\r\n\x01\r\n\r\n")  # llhttp fails at \x01
+        self.wait_queued(1)                 # b waits; its input is spilled
+        up.release("a")
+        self.assertOK(a, "/a")
+        self.assertOK(b, "/b")
+        r = b.read_response()
+        self.assertErrorJSON(r, 400)
+        self.assertTrue(b.closed_within(3.0))
+        self.assertEqual(up.paths(), ["/a", "/b"])
+        # still serving
+        c = self.client(self.rr.port)
+        r = c.request("GET", "/after")
+        self.assertEqual(r.status, 200, r)
+
+
 class QueueLimitsTest(QueueCase):
     SHARDS = 2  # the queue bound and the cap are process-wide
 
