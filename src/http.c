@@ -204,14 +204,8 @@ void http_request_settings_init(llhttp_settings_t *s)
 void http_request_parser_start(struct http_parser *hp, const llhttp_settings_t *s, void *data)
 {
 	llhttp_init(&hp->p, HTTP_REQUEST, s);
-	hp->p.data = data;
 	llhttp_set_lenient_transfer_encoding(&hp->p, 1);
-	hp->event = HTTP_EV_NONE;
-	hp->no_body = 0;
-	http_head_reset(&hp->hd);
-	http_scan_init(&hp->scan);
-	hp->ext_bytes = 0;
-	memset(hp->tail, 0, sizeof(hp->tail));
+	http_request_parser_next(hp, data);
 }
 
 void http_request_parser_next(struct http_parser *hp, void *data)
