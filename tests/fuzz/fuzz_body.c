@@ -9,7 +9,7 @@
  * body are fed together to an llhttp HTTP_REQUEST parser with h1.c's
  * settings (http_request_settings_init: chunk extensions bounded; on_body is added here
  * only to count decoded bytes, it returns 0 and changes no parser state),
- * driven as client_on_input drives it: the bytes consumed while in the
+ * driven as h1_parse_step drives it: the bytes consumed while in the
  * body are what h1.c forwards raw to the replica.
  *
  * Asserts:
@@ -21,7 +21,7 @@
  *  - whole and split feeding agree on every message's outcome (head,
  *    where the body ends, raw and decoded byte counts and a hash of the
  *    decoded bytes, the error that ended the connection and where); on an
- *    error, the body bytes already forwarded (split-dependent: conn.c
+ *    error, the body bytes already forwarded (split-dependent: h1.c
  *    streams them) all lie before the error position;
  *  - no sanitizer report. */
 #include <stddef.h>

@@ -58,7 +58,7 @@ static const char fuzz_cfg_doc[] =
 static struct config *fuzz_cfg;
 
 /* One simulated client connection: the fields of struct client that
- * client_on_input and client_on_headers read, plus the outcome text. */
+ * h1_parse_step and h1_on_headers read, plus the outcome text. */
 struct sim_client {
 	struct http_parser hp;
 	struct strbuf *out;
@@ -81,7 +81,7 @@ static int sim_on_begin(llhttp_t *p)
 
 static llhttp_settings_t sim_settings;
 
-/* conn.c client_error: record the answer; close stops the connection. */
+/* h1_resp_fail: record the answer; close stops the connection. */
 static void sim_error(struct sim_client *c, int status, const char *msg, int close)
 {
 	if (close)
@@ -302,7 +302,7 @@ static void run_client(const char *data, size_t len, const struct fz_cuts *cuts,
 		sim_input(&c, data + start, end - start);
 		start = end;
 	}
-	/* What conn.c does at EOF with nothing left unparsed. */
+	/* What h1_on_input does at EOF with nothing left unparsed. */
 	if (!c.stop)
 		sb_printf(out, "eof: %s\n", !c.begun ? "idle" : !c.in_body ? "incomplete head" : "mid-body");
 	http_head_free(&c.hp.hd);

@@ -1,6 +1,6 @@
 /* Unit tests for HTTP head collection and rewriting (src/http.c).
  *
- * llhttp is driven exactly as src/conn.c (requests) and src/upstream.c
+ * llhttp is driven exactly as src/h1.c (requests) and src/upstream.c
  * (responses) drive it: the data callbacks feed http_head_url / field /
  * value / value_done, on_headers_complete and on_message_complete pause the
  * parser, and the head is written at the headers pause. Every message is fed
@@ -34,7 +34,7 @@ static void rr_test_sb_free(struct strbuf *sb)
 #define MAX_MSGS 4
 
 struct harness {
-	struct http_parser hp;        /* the parser conn.c and upstream.c use */
+	struct http_parser hp;        /* the parser h1.c and upstream.c use */
 	llhttp_settings_t set;
 	struct fwd_info fi;
 	int close;                    /* responses: http_write_response_head's close */
@@ -66,7 +66,7 @@ static void harness_free(struct harness *t)
 	http_head_free(&t->hp.hd);
 }
 
-/* The head is complete: rewrite it as conn.c / upstream.c do. */
+/* The head is complete: rewrite it as h1.c / upstream.c do. */
 static void on_head(struct harness *t)
 {
 	struct strbuf sb = {0};
@@ -91,7 +91,7 @@ static void on_head(struct harness *t)
 	rr_test_sb_free(&sb);
 }
 
-/* Feed one receive buffer, resuming after each pause like conn.c. Returns
+/* Feed one receive buffer, resuming after each pause like h1.c. Returns
  * the llhttp error (HPE_OK when the buffer was consumed). */
 static llhttp_errno_t feed(struct harness *t, const char *data, size_t len)
 {
