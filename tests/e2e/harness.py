@@ -351,6 +351,18 @@ def endpoint(route, traffic, **kw):
     return e
 
 
+def _close_listener(lsock):
+    """Wake a thread blocked in accept() on lsock and close it."""
+    try:
+        lsock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        lsock.close()
+    except OSError:
+        pass
+
+
 class RawUpstream:
     """A scripted upstream in this process: a listening socket served by a
     thread. respond(req) -> bytes is called for every request parsed
@@ -452,14 +464,7 @@ class RawUpstream:
 
     def close(self):
         self._stop = True
-        try:
-            self.lsock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
+        _close_listener(self.lsock)
         for s in self._conns:
             try:
                 s.close()
@@ -708,14 +713,7 @@ class ScriptedUpstream:
 
     def close(self):
         self._stop = True
-        try:
-            self.lsock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
+        _close_listener(self.lsock)
         for c in list(self.conns):
             c.close()
 
