@@ -718,6 +718,19 @@ class ScriptedUpstream:
             c.close()
 
 
+def sanitizer_of(pid):
+    """The sanitizer a running process was built with: "address" (gcc links
+    libasan), "thread" (clang links ThreadSanitizer's runtime statically, so
+    the executable holds its symbols) or None."""
+    with open("/proc/%d/maps" % pid) as f:
+        if "libasan" in f.read():
+            return "address"
+    with open("/proc/%d/exe" % pid, "rb") as f:
+        if b"__tsan_init" in f.read():
+            return "thread"
+    return None
+
+
 def proc_cpu_seconds(pid):
     """utime + stime of pid (all its threads), in seconds."""
     with open("/proc/%d/stat" % pid) as f:
