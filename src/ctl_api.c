@@ -17,6 +17,7 @@
 #include "ringroute/alloc.h"
 #include "ringroute/config.h"
 #include "ringroute/proxy.h"
+#include "ringroute/log.h"
 
 #define API_MAX_SEGS 6
 #define API_ERR_LEN  1024
@@ -775,7 +776,7 @@ static int api_change(struct ctl_api *api, const struct edit *e, struct config *
 		pthread_mutex_unlock(&p->config_lock);
 		if (applied) {
 			/* A shard could not be reached: current anyway. */
-			fprintf(stderr, "ringroute: control: %s\n", err);
+			log_warn("control: %s", err);
 			rc = 0;
 		} else if (rc == -ENOENT || rc == -EINVAL || rc == -EBUSY) {
 			rc = -EIO; /* never mistaken for 404/400/409 */

@@ -36,6 +36,7 @@
 #include "ringroute/proxy.h"
 #include "ringroute/report.h"
 #include "ringroute/strbuf.h"
+#include "ringroute/log.h"
 
 #define CTL_MAX_BODY        (1u << 20)   /* request body limit: 413 above */
 #define CTL_MAX_HEAD        (64u << 10)  /* request line + headers: 431 above */
@@ -449,7 +450,7 @@ static void http_accept(struct ctl_http *h, int lfd, bool admin)
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				fprintf(stderr, "ringroute: control: accept: %s\n", strerror(errno));
+				log_warn("control: accept: %s", strerror(errno));
 			return;
 		}
 		if (h->nconns >= CTL_MAX_CONNS) {
@@ -601,7 +602,7 @@ static void *http_thread(void *arg)
 		rc = poll(h->pfds, (nfds_t)n, timeout);
 		if (rc < 0) {
 			if (errno != EINTR) {
-				fprintf(stderr, "ringroute: control: poll: %s\n", strerror(errno));
+				log_error("control: poll: %s", strerror(errno));
 				usleep(10000);
 			}
 			continue;
@@ -609,7 +610,7 @@ static void *http_thread(void *arg)
 		if (h->pfds[0].revents & POLLIN) {
 			uint64_t v;
 			if (read(h->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-				fprintf(stderr, "ringroute: control: wake: %s\n", strerror(errno));
+				log_error("control: wake: %s", strerror(errno));
 		}
 		if (atomic_load(&h->stop))
 			break;
@@ -656,7 +657,7 @@ static int http_listen_unix(const char *path)
 	int fd, rc;
 
 	if (strlen(path) >= sizeof(sa.sun_path)) {
-		fprintf(stderr, "ringroute: --control %s: path too long (max %zu bytes)\n", path,
+		log_error("--control %s: path too long (max %zu bytes)", path,
 			sizeof(sa.sun_path) - 1);
 		return -ENAMETOOLONG;
 	}
@@ -667,14 +668,14 @@ static int http_listen_unix(const char *path)
 	if (lstat(path, &st) == 0) {
 		int probe;
 		if (!S_ISSOCK(st.st_mode)) {
-			fprintf(stderr, "ringroute: --control %s: exists and is not a socket\n", path);
+			log_error("--control %s: exists and is not a socket", path);
 			rc = -EEXIST;
 			goto fail_close;
 		}
 		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
 			close(probe);
-			fprintf(stderr, "ringroute: --control %s: another process is serving it\n",
+			log_error("--control %s: another process is serving it",
 				path);
 			rc = -EADDRINUSE;
 			goto fail_close;
@@ -692,12 +693,12 @@ static int http_listen_unix(const char *path)
 	umask(old);
 	if (rc) {
 		rc = -errno;
-		fprintf(stderr, "ringroute: --control %s: bind: %s\n", path, strerror(-rc));
+		log_error("--control %s: bind: %s", path, strerror(-rc));
 		goto fail_close;
 	}
 	if (chmod(path, 0600) || listen(fd, 64)) {
 		rc = -errno;
-		fprintf(stderr, "ringroute: --control %s: %s\n", path, strerror(-rc));
+		log_error("--control %s: %s", path, strerror(-rc));
 		goto fail_unlink;
 	}
 	return fd;
@@ -719,7 +720,7 @@ static int http_listen_tcp(const char *spec, uint16_t *port)
 	int fd, one = 1, rc;
 
 	if (addr_parse(spec, strlen(spec), ADDR_F_ANY | ADDR_F_PORT0, &sa, why, sizeof(why))) {
-		fprintf(stderr, "ringroute: --admin: expected ADDR:PORT, got '%s': %s\n", spec, why);
+		log_error("--admin: expected ADDR:PORT, got '%s': %s", spec, why);
 		return -EINVAL;
 	}
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -729,7 +730,7 @@ static int http_listen_tcp(const char *spec, uint16_t *port)
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 64) ||
 	    getsockname(fd, (struct sockaddr *)&sa, &sl)) {
 		rc = -errno;
-		fprintf(stderr, "ringroute: --admin %s: %s\n", spec, strerror(-rc));
+		log_error("--admin %s: %s", spec, strerror(-rc));
 		close(fd);
 		return rc;
 	}
@@ -785,15 +786,15 @@ int ctl_http_start(struct ctl_api *api, struct ctl_http **out, uint16_t *admin_p
 	h->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (h->wake_fd < 0) {
 		rc = -errno;
-		fprintf(stderr, "ringroute: control: eventfd: %s\n", strerror(-rc));
+		log_error("control: eventfd: %s", strerror(-rc));
 		goto fail;
 	}
 	if (opt->report_url) {
 		rc = report_init(&h->report, opt->report_url, why, sizeof(why));
 		if (rc) {
-			fprintf(stderr,
-				"ringroute: --report-url: expected http://HOST[:PORT]/PATH with an "
-				"IPv4 address or localhost, got '%s': %s\n",
+			log_error(
+				"--report-url: expected http://HOST[:PORT]/PATH with an "
+				"IPv4 address or localhost, got '%s': %s",
 				opt->report_url, why);
 			goto fail;
 		}
@@ -818,7 +819,7 @@ int ctl_http_start(struct ctl_api *api, struct ctl_http **out, uint16_t *admin_p
 	}
 	rc = -pthread_create(&h->thread, NULL, http_thread, h);
 	if (rc) {
-		fprintf(stderr, "ringroute: control: cannot start thread: %s\n", strerror(-rc));
+		log_error("control: cannot start thread: %s", strerror(-rc));
 		goto fail;
 	}
 	h->thread_started = true;
@@ -839,7 +840,7 @@ void ctl_http_stop(struct ctl_http *h)
 		return;
 	atomic_store(&h->stop, 1);
 	if (write(h->wake_fd, &one, sizeof(one)) < 0)
-		fprintf(stderr, "ringroute: control: wake: %s\n", strerror(errno));
+		log_error("control: wake: %s", strerror(errno));
 	if (h->thread_started)
 		pthread_join(h->thread, NULL);
 	http_destroy(h);

@@ -25,6 +25,7 @@
 #include "ringroute/alloc.h"
 #include "ringroute/clock.h"
 #include "ringroute/proxy.h"
+#include "ringroute/log.h"
 
 #define HEALTH_TICK_MS      100   /* how often due backends are looked for */
 #define HEALTH_MAX_PROBE_MS 1000  /* a probe's deadline: min(interval / 2, this) */
@@ -77,7 +78,7 @@ static void health_oom(struct health *h, const char *what, const char *backend)
 {
 	if (h->oom_logged)
 		return;
-	fprintf(stderr, "ringroute: health: out of memory: %s of backend %s skipped\n", what,
+	log_warn("health: out of memory: %s of backend %s skipped", what,
 		backend);
 	h->oom_logged = true;
 }
@@ -91,10 +92,10 @@ static void probe_finish(struct hc_probe *pr, int ok)
 
 	if (atomic_exchange(&st->healthy, (uint32_t)ok) != (uint32_t)ok) {
 		if (ok)
-			fprintf(stderr, "ringroute: replica %s/%s is healthy\n", pr->b->name,
+			log_info("replica %s/%s is healthy", pr->b->name,
 				pr->r->id);
 		else
-			fprintf(stderr, "ringroute: replica %s/%s is unhealthy (%s)\n", pr->b->name,
+			log_warn("replica %s/%s is unhealthy (%s)", pr->b->name,
 				pr->r->id, pr->reason);
 	}
 	if (pr->fd >= 0)
@@ -339,7 +340,7 @@ static int health_poll(struct health *h, uint64_t next_round)
 	if (h->pfds[0].revents & POLLIN) {
 		uint64_t v;
 		if (read(h->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-			fprintf(stderr, "ringroute: health: wake: %s\n", strerror(errno));
+			log_error("health: wake: %s", strerror(errno));
 	}
 	for (size_t i = 1; i < n; i++)
 		if (h->pfds[i].revents && h->probes[i - 1].phase != PROBE_DONE)
@@ -429,7 +430,7 @@ void health_stop(struct health *h)
 		return;
 	atomic_store(&h->stop, 1);
 	if (write(h->wake_fd, &one, sizeof(one)) < 0)
-		fprintf(stderr, "ringroute: health: wake: %s\n", strerror(errno));
+		log_error("health: wake: %s", strerror(errno));
 	pthread_join(h->thread, NULL);
 	close(h->wake_fd);
 	mi_free(h);

@@ -19,15 +19,71 @@
 #include "ringroute/health.h"
 #include "ringroute/proxy.h"
 #include "ringroute/shard.h"
+#include "ringroute/version.h"
 #include "ringroute/xring.h"
+#include "ringroute/log.h"
 
+
+/* Every flag, in the order --help lists them: one table serves getopt,
+ * --help and the man page's check (tests/e2e/test_cli.py compares them). */
+enum opt_id {
+	O_CONFIG = 256, O_LISTEN, O_SHARDS, O_CONTROL, O_ADMIN, O_STATE, O_REPORT_URL,
+	O_REPORT_INTERVAL, O_DRAIN_TIMEOUT, O_HEADER_TIMEOUT, O_PIN, O_LOG_FORMAT,
+	O_LOG_LEVEL, O_VERSION, O_HELP,
+};
+
+struct flag {
+	const char *name;
+	int id;
+	const char *arg;  /* metavariable, NULL for a switch */
+	const char *def;  /* the default as the user writes it, NULL when none */
+	const char *help; /* one sentence */
+};
+
+static const struct flag flags[] = {
+	{"config", O_CONFIG, "FILE", NULL,
+	 "Configuration file (JSON, docs/config.md); required unless --state names an existing file."},
+	{"listen", O_LISTEN, "ADDR:PORT", "0.0.0.0:8080",
+	 "Address the data-path listener binds (port 0: any free port, printed as LISTEN N)."},
+	{"shards", O_SHARDS, "N", "one per online CPU", "Shards (event loops, one io_uring each)."},
+	{"control", O_CONTROL, "PATH", NULL, "Unix socket serving the control API (ringroutectl)."},
+	{"admin", O_ADMIN, "ADDR:PORT", NULL,
+	 "TCP address serving /metrics, /healthz, /readyz and the read-only API."},
+	{"state", O_STATE, "FILE", NULL,
+	 "File the live configuration is saved to on every change; it wins over --config at start."},
+	{"report-url", O_REPORT_URL, "URL", NULL,
+	 "http://HOST[:PORT]/PATH that queue lengths are POSTed to (autoscalers)."},
+	{"report-interval-ms", O_REPORT_INTERVAL, "MS", "1000", "Period of the --report-url POSTs."},
+	{"drain-timeout-ms", O_DRAIN_TIMEOUT, "MS", "10000",
+	 "On SIGTERM, how long requests in flight may take to finish before exit."},
+	{"header-timeout-ms", O_HEADER_TIMEOUT, "MS", "10000",
+	 "A request head must arrive within this of its first byte (408 otherwise)."},
+	{"pin", O_PIN, "on|off|auto", "auto",
+	 "Pin shard i to CPU i; auto pins only when there is a shard for every CPU."},
+	{"log-format", O_LOG_FORMAT, "text|json", "text", "Format of the process log on stderr."},
+	{"log-level", O_LOG_LEVEL, "error|warn|info|debug", "info",
+	 "Lowest level of the process log written."},
+	{"version", O_VERSION, NULL, NULL,
+	 "Print the version, the git commit and the kernel's io_uring features, then exit."},
+	{"help", O_HELP, NULL, NULL, "Print this help, then exit."},
+};
+
+#define NFLAGS (sizeof(flags) / sizeof(flags[0]))
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ringroute --config FILE [--listen ADDR:PORT] [--shards N] [--control PATH]\n"
-		   "                 [--admin ADDR:PORT] [--state FILE] [--report-url URL]\n"
-		   "                 [--report-interval-ms N] [--drain-timeout-ms N] [--pin on|off|auto]\n"
-		   "                 [--header-timeout-ms N]\n");
+	fprintf(f, "usage: ringroute --config FILE [OPTION]...\n\n"
+		   "Routes HTTP requests to model-server replicas (docs/config.md).\n\n");
+	for (size_t i = 0; i < NFLAGS; i++) {
+		char left[64];
+		snprintf(left, sizeof(left), "--%s%s%s", flags[i].name, flags[i].arg ? " " : "",
+			 flags[i].arg ? flags[i].arg : "");
+		fprintf(f, "  %-34s %s", left, flags[i].help);
+		if (flags[i].def)
+			fprintf(f, " Default: %s.", flags[i].def);
+		fputc('\n', f);
+	}
+	fprintf(f, "\nSignals: SIGHUP reloads --config, SIGTERM/SIGINT drain and exit 0.\n");
 }
 
 static int parse_uint(const char *s, unsigned long max, unsigned long *out)
@@ -42,65 +98,70 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *out)
 	return 0;
 }
 
-static int parse_args(int argc, char **argv, struct proxy_options *o)
+/* Milliseconds for flag name: 1..3600000, else the message and -EINVAL. */
+static int parse_ms(const char *name, const char *arg, uint32_t *out)
 {
-	static const struct option longopts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"listen", required_argument, NULL, 'l'},
-		{"shards", required_argument, NULL, 's'},
-		{"control", required_argument, NULL, 'C'},
-		{"admin", required_argument, NULL, 'a'},
-		{"state", required_argument, NULL, 'S'},
-		{"report-url", required_argument, NULL, 'r'},
-		{"report-interval-ms", required_argument, NULL, 'i'},
-		{"drain-timeout-ms", required_argument, NULL, 'd'},
-		{"header-timeout-ms", required_argument, NULL, 'H'},
-		{"pin", required_argument, NULL, 'p'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
-	int ch;
 	unsigned long v;
 
+	if (parse_uint(arg, 3600000, &v) || v == 0) {
+		log_error("--%s: expected milliseconds (1..3600000), got '%s'", name, arg);
+		return -EINVAL;
+	}
+	*out = (uint32_t)v;
+	return 0;
+}
+
+/* Fills o from argv. 0; 1 when --help or --version was printed (exit 0);
+ * -EINVAL after printing what is wrong (exit 2). */
+static int parse_args(int argc, char **argv, struct proxy_options *o)
+{
+	struct option longopts[NFLAGS + 1];
+	enum log_format log_fmt = LOG_F_TEXT;
+	enum log_level log_min = LOG_L_INFO;
+	int ch, idx;
+	unsigned long v;
+
+	memset(longopts, 0, sizeof(longopts));
+	for (size_t i = 0; i < NFLAGS; i++)
+		longopts[i] = (struct option){flags[i].name,
+					      flags[i].arg ? required_argument : no_argument, NULL,
+					      flags[i].id};
 	memset(o, 0, sizeof(*o));
 	o->listen = "0.0.0.0:8080";
 	o->report_interval_ms = 1000;
 	o->drain_timeout_ms = 10000;
 	o->header_timeout_ms = 10000;
 	o->pin = -1;
-	while ((ch = getopt_long(argc, argv, "c:l:s:h", longopts, NULL)) != -1) {
+	opterr = 0; /* getopt's own messages carry no timestamp: ours below */
+	while ((ch = getopt_long(argc, argv, ":c:l:s:h", longopts, &idx)) != -1) {
 		switch (ch) {
-		case 'c': o->config_path = optarg; break;
-		case 'l': o->listen = optarg; break;
-		case 'C': o->control_path = optarg; break;
-		case 'a': o->admin = optarg; break;
-		case 'S': o->state_path = optarg; break;
-		case 'r': o->report_url = optarg; break;
+		case 'c': case O_CONFIG: o->config_path = optarg; break;
+		case 'l': case O_LISTEN: o->listen = optarg; break;
+		case O_CONTROL: o->control_path = optarg; break;
+		case O_ADMIN: o->admin = optarg; break;
+		case O_STATE: o->state_path = optarg; break;
+		case O_REPORT_URL: o->report_url = optarg; break;
 		case 's':
+		case O_SHARDS:
 			if (parse_uint(optarg, RR_MAX_SHARDS, &v) || v == 0) {
-				fprintf(stderr, "ringroute: --shards: expected 1..%d, got '%s'\n",
-					RR_MAX_SHARDS, optarg);
+				log_error("--shards: expected 1..%d, got '%s'", RR_MAX_SHARDS, optarg);
 				return -EINVAL;
 			}
 			o->nshards = (unsigned)v;
 			break;
-		case 'i':
-		case 'd':
-		case 'H':
-			if (parse_uint(optarg, 3600000, &v) || v == 0) {
-				fprintf(stderr, "ringroute: --%s: expected milliseconds, got '%s'\n",
-					ch == 'i' ? "report-interval-ms"
-					: ch == 'd' ? "drain-timeout-ms" : "header-timeout-ms", optarg);
+		case O_REPORT_INTERVAL:
+			if (parse_ms("report-interval-ms", optarg, &o->report_interval_ms))
 				return -EINVAL;
-			}
-			if (ch == 'i')
-				o->report_interval_ms = (uint32_t)v;
-			else if (ch == 'd')
-				o->drain_timeout_ms = (uint32_t)v;
-			else
-				o->header_timeout_ms = (uint32_t)v;
 			break;
-		case 'p':
+		case O_DRAIN_TIMEOUT:
+			if (parse_ms("drain-timeout-ms", optarg, &o->drain_timeout_ms))
+				return -EINVAL;
+			break;
+		case O_HEADER_TIMEOUT:
+			if (parse_ms("header-timeout-ms", optarg, &o->header_timeout_ms))
+				return -EINVAL;
+			break;
+		case O_PIN:
 			if (strcmp(optarg, "on") == 0)
 				o->pin = 1;
 			else if (strcmp(optarg, "off") == 0)
@@ -108,27 +169,46 @@ static int parse_args(int argc, char **argv, struct proxy_options *o)
 			else if (strcmp(optarg, "auto") == 0)
 				o->pin = -1;
 			else {
-				fprintf(stderr, "ringroute: --pin: expected on, off or auto, got '%s'\n",
-					optarg);
+				log_error("--pin: expected on, off or auto, got '%s'", optarg);
 				return -EINVAL;
 			}
 			break;
+		case O_LOG_FORMAT:
+			if (log_format_parse(optarg, &log_fmt)) {
+				log_error("--log-format: expected text or json, got '%s'", optarg);
+				return -EINVAL;
+			}
+			log_setup(log_fmt, log_min);
+			break;
+		case O_LOG_LEVEL:
+			if (log_level_parse(optarg, &log_min)) {
+				log_error("--log-level: expected error, warn, info or debug, got '%s'",
+					  optarg);
+				return -EINVAL;
+			}
+			log_setup(log_fmt, log_min);
+			break;
+		case O_VERSION:
+			version_print(stdout);
+			return 1;
 		case 'h':
+		case O_HELP:
 			usage(stdout);
-			exit(0);
+			return 1;
+		case ':':
+			log_error("%s: missing value (try --help)", argv[optind - 1]);
+			return -EINVAL;
 		default:
-			usage(stderr);
+			log_error("unknown option '%s' (try --help)", argv[optind - 1]);
 			return -EINVAL;
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "ringroute: unexpected argument '%s'\n", argv[optind]);
-		usage(stderr);
+		log_error("unexpected argument '%s' (try --help)", argv[optind]);
 		return -EINVAL;
 	}
 	if (!o->config_path && !o->state_path) {
-		fprintf(stderr, "ringroute: --config FILE is required\n");
-		usage(stderr);
+		log_error("--config FILE is required (try --help)");
 		return -EINVAL;
 	}
 	return 0;
@@ -146,12 +226,12 @@ static struct config *load_initial(struct proxy *p)
 	if (p->opt.state_path && stat(p->opt.state_path, &st) == 0)
 		path = p->opt.state_path;
 	if (!path) {
-		fprintf(stderr, "ringroute: no --config and no state file at %s\n", p->opt.state_path);
+		log_error("no --config and no state file at %s", p->opt.state_path);
 		return NULL;
 	}
 	ret = config_load_file(path, &p->registry, &c, err, sizeof(err));
 	if (ret) {
-		fprintf(stderr, "ringroute: %s\n", err);
+		log_error("%s", err);
 		return NULL;
 	}
 	c->version = 1;
@@ -192,13 +272,14 @@ int main(int argc, char **argv)
 	p = mi_zalloc(sizeof(*p));
 	if (!p)
 		return 1;
-	if (parse_args(argc, argv, &p->opt)) {
+	ret = parse_args(argc, argv, &p->opt);
+	if (ret) {
 		mi_free(p);
-		return 2;
+		return ret > 0 ? 0 : 2;
 	}
 	if (addr_parse(p->opt.listen, strlen(p->opt.listen), ADDR_F_ANY | ADDR_F_PORT0, &addr, why,
 		       sizeof(why))) {
-		fprintf(stderr, "ringroute: --listen: expected ADDR:PORT, got '%s': %s\n",
+		log_error("--listen: expected ADDR:PORT, got '%s': %s",
 			p->opt.listen, why);
 		mi_free(p);
 		return 2;
@@ -232,7 +313,7 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < p->nshards; i++) {
 		ret = shard_create(p, i, &addr, &p->shards[i]);
 		if (ret) {
-			fprintf(stderr, "ringroute: cannot listen on %s: %s\n", p->opt.listen,
+			log_error("cannot listen on %s: %s", p->opt.listen,
 				strerror(-ret));
 			p->nshards = i;
 			code = 1;
@@ -253,7 +334,7 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < p->nshards; i++) {
 		ret = shard_start(p->shards[i]);
 		if (ret) {
-			fprintf(stderr, "ringroute: shard %u: io_uring unavailable: %s\n", i,
+			log_error("shard %u: io_uring unavailable: %s", i,
 				strerror(-ret));
 			code = ret == -ENOSYS || ret == -EPERM || ret == -EINVAL ? 77 : 1;
 			goto out_stop;
@@ -268,7 +349,7 @@ int main(int argc, char **argv)
 	}
 	ret = health_start(p, &health);
 	if (ret) {
-		fprintf(stderr, "ringroute: cannot start health checks: %s\n", strerror(-ret));
+		log_error("cannot start health checks: %s", strerror(-ret));
 		code = 1;
 		goto out_stop;
 	}
@@ -277,7 +358,7 @@ int main(int argc, char **argv)
 		printf("ADMIN %u\n", admin_port);
 	printf("READY\n");
 	fflush(stdout);
-	fprintf(stderr, "ringroute: %u shard(s) listening on port %u\n", p->nshards, p->listen_port);
+	log_info("%u shard(s) listening on port %u", p->nshards, p->listen_port);
 
 	for (;;) {
 		if (sigwait(&set, &sig))
@@ -285,7 +366,7 @@ int main(int argc, char **argv)
 		if (sig == SIGHUP) {
 			char err[1024];
 			if (!p->opt.config_path) {
-				fprintf(stderr, "ringroute: SIGHUP: no --config to reload\n");
+				log_warn("SIGHUP: no --config to reload");
 				continue;
 			}
 			if (ctl)
@@ -298,14 +379,14 @@ int main(int argc, char **argv)
 					ret = proxy_change(p, n, err, sizeof(err));
 			}
 			if (ret)
-				fprintf(stderr, "ringroute: SIGHUP: reload refused: %s\n", err);
+				log_warn("SIGHUP: reload refused: %s", err);
 			else
-				fprintf(stderr, "ringroute: SIGHUP: reloaded %s\n", p->opt.config_path);
+				log_info("SIGHUP: reloaded %s", p->opt.config_path);
 			continue;
 		}
 		break;
 	}
-	fprintf(stderr, "ringroute: draining\n");
+	log_info("draining");
 out_stop:
 	health_stop(health);
 	if (ctl)
@@ -314,7 +395,7 @@ out_stop:
 	wait_shards(p, p->opt.drain_timeout_ms);
 	for (unsigned i = 0; i < p->nshards; i++)
 		if (atomic_load(&p->shards[i]->ready) && !atomic_load(&p->shards[i]->exited)) {
-			fprintf(stderr, "ringroute: drain timeout: exiting with requests in flight\n");
+			log_warn("drain timeout: exiting with requests in flight");
 			fflush(stderr);
 			_exit(code);
 		}

@@ -12,7 +12,9 @@
 #include "ringroute/alloc.h"
 
 #include "ringroute/http.h"
+#include "ringroute/log.h"
 #include "ringroute/proxy.h"
+#include "ringroute/strbuf.h"
 #include "ringroute/upstream.h"
 #include "ringroute/xring.h"
 #include "ringroute/shard.h"
@@ -76,6 +78,13 @@ int proxy_change(struct proxy *p, struct config *c, char *err, size_t errlen)
 			config_unref(c);
 			return ret;
 		}
+	}
+	{
+		struct strbuf what = {0};
+		config_diff(p->config, c, &what);
+		log_info("config version %llu: %s", (unsigned long long)c->version,
+			 what.p ? what.p : "?");
+		sb_free(&what);
 	}
 	ret = proxy_publish(p, c);
 	/* States only older snapshots named go once nothing holds them. */

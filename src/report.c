@@ -12,6 +12,7 @@
 #include "ringroute/addr.h"
 #include "ringroute/alloc.h"
 #include "ringroute/clock.h"
+#include "ringroute/log.h"
 
 /* See report.h. The HOST[:PORT] part goes through addr_parse (port 80 when
  * absent); the Host header repeats it as written. */
@@ -86,7 +87,7 @@ static void report_fail(struct report *r, const char *why)
 	r->failures++;
 	r->nfailed++;
 	if (!r->last_log_ms || now - r->last_log_ms >= REPORT_LOG_EVERY_MS) {
-		fprintf(stderr, "ringroute: report to %s failed: %s (%u failure%s since the last message)\n",
+		log_warn("report to %s failed: %s (%u failure%s since the last message)",
 			r->url, why, r->failures, r->failures == 1 ? "" : "s");
 		r->last_log_ms = now;
 		r->failures = 0;
@@ -99,7 +100,7 @@ static void report_done(struct report *r)
 	report_close(r);
 	r->nsent++;
 	if (r->failing) {
-		fprintf(stderr, "ringroute: report to %s succeeds again\n", r->url);
+		log_info("report to %s succeeds again", r->url);
 		r->failing = false;
 		r->failures = 0;
 		r->last_log_ms = 0;

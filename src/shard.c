@@ -21,6 +21,7 @@
 #include "ringroute/request.h"
 #include "ringroute/sock.h"
 #include "ringroute/upstream.h"
+#include "ringroute/log.h"
 
 #define SHARD_ENTRIES 4096
 #define SHARD_BUFS 1024 /* per group: 2 x 16 MiB per shard */
@@ -65,7 +66,7 @@ static void accept_pause(struct shard *s)
 {
 	if (!s->accept_paused) {
 		counter_add(&s->metrics.accept_pauses, 1);
-		fprintf(stderr, "ringroute: shard %u: accept paused: out of file descriptors\n", s->id);
+		log_warn("shard %u: accept paused: out of file descriptors", s->id);
 	}
 	s->accept_paused = 1;
 	s->accept_backoff_ms = s->accept_backoff_ms ? s->accept_backoff_ms * 2 : ACCEPT_BACKOFF_MIN_MS;
@@ -137,7 +138,7 @@ static void on_msg(struct shard *s, int kind)
 		}
 		break;
 	default:
-		fprintf(stderr, "ringroute: shard %u: unknown message %d\n", s->id, kind);
+		log_error("shard %u: unknown message %d", s->id, kind);
 		break;
 	}
 }

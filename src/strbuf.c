@@ -101,3 +101,74 @@ void sb_free(struct strbuf *s)
 	s->p = NULL;
 	s->len = s->cap = 0;
 }
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0 when the
+ * bytes there are not one (RFC 3629: no overlongs, no surrogates, <= U+10FFFF). */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+	unsigned char c = p[0];
+	size_t len, i;
+	unsigned cp;
+
+	if (c < 0xC2 || c > 0xF4)
+		return 0;
+	len = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+	if (n < len)
+		return 0;
+	cp = c & (0x7F >> len);
+	for (i = 1; i < len; i++) {
+		if ((p[i] & 0xC0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[i] & 0x3F);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+	    (cp >= 0xD800 && cp <= 0xDFFF))
+		return 0;
+	return len;
+}
+
+/* See strbuf.h. */
+int sb_put_json_str(struct strbuf *s, const char *str, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)str;
+	size_t i = 0;
+
+	/* Worst case: every byte becomes \u00XX or U+FFFD (6 bytes). */
+	if (n > ((size_t)-1 - 2) / 6 || sb_reserve(s, n * 6 + 2))
+		return -ENOMEM;
+	s->p[s->len++] = '"';
+	while (i < n) {
+		unsigned char c = p[i];
+		char *o = s->p + s->len;
+		size_t k;
+
+		if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') {
+			*o = (char)c;
+			s->len++;
+			i++;
+		} else if (c == '"' || c == '\\') {
+			o[0] = '\\';
+			o[1] = (char)c;
+			s->len += 2;
+			i++;
+		} else if (c < 0x80) {
+			memcpy(o, "\\u00", 4);
+			o[4] = hex[c >> 4];
+			o[5] = hex[c & 15];
+			s->len += 6;
+			i++;
+		} else if ((k = utf8_seq(p + i, n - i)) > 0) {
+			memcpy(o, p + i, k);
+			s->len += k;
+			i += k;
+		} else {
+			memcpy(o, "\\ufffd", 6); /* not UTF-8: the replacement character */
+			s->len += 6;
+			i++;
+		}
+	}
+	s->p[s->len++] = '"';
+	s->p[s->len] = '\0';
+	return 0;
+}

@@ -146,6 +146,13 @@ static inline void config_ref(struct config *c) { atomic_fetch_add(&c->refs, 1);
 /* Drops a reference; the last one frees the snapshot and its state refs. */
 void config_unref(struct config *c);
 
+struct strbuf;
+/* Appends to out what differs from old (NULL: nothing before) to new, in
+ * words: "backend B added; backend A changed (replicas.r2 added,
+ * max_ongoing_requests); endpoint E removed", or "nothing changed". For the
+ * process log. 0, or -1 when a snapshot's JSON does not parse. */
+int config_diff(const struct config *old, const struct config *new, struct strbuf *out);
+
 const struct backend_cfg *config_backend(const struct config *c, const char *name);
 const struct endpoint_cfg *config_endpoint(const struct config *c, const char *name);
 

@@ -21,6 +21,11 @@ int sb_put(struct strbuf *s, const char *p, size_t n);
 int sb_puts(struct strbuf *s, const char *str);
 /* Appends formatted text. 0, -ENOMEM (s unchanged) or -EINVAL (bad format). */
 int sb_printf(struct strbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends the n bytes at str as a JSON string literal (quotes included):
+ * '"', '\\' and control bytes escaped, valid UTF-8 kept, every byte that is
+ * not part of valid UTF-8 replaced by U+FFFD, so the output is always valid
+ * JSON whatever the input (client-supplied paths and ids). 0 or -ENOMEM. */
+int sb_put_json_str(struct strbuf *s, const char *str, size_t n);
 /* Empties s, keeping its memory. */
 void sb_reset(struct strbuf *s);
 /* Drops the first n bytes (all of them when n >= len). */

@@ -314,11 +314,12 @@ class Ringroute(Proc):
         return Client(self.port, timeout=timeout)
 
 
-def run_ringroute_expect_exit(config, timeout=15.0, shards=1, config_path=None):
-    """Run ringroute on a config that must be rejected. Returns (rc, stdout, stderr)."""
+def run_ringroute_expect_exit(config, timeout=15.0, shards=1, config_path=None, extra=()):
+    """Run ringroute on a config (or flags, extra) that must be rejected.
+    Returns (rc, stdout, stderr)."""
     path = config_path or write_config(config)
     argv = [ringroute_bin(), "--config", path, "--listen", "127.0.0.1:0",
-            "--shards", str(shards)]
+            "--shards", str(shards)] + list(extra)
     env = dict(os.environ)
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
     p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -716,6 +717,13 @@ class ScriptedUpstream:
         _close_listener(self.lsock)
         for c in list(self.conns):
             c.close()
+
+
+def sanitizer_line(line):
+    """True for a stderr line a sanitizer wrote (its report, not ringroute's
+    process log): those have no timestamp."""
+    return bool(_SANITIZER.search(line)) or line[:1] in ("=", " ", "\t", "#") \
+        or line.startswith("SUMMARY:")
 
 
 def sanitizer_of(pid):

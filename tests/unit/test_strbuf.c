@@ -99,6 +99,33 @@ static void test_reset_consume(void **state)
 	sb_free(&s);
 }
 
+/* Always valid JSON: escapes, UTF-8 kept, every other byte U+FFFD. */
+static void test_json_str(void **state)
+{
+	static const struct { const char *in; size_t n; const char *out; } cases[] = {
+		{"abc", 3, "\"abc\""},
+		{"a\"b\\c", 5, "\"a\\\"b\\\\c\""},
+		{"\n\x01\x7f", 3, "\"\\u000a\\u0001\\u007f\""},
+		{"\xc3\xa9", 2, "\"\xc3\xa9\""},              /* é kept */
+		{"\xe2\x82\xac\xf0\x9f\x98\x80", 7, "\"\xe2\x82\xac\xf0\x9f\x98\x80\""},
+		{"\xff", 1, "\"\\ufffd\""},                     /* never UTF-8 */
+		{"\xc3", 1, "\"\\ufffd\""},                     /* cut short */
+		{"\xc0\xaf", 2, "\"\\ufffd\\ufffd\""},          /* overlong */
+		{"\xed\xa0\x80", 3, "\"\\ufffd\\ufffd\\ufffd\""}, /* surrogate */
+		{"\xf4\x90\x80\x80", 4, "\"\\ufffd\\ufffd\\ufffd\\ufffd\""}, /* > U+10FFFF */
+		{"a\0b", 3, "\"a\\u0000b\""},
+		{"", 0, "\"\""},
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct strbuf sb = {0};
+		assert_int_equal(sb_put_json_str(&sb, cases[i].in, cases[i].n), 0);
+		assert_string_equal(sb.p, cases[i].out);
+		assert_int_equal(sb.len, strlen(cases[i].out));
+		sb_free(&sb);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -106,6 +133,7 @@ int main(void)
 		cmocka_unit_test(test_growth),
 		cmocka_unit_test(test_printf),
 		cmocka_unit_test(test_reset_consume),
+		cmocka_unit_test(test_json_str),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,98 @@
+/* What a change changed, in words, for the process log (log.h): compares
+ * the canonical JSON of two snapshots section by section. */
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ringroute/config.h"
+#include "ringroute/strbuf.h"
+
+static void sep(struct strbuf *out)
+{
+	if (out->len)
+		sb_puts(out, "; ");
+}
+
+/* Appends to out, after "prefix", every key of b that a lacks ("K added"),
+ * that differs ("K", or for two objects the same one level down: "K.SUB
+ * added") and every key of a that b lacks ("K removed"). *first: no
+ * separator before the next item yet. */
+static void diff_keys(json_t *a, json_t *b, const char *prefix, int depth, int *first,
+		      struct strbuf *out)
+{
+	const char *key;
+	json_t *x, *y;
+
+	json_object_foreach(b, key, x) {
+		y = json_object_get(a, key);
+		if (y && json_equal(x, y))
+			continue;
+		if (y && depth == 0 && json_is_object(x) && json_is_object(y)) {
+			char sub[256];
+			snprintf(sub, sizeof(sub), "%s%s.", prefix, key);
+			diff_keys(y, x, sub, 1, first, out);
+			continue;
+		}
+		sb_printf(out, "%s%s%s%s", *first ? "" : ", ", prefix, key, y ? "" : " added");
+		*first = 0;
+	}
+	json_object_foreach(a, key, x) {
+		if (json_object_get(b, key))
+			continue;
+		sb_printf(out, "%s%s%s removed", *first ? "" : ", ", prefix, key);
+		*first = 0;
+	}
+}
+
+/* Appends "NOUN NAME added|removed|changed (keys)" for every member of
+ * section that differs between a and b. */
+static void diff_section(json_t *a, json_t *b, const char *noun, struct strbuf *out)
+{
+	const char *name;
+	json_t *va, *vb;
+
+	json_object_foreach(b, name, vb) {
+		int first = 1;
+
+		va = json_object_get(a, name);
+		if (va && json_equal(va, vb))
+			continue;
+		sep(out);
+		if (!va) {
+			sb_printf(out, "%s %s added", noun, name);
+			continue;
+		}
+		sb_printf(out, "%s %s changed (", noun, name);
+		diff_keys(va, vb, "", 0, &first, out);
+		sb_puts(out, ")");
+	}
+	json_object_foreach(a, name, va) {
+		if (!json_object_get(b, name)) {
+			sep(out);
+			sb_printf(out, "%s %s removed", noun, name);
+		}
+	}
+}
+
+/* See config.h. */
+int config_diff(const struct config *old, const struct config *new, struct strbuf *out)
+{
+	json_t *a = old ? json_loads(old->json, 0, NULL) : json_object();
+	json_t *b = json_loads(new->json, 0, NULL);
+	size_t len0 = out->len;
+
+	if (!a || !b) {
+		json_decref(a);
+		json_decref(b);
+		return -1;
+	}
+	diff_section(json_object_get(a, "backends"), json_object_get(b, "backends"), "backend",
+		     out);
+	diff_section(json_object_get(a, "endpoints"), json_object_get(b, "endpoints"),
+		     "endpoint", out);
+	if (out->len == len0)
+		sb_puts(out, "nothing changed");
+	json_decref(a);
+	json_decref(b);
+	return 0;
+}
