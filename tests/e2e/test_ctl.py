@@ -146,7 +146,7 @@ class CtlTest(harness.RRTestCase):
     def test_backend_set_merges(self):
         out = self.ok("backend", "set", "C", "--max-ongoing", "3", "--replica",
                       "c1=" + self.m2.addr, "--queue-timeout-ms", "250")
-        self.assertIn("backend C set", out)
+        self.assertIn("backend C created", out)
         self.assertRegex(out, r"version \d+")
         c = self.config()["backends"]["C"]
         self.assertEqual((c["max_ongoing_requests"], c["queue_timeout_ms"]), (3, 250))
@@ -183,7 +183,7 @@ class CtlTest(harness.RRTestCase):
     def test_endpoint_set_rm(self):
         out = self.ok("endpoint", "set", "x", "--route", "/x", "--methods", "GET,POST",
                       "--traffic", "A=0,B=1", "--shadow", "A=0.05", "--call-method", "go")
-        self.assertIn("endpoint x set", out)
+        self.assertIn("endpoint x created", out)
         e = self.config()["endpoints"]["x"]
         self.assertEqual(e["route"], "/x")
         self.assertEqual(sorted(e["methods"]), ["GET", "POST"])
