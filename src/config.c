@@ -307,6 +307,24 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 				  json_string_value(v), why);
 			goto out;
 		}
+		/* One server behind two ids would get two slots' worth of
+		 * max_ongoing_requests, each id counting only its own: the cap
+		 * the operator wrote would be doubled. Resolved addresses are
+		 * compared, so "localhost:N" and "127.0.0.1:N" are one. Ids are
+		 * visited in sorted order: the later id of a pair is reported,
+		 * whatever the key order. */
+		for (size_t j = 0; j < i; j++) {
+			const struct replica_cfg *o = &b->replicas[j];
+			if (o->addr.sin_addr.s_addr == r->addr.sin_addr.s_addr &&
+			    o->addr.sin_port == r->addr.sin_port) {
+				inet_ntop(AF_INET, &r->addr.sin_addr, ip, sizeof(ip));
+				rc = fail(ctx, rp,
+					  "same address %s:%u as %s.%s: two replicas on one address would "
+					  "double its max_ongoing_requests",
+					  ip, (unsigned)ntohs(r->addr.sin_port), p, o->id);
+				goto out;
+			}
+		}
 		r->id = strdup(ids[i]);
 		r->address = strdup(json_string_value(v));
 		if (!r->id || !r->address) {

@@ -274,10 +274,11 @@ class ControlSocketTest(ControlCase):
         r = self.ctl("PUT", "/v1/backends/A/replicas/r2", self.m2.addr)
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json()["version"], v0 + 1, r)
-        r = self.ctl("PUT", "/v1/backends/A/replicas/r3", {"address": self.m2.addr})
+        spare = "127.0.0.1:%d" % harness.free_port()  # never sent a request
+        r = self.ctl("PUT", "/v1/backends/A/replicas/r3", {"address": spare})
         self.assertEqual(r.status, 200, r)
         reps = self.config().json()["backends"]["A"]["replicas"]
-        self.assertEqual(reps, {"m1": self.m1.addr, "r2": self.m2.addr, "r3": self.m2.addr})
+        self.assertEqual(reps, {"m1": self.m1.addr, "r2": self.m2.addr, "r3": spare})
         r = self.ctl("DELETE", "/v1/backends/A/replicas/r3")
         self.assertEqual(r.status, 200, r)
         r = self.ctl("DELETE", "/v1/backends/A/replicas/r3")
@@ -299,6 +300,28 @@ class ControlSocketTest(ControlCase):
         r = self.ctl("PUT", "/v1/backends/A/replicas/r9", {"addr": "127.0.0.1:1"})
         self.assertError(r, 400, "addr")
         self.assertEqual(self.config().body, before)
+
+    def test_replica_same_address_refused(self):
+        """Two replicas of one backend on one address would double its cap:
+        every kind of live edit is refused (400 naming both ids) and
+        changes nothing."""
+        before = self.config().body
+        port = self.m1.addr.rsplit(":", 1)[1]
+        for addr in (self.m1.addr, "localhost:" + port):
+            r = self.ctl("PUT", "/v1/backends/A/replicas/x9", addr)
+            self.assertError(r, 400, "backends.A.replicas.x9", "same address",
+                                 "backends.A.replicas.m1")
+        r = self.ctl("PUT", "/v1/backends/A",
+                     backend({"m1": self.m1.addr, "m0": self.m1.addr}))
+        self.assertError(r, 400, "backends.A.replicas.m1", "backends.A.replicas.m0")
+        doc = self.config().json()
+        doc["backends"]["B"]["replicas"]["again"] = self.m2.addr
+        r = self.ctl("PUT", "/v1/config", doc)
+        self.assertError(r, 400, "backends.B.replicas", "again", "same address")
+        self.assertEqual(self.config().body, before)
+        # The same address in another backend is fine.
+        r = self.ctl("PUT", "/v1/backends/B/replicas/m1", self.m1.addr)
+        self.assertEqual(r.status, 200, r)
 
     # -- endpoints ----------------------------------------------------------
 
@@ -533,7 +556,10 @@ class ControlSocketTest(ControlCase):
         def worker(i):
             try:
                 for k in range(5):
-                    r = self.ctl("PUT", "/v1/backends/A/replicas/t%d_%d" % (i, k), self.m1.addr)
+                    # One address each: two replicas on one are refused.
+                    # Never contacted: no request is sent to A meanwhile.
+                    r = self.ctl("PUT", "/v1/backends/A/replicas/t%d_%d" % (i, k),
+                                 "127.1.%d.%d:9" % (i, k + 1))
                     if r.status != 200:
                         errors.append(r)
             except Exception as e:  # noqa: BLE001

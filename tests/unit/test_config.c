@@ -303,6 +303,40 @@ static void test_semantic_errors(void **state)
 	assert_null(c);
 }
 
+/* Two ids on one address would double the cap of that server: refused,
+ * naming both ids, whatever the key order and however the address is
+ * spelled; the same address in two backends, or two ports of one host,
+ * are fine. */
+static void test_duplicate_replica_address(void **state)
+{
+	(void)state;
+	static const char want[] =
+		"routes.json: backends.b.replicas.r2: same address 127.0.0.1:9001 as "
+		"backends.b.replicas.r1: two replicas on one address would double its "
+		"max_ongoing_requests";
+
+	parse_err("{\"backends\": {\"b\": {\"replicas\": {\"r1\": \"127.0.0.1:9001\", "
+		  "\"r2\": \"127.0.0.1:9001\"}}}, \"endpoints\": {}}", want);
+	parse_err("{\"backends\": {\"b\": {\"replicas\": {\"r2\": \"127.0.0.1:9001\", "
+		  "\"r1\": \"127.0.0.1:9001\"}}}, \"endpoints\": {}}", want);
+	parse_err("{\"backends\": {\"b\": {\"replicas\": {\"r1\": \"localhost:9001\", "
+		  "\"r2\": \"127.0.0.1:9001\"}}}, \"endpoints\": {}}", want);
+	/* the third of three, after a distinct one */
+	parse_err("{\"backends\": {\"b\": {\"replicas\": {\"a\": \"127.0.0.1:9001\", "
+		  "\"m\": \"127.0.0.1:9002\", \"z\": \"127.0.0.1:9001\"}}}, \"endpoints\": {}}",
+		  "~routes.json: backends.b.replicas.z: same address 127.0.0.1:9001 as "
+		  "backends.b.replicas.a: ");
+
+	struct config *c = parse_ok(
+		"{\"backends\": {\"b\": {\"replicas\": {\"r1\": \"127.0.0.1:9001\", "
+		"\"r2\": \"127.0.0.1:9002\"}},"
+		" \"c\": {\"replicas\": {\"r1\": \"127.0.0.1:9001\"}}}, \"endpoints\": {}}",
+		NULL);
+	assert_int_equal(c->nbackends, 2);
+	assert_int_equal(c->backends[0].nreplicas, 2);
+	config_unref(c);
+}
+
 /* Compares two snapshots field by field (not pointers). */
 static void assert_config_equal(const struct config *a, const struct config *b)
 {
@@ -519,6 +553,7 @@ int main(void)
 		cmocka_unit_test(test_parse_full),
 		cmocka_unit_test(test_syntax_error_position),
 		cmocka_unit_test(test_semantic_errors),
+		cmocka_unit_test(test_duplicate_replica_address),
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_registry_survives_swap),
 		cmocka_unit_test(test_private_states),
