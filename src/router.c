@@ -1,4 +1,4 @@
-/* Routing decisions (DESIGN.md "Routing semantics"): endpoint match, weighted
+/* Routing decisions (docs/config.md, README "Behaviour we chose"): endpoint match, weighted
  * backend choice, replica choice under the global max_ongoing_requests cap.
  * Everything here runs on the shard hot path: no locks, no allocation. */
 #include <assert.h>

@@ -1,5 +1,5 @@
 /* Configuration: an immutable, reference-counted snapshot built from the JSON
- * document described in DESIGN.md ("Configuration"). Shards read a snapshot
+ * document described in docs/config.md. Shards read a snapshot
  * without locks; the control thread builds a new one for every change.
  *
  * Replica runtime state (the global `ongoing` counter, health, per-shard

@@ -1,7 +1,7 @@
 /* The control plane: the control socket (--control PATH, Unix, mode 0600,
  * HTTP/1.1 + JSON, read-write) and the admin port (--admin ADDR:PORT, TCP,
  * read-only GETs), served by one control thread; plus queue-length reports
- * (--report-url). See DESIGN.md "Control plane". */
+ * (--report-url). See README "Changing it live". */
 #ifndef RINGROUTE_CONTROL_H
 #define RINGROUTE_CONTROL_H
 

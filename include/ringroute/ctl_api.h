@@ -1,4 +1,4 @@
-/* ctl_api: the control API (DESIGN.md "Control plane"): which resource a
+/* ctl_api: the control API (README "Changing it live"): which resource a
  * request names and which methods it takes, the whole-document edits
  * behind every change, their validation by config_parse() and their
  * application by proxy_change(). It speaks in structures: ctl_http hands it

@@ -140,7 +140,7 @@ int http_write_request_head(struct strbuf *out, const struct http_head *h, const
 int http_write_response_head(struct strbuf *out, const struct http_head *h, const llhttp_t *p,
 			     int close);
 
-/* A complete JSON error response (DESIGN.md: {"error": ..., "endpoint": ...}).
+/* A complete JSON error response (README "Errors": {"error": ..., "endpoint": ...}).
  * endpoint may be NULL (JSON null). retry_after > 0 adds Retry-After. */
 int http_write_error(struct strbuf *out, int status, const char *msg, const char *endpoint,
 		     int close, int retry_after);

@@ -1,5 +1,5 @@
-/* Per-backend queues of one shard and the cross-shard wake-ups (DESIGN:
- * "Global caps, local queues"). A request that finds every replica of its
+/* Per-backend queues of one shard and the cross-shard wake-ups (docs/ARCHITECTURE.md
+ * "Queued requests"). A request that finds every replica of its
  * backend full waits in its shard's FIFO for that backend; the backend's
  * shared state counts waiters process-wide (max_queued_requests) and
  * publishes, per shard, the age of its oldest waiter, so that a slot freed

@@ -1,4 +1,4 @@
-/* The lifecycle of one request (DESIGN "Routing semantics"): route it,
+/* The lifecycle of one request (docs/ARCHITECTURE.md "The path of one request"): route it,
  * dispatch it to a replica or queue it, retry it, copy it to shadows, hand
  * the replica's response to the client protocol, and end it exactly once.
  *

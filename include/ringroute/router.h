@@ -1,4 +1,4 @@
-/* Routing decisions (DESIGN.md "Routing semantics"). Pure functions over a
+/* Routing decisions (docs/config.md). Pure functions over a
  * config snapshot plus the atomic replica counters; no I/O, so unit-testable. */
 #ifndef RINGROUTE_ROUTER_H
 #define RINGROUTE_ROUTER_H

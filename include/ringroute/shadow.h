@@ -1,4 +1,4 @@
-/* Shadow copies (DESIGN "Routing semantics" 5): with probability
+/* Shadow copies (docs/config.md "Shadow probabilities"): with probability
  * shadow[b], a copy of a request also goes to backend b. A copy takes a
  * slot like any request but never waits for one; its response is read and
  * discarded; a copy that cannot keep up with the client's body, or whose

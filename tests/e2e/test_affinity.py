@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Affinity with X-Serve-Shard-Key (issue 3, "Affinity"; DESIGN.md "Routing
-semantics" 2-3).
+"""Affinity with X-Serve-Shard-Key (issue 3, "Affinity"; README
+"Behaviour we chose").
 
 * Backend choice is sticky per key: 50 keys x 5 requests, interleaved, each
   on a fresh connection (so over both shards), always land on one backend,

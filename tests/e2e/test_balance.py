@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Load-aware replica choice (issue 3, "Load-aware choice"; DESIGN.md
-"Routing semantics" 3).
+"""Load-aware replica choice (issue 3, "Load-aware choice"; docs/config.md
+"policy").
 
 * p2c (the default): power of two choices on ongoing/max. Of two fast
   replicas (2 ms) and one ten times slower (20 ms), the slow one receives a

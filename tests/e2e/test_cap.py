@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Global concurrency cap (issue 3, "Global cap"; DESIGN.md "Routing
-semantics" 3-4).
+"""Global concurrency cap (issue 3, "Global cap"; docs/config.md
+"max_ongoing_requests").
 
 max_ongoing_requests holds across all shards: the number of requests in
 flight to one replica, counted over the whole process, never exceeds it,

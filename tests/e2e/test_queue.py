@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Router queues (issue 3, "Router queues"; DESIGN.md "Routing semantics" 4).
+"""Router queues (issue 3, "Router queues"; docs/config.md "max_queued_requests").
 
 A request that finds every replica of its backend full waits in a FIFO.
 max_queued_requests reached -> 503 at once; waited queue_timeout_ms -> 503;

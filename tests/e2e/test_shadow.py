@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Shadow traffic (issue 3, "Shadow traffic"; DESIGN.md "Routing semantics" 5).
+"""Shadow traffic (issue 3, "Shadow traffic"; docs/config.md "Shadow probabilities").
 
 * The proportion holds: shadow {"sh": 0.25} over 2400 requests puts
   0.25 +- 0.05 of them on the shadow backend (the binomial standard deviation

@@ -3,8 +3,7 @@
  * ctl_api_edit_doc (ctl_api.c), report URL parsing (report.c), and the
  * request parser/answer loop on an in-memory connection (ctl_http.c; no
  * sockets, no proxy: only resources that do not read the proxy are asked
- * for). Includes the .c files to reach their static functions (DESIGN.md,
- * Style); their static names do not collide. */
+ * for). Includes the .c files to reach their static functions; their static names do not collide. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
