@@ -21,6 +21,7 @@
 #include "ringroute/service.h"
 #include "ringroute/shard.h"
 #include "ringroute/version.h"
+#include "ringroute/watch.h"
 #include "ringroute/xring.h"
 #include "ringroute/log.h"
 
@@ -31,7 +32,7 @@ enum opt_id {
 	O_CONFIG = 256, O_LISTEN, O_SHARDS, O_CONTROL, O_ADMIN, O_STATE, O_REPORT_URL,
 	O_REPORT_INTERVAL, O_DRAIN_TIMEOUT, O_HEADER_TIMEOUT, O_PIN, O_LOG_FORMAT,
 	O_LOG_LEVEL, O_VERSION, O_HELP,
-	O_DRAIN_DELAY, O_READY_HEALTHY,
+	O_DRAIN_DELAY, O_READY_HEALTHY, O_WATCH_CONFIG,
 };
 
 struct flag {
@@ -45,6 +46,8 @@ struct flag {
 static const struct flag flags[] = {
 	{"config", O_CONFIG, "FILE", NULL,
 	 "Configuration file (JSON, docs/config.md); required unless --state names an existing file."},
+	{"watch-config", O_WATCH_CONFIG, NULL, NULL,
+	 "Reload --config when its content changes (inotify on its directory: ConfigMap updates)."},
 	{"listen", O_LISTEN, "ADDR:PORT", "0.0.0.0:8080",
 	 "Address the data-path listener binds (port 0: any free port, printed as LISTEN N)."},
 	{"shards", O_SHARDS, "N", "one per online CPU", "Shards (event loops, one io_uring each)."},
@@ -175,6 +178,7 @@ static int parse_args(int argc, char **argv, struct proxy_options *o)
 				return -EINVAL;
 			break;
 		case O_READY_HEALTHY: o->ready_requires_healthy = 1; break;
+		case O_WATCH_CONFIG: o->watch_config = 1; break;
 		case O_HEADER_TIMEOUT:
 			if (parse_ms("header-timeout-ms", optarg, &o->header_timeout_ms))
 				return -EINVAL;
@@ -229,6 +233,10 @@ static int parse_args(int argc, char **argv, struct proxy_options *o)
 		log_error("--config FILE is required (try --help)");
 		return -EINVAL;
 	}
+	if (o->watch_config && !o->config_path) {
+		log_error("--watch-config needs --config FILE");
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -281,6 +289,7 @@ int main(int argc, char **argv)
 	char why[128];
 	struct control *ctl = NULL;
 	struct health *health = NULL;
+	struct config_watch *watch = NULL;
 	struct service svc;
 	uint16_t admin_port = 0;
 	sigset_t set;
@@ -373,6 +382,10 @@ int main(int argc, char **argv)
 		code = 1;
 		goto out_stop;
 	}
+	if (p->opt.watch_config && config_watch_start(p->opt.config_path, &watch)) {
+		code = 1;
+		goto out_stop;
+	}
 	printf("LISTEN %u\n", p->listen_port);
 	if (p->opt.admin)
 		printf("ADMIN %u\n", admin_port);
@@ -413,6 +426,7 @@ int main(int argc, char **argv)
 out_stop:
 	/* The admin port answers (/readyz 503, /metrics) until the shards are
 	 * done; the listeners close first. */
+	config_watch_stop(watch);
 	proxy_stop_shards(p);
 	wait_shards(p, p->opt.drain_timeout_ms);
 	health_stop(health);

@@ -25,6 +25,7 @@ struct proxy_options {
 	uint32_t drain_timeout_ms;  /* --drain-timeout-ms, default 10000 */
 	uint32_t drain_delay_ms;    /* --drain-delay-ms, default 0: SIGTERM to listener close */
 	int ready_requires_healthy; /* --ready-requires-healthy: /readyz needs a healthy replica */
+	int watch_config;           /* --watch-config: reload --config when it changes */
 	uint32_t header_timeout_ms; /* --header-timeout-ms, default 10000: a request
 	                             * head must arrive within this of its first byte */
 	int pin;                    /* pin shard i to CPU i (--pin on|off|auto; auto:
