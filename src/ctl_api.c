@@ -17,6 +17,7 @@
 #include "ringroute/alloc.h"
 #include "ringroute/config.h"
 #include "ringroute/proxy.h"
+#include "ringroute/service.h"
 #include "ringroute/log.h"
 
 #define API_MAX_SEGS 6
@@ -164,6 +165,7 @@ static bool query_watch(const char *q, size_t n)
 enum route_kind {
 	R_NONE = 0,
 	R_HEALTHZ,
+	R_READYZ,
 	R_METRICS,
 	R_STATS,
 	R_QUEUES,
@@ -201,6 +203,8 @@ static void route_match(const char *url, size_t len, struct route *r)
 	memset(r, 0, sizeof(*r));
 	if (n == 1 && seg_is(seg[0], sl[0], "healthz"))
 		r->kind = R_HEALTHZ;
+	else if (n == 1 && seg_is(seg[0], sl[0], "readyz"))
+		r->kind = R_READYZ;
 	else if (n == 1 && seg_is(seg[0], sl[0], "metrics"))
 		r->kind = R_METRICS;
 	if (n < 2 || !seg_is(seg[0], sl[0], "v1"))
@@ -587,17 +591,18 @@ static enum plan_kind api_plan(const char *method, const char *target, size_t ta
 					 "the control socket (--control)",
 					 method);
 		}
-		if (pl->r.kind != R_HEALTHZ && pl->r.kind != R_METRICS && pl->r.kind != R_STATS &&
-		    pl->r.kind != R_QUEUES)
+		if (pl->r.kind != R_HEALTHZ && pl->r.kind != R_READYZ && pl->r.kind != R_METRICS &&
+		    pl->r.kind != R_STATS && pl->r.kind != R_QUEUES)
 			return plan_fail(pl, 404,
 					 "no such resource on the admin port: %.*s (serves /metrics, "
-					 "/healthz, /v1/stats, /v1/queues)",
+					 "/healthz, /readyz, /v1/stats, /v1/queues)",
 					 (int)target_len, target);
 	}
 	switch (pl->r.kind) {
 	case R_NONE:
 		return plan_fail(pl, 404, "no such resource: %.*s", (int)target_len, target);
 	case R_HEALTHZ:
+	case R_READYZ:
 	case R_METRICS:
 	case R_STATS:
 	case R_QUEUES:
@@ -887,6 +892,14 @@ static int api_read(struct ctl_api *api, const struct plan *pl, const struct ctl
 	switch (pl->r.kind) {
 	case R_HEALTHZ:
 		return resp_json(resp, 200, json_pack("{s:b}", "ok", 1));
+	case R_READYZ: {
+		/* Liveness stays /healthz: a draining or starting proxy is
+		 * alive, only not to be sent traffic. */
+		char why[128];
+		if (service_ready(api->p, why, sizeof(why)))
+			return resp_json(resp, 200, json_pack("{s:b}", "ready", 1));
+		return resp_json(resp, 503, json_pack("{s:b,s:s}", "ready", 0, "reason", why));
+	}
 	case R_METRICS:
 		text = proxy_metrics_text(api->p);
 		if (!text)

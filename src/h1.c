@@ -207,7 +207,9 @@ static int h1_resp_head(struct shard *s, struct request *req, const struct resp_
 {
 	struct h1_conn *c = req_conn(req);
 	struct strbuf head = {0};
-	bool close = (c->flags & H1_F_CLOSE) != 0;
+	/* Draining (SIGTERM): every response ends its connection, so clients
+	 * reconnect elsewhere before the listener closes. */
+	bool close = (c->flags & H1_F_CLOSE) || s->draining;
 	int mode = h1_response_head(&head, rh, req->http10, req->is_head, &close);
 
 	if (mode < 0) {
@@ -263,7 +265,7 @@ static void h1_resp_fail(struct shard *s, struct request *req, int status, const
 	struct strbuf out = {0};
 	const char *ep = req->ep ? req->ep->name : NULL;
 
-	if (closes_connection(status))
+	if (closes_connection(status) || s->draining)
 		c->flags |= H1_F_CLOSE;
 	if (c->flags & H1_F_RESP_HEAD) {
 		/* Part of a response already went out: all we can do is cut

@@ -18,8 +18,10 @@
 #include "ringroute/control.h"
 #include "ringroute/health.h"
 #include "ringroute/proxy.h"
+#include "ringroute/service.h"
 #include "ringroute/shard.h"
 #include "ringroute/version.h"
+#include "ringroute/watch.h"
 #include "ringroute/xring.h"
 #include "ringroute/log.h"
 
@@ -30,6 +32,7 @@ enum opt_id {
 	O_CONFIG = 256, O_LISTEN, O_SHARDS, O_CONTROL, O_ADMIN, O_STATE, O_REPORT_URL,
 	O_REPORT_INTERVAL, O_DRAIN_TIMEOUT, O_HEADER_TIMEOUT, O_PIN, O_LOG_FORMAT,
 	O_LOG_LEVEL, O_VERSION, O_HELP,
+	O_DRAIN_DELAY, O_READY_HEALTHY, O_WATCH_CONFIG,
 };
 
 struct flag {
@@ -43,6 +46,8 @@ struct flag {
 static const struct flag flags[] = {
 	{"config", O_CONFIG, "FILE", NULL,
 	 "Configuration file (JSON, docs/config.md); required unless --state names an existing file."},
+	{"watch-config", O_WATCH_CONFIG, NULL, NULL,
+	 "Reload --config when its content changes (inotify on its directory: ConfigMap updates)."},
 	{"listen", O_LISTEN, "ADDR:PORT", "0.0.0.0:8080",
 	 "Address the data-path listener binds (port 0: any free port, printed as LISTEN N)."},
 	{"shards", O_SHARDS, "N", "one per online CPU", "Shards (event loops, one io_uring each)."},
@@ -54,8 +59,12 @@ static const struct flag flags[] = {
 	{"report-url", O_REPORT_URL, "URL", NULL,
 	 "http://HOST[:PORT]/PATH that queue lengths are POSTed to (autoscalers)."},
 	{"report-interval-ms", O_REPORT_INTERVAL, "MS", "1000", "Period of the --report-url POSTs."},
+	{"drain-delay-ms", O_DRAIN_DELAY, "MS", "0",
+	 "On SIGTERM, keep accepting and serving this long (/readyz 503) before closing the listeners."},
 	{"drain-timeout-ms", O_DRAIN_TIMEOUT, "MS", "10000",
-	 "On SIGTERM, how long requests in flight may take to finish before exit."},
+	 "Once the listeners closed, how long requests in flight may take to finish before exit."},
+	{"ready-requires-healthy", O_READY_HEALTHY, NULL, NULL,
+	 "/readyz answers 503 while no endpoint has a healthy replica."},
 	{"header-timeout-ms", O_HEADER_TIMEOUT, "MS", "10000",
 	 "A request head must arrive within this of its first byte (408 otherwise)."},
 	{"pin", O_PIN, "on|off|auto", "auto",
@@ -83,7 +92,8 @@ static void usage(FILE *f)
 			fprintf(f, " Default: %s.", flags[i].def);
 		fputc('\n', f);
 	}
-	fprintf(f, "\nSignals: SIGHUP reloads --config, SIGTERM/SIGINT drain and exit 0.\n");
+	fprintf(f, "\nSignals: SIGHUP reloads --config, SIGTERM/SIGINT drain and exit 0 "
+		   "(a second one skips the drain delay).\n");
 }
 
 static int parse_uint(const char *s, unsigned long max, unsigned long *out)
@@ -98,17 +108,23 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *out)
 	return 0;
 }
 
-/* Milliseconds for flag name: 1..3600000, else the message and -EINVAL. */
-static int parse_ms(const char *name, const char *arg, uint32_t *out)
+/* Milliseconds for flag name: min..3600000, else the message and -EINVAL. */
+static int parse_ms_min(const char *name, const char *arg, unsigned long min, uint32_t *out)
 {
 	unsigned long v;
 
-	if (parse_uint(arg, 3600000, &v) || v == 0) {
-		log_error("--%s: expected milliseconds (1..3600000), got '%s'", name, arg);
+	if (parse_uint(arg, 3600000, &v) || v < min) {
+		log_error("--%s: expected milliseconds (%lu..3600000), got '%s'", name, min, arg);
 		return -EINVAL;
 	}
 	*out = (uint32_t)v;
 	return 0;
+}
+
+/* A period or timeout: 1..3600000. */
+static int parse_ms(const char *name, const char *arg, uint32_t *out)
+{
+	return parse_ms_min(name, arg, 1, out);
 }
 
 /* Fills o from argv. 0; 1 when --help or --version was printed (exit 0);
@@ -157,6 +173,12 @@ static int parse_args(int argc, char **argv, struct proxy_options *o)
 			if (parse_ms("drain-timeout-ms", optarg, &o->drain_timeout_ms))
 				return -EINVAL;
 			break;
+		case O_DRAIN_DELAY:
+			if (parse_ms_min("drain-delay-ms", optarg, 0, &o->drain_delay_ms))
+				return -EINVAL;
+			break;
+		case O_READY_HEALTHY: o->ready_requires_healthy = 1; break;
+		case O_WATCH_CONFIG: o->watch_config = 1; break;
 		case O_HEADER_TIMEOUT:
 			if (parse_ms("header-timeout-ms", optarg, &o->header_timeout_ms))
 				return -EINVAL;
@@ -211,6 +233,10 @@ static int parse_args(int argc, char **argv, struct proxy_options *o)
 		log_error("--config FILE is required (try --help)");
 		return -EINVAL;
 	}
+	if (o->watch_config && !o->config_path) {
+		log_error("--watch-config needs --config FILE");
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -263,6 +289,8 @@ int main(int argc, char **argv)
 	char why[128];
 	struct control *ctl = NULL;
 	struct health *health = NULL;
+	struct config_watch *watch = NULL;
+	struct service svc;
 	uint16_t admin_port = 0;
 	sigset_t set;
 	long ncpu;
@@ -293,6 +321,7 @@ int main(int argc, char **argv)
 		goto out_registry;
 	}
 	p->config = c;
+	service_init(&svc, p);
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	p->nshards = p->opt.nshards ? p->opt.nshards : (unsigned)(ncpu > 0 ? ncpu : 1);
 	if (p->nshards > RR_MAX_SHARDS)
@@ -353,22 +382,27 @@ int main(int argc, char **argv)
 		code = 1;
 		goto out_stop;
 	}
+	if (p->opt.watch_config && config_watch_start(p->opt.config_path, &watch)) {
+		code = 1;
+		goto out_stop;
+	}
 	printf("LISTEN %u\n", p->listen_port);
 	if (p->opt.admin)
 		printf("ADMIN %u\n", admin_port);
 	printf("READY\n");
 	fflush(stdout);
 	log_info("%u shard(s) listening on port %u", p->nshards, p->listen_port);
+	service_live(&svc);
 
 	for (;;) {
-		if (sigwait(&set, &sig))
-			continue;
+		sig = service_wait(&svc, &set, 0);
 		if (sig == SIGHUP) {
 			char err[1024];
 			if (!p->opt.config_path) {
 				log_warn("SIGHUP: no --config to reload");
 				continue;
 			}
+			service_reloading(&svc);
 			if (ctl)
 				ret = control_reload(ctl, p->opt.config_path, err, sizeof(err));
 			else {
@@ -382,17 +416,22 @@ int main(int argc, char **argv)
 				log_warn("SIGHUP: reload refused: %s", err);
 			else
 				log_info("SIGHUP: reloaded %s", p->opt.config_path);
+			service_reloaded(&svc, ret ? err : NULL);
 			continue;
 		}
 		break;
 	}
 	log_info("draining");
+	service_drain(&svc, &set);
 out_stop:
+	/* The admin port answers (/readyz 503, /metrics) until the shards are
+	 * done; the listeners close first. */
+	config_watch_stop(watch);
+	proxy_stop_shards(p);
+	wait_shards(p, p->opt.drain_timeout_ms);
 	health_stop(health);
 	if (ctl)
 		control_stop(ctl);
-	proxy_stop_shards(p);
-	wait_shards(p, p->opt.drain_timeout_ms);
 	for (unsigned i = 0; i < p->nshards; i++)
 		if (atomic_load(&p->shards[i]->ready) && !atomic_load(&p->shards[i]->exited)) {
 			log_warn("drain timeout: exiting with requests in flight");

@@ -87,6 +87,8 @@ int proxy_change(struct proxy *p, struct config *c, char *err, size_t errlen)
 		sb_free(&what);
 	}
 	ret = proxy_publish(p, c);
+	if (p->on_change)
+		p->on_change(p, c);
 	/* States only older snapshots named go once nothing holds them. */
 	registry_collect(&p->registry);
 	pthread_mutex_unlock(&p->config_lock);

@@ -104,8 +104,7 @@ int router_replica_acquire(struct replica_state *r, uint32_t max)
 {
 	uint32_t cur;
 
-	if (atomic_load_explicit(&r->draining, memory_order_relaxed) ||
-	    !atomic_load_explicit(&r->healthy, memory_order_relaxed))
+	if (!router_replica_up(r))
 		return 0;
 	cur = atomic_load_explicit(&r->ongoing, memory_order_relaxed);
 	do {

@@ -125,12 +125,26 @@ static void on_msg(struct shard *s, int kind)
 	case MSG_WAKE:
 		req_retry_queued(s);
 		break;
+	case MSG_DRAIN:
+		s->draining = 1;
+		break;
+	case MSG_PING:
+		/* Answered from the loop itself: a shard stuck anywhere leaves
+		 * it unanswered and main stops pinging systemd. */
+		atomic_fetch_add_explicit(&s->pongs, 1, memory_order_relaxed);
+		break;
 	case MSG_STOP:
 		s->stopping = 1;
+		s->draining = 1;
 		h1_shard_stop(s);
 		timer_cancel(&s->tw, &s->accept_timer);
 		if (s->listen_fd >= 0) {
 			struct io_uring_sqe *sqe = sock_sqe(s);
+			/* A listening socket shut down leaves its SO_REUSEPORT
+			 * group at once: new connections are refused (or go to
+			 * a shard still listening), not left in a backlog nobody
+			 * accepts; the accept in flight ends with an error. */
+			shutdown(s->listen_fd, SHUT_RDWR);
 			if (sqe) {
 				io_uring_prep_cancel_fd(sqe, s->listen_fd, IORING_ASYNC_CANCEL_ALL);
 				io_uring_sqe_set_data64(sqe, sock_ud_raw(OP_CANCEL, SOCK_UD_NONE));
@@ -202,7 +216,11 @@ static void *shard_main(void *arg)
 	struct shard *s = arg;
 	cpu_set_t set;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	char name[16];
 
+	/* Named for top -H and perf, and so a test can find a shard's thread. */
+	snprintf(name, sizeof(name), "rr-shard%u", s->id);
+	pthread_setname_np(pthread_self(), name);
 	if (s->proxy->opt.pin) {
 		CPU_ZERO(&set);
 		CPU_SET(s->id % (unsigned)(ncpu > 0 ? ncpu : 1), &set);

@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "ringroute/config.h"
@@ -22,14 +23,28 @@ struct proxy_options {
 	const char *report_url;     /* --report-url http://host:port/path or NULL */
 	uint32_t report_interval_ms;/* --report-interval-ms, default 1000 */
 	uint32_t drain_timeout_ms;  /* --drain-timeout-ms, default 10000 */
+	uint32_t drain_delay_ms;    /* --drain-delay-ms, default 0: SIGTERM to listener close */
+	int ready_requires_healthy; /* --ready-requires-healthy: /readyz needs a healthy replica */
+	int watch_config;           /* --watch-config: reload --config when it changes */
 	uint32_t header_timeout_ms; /* --header-timeout-ms, default 10000: a request
 	                             * head must arrive within this of its first byte */
 	int pin;                    /* pin shard i to CPU i (--pin on|off|auto; auto:
 	                             * only when there is a shard for every CPU) */
 };
 
+/* Where the process is in its life, for /readyz (service.c). */
+enum proxy_phase {
+	PHASE_STARTING = 0, /* shards not all listening yet */
+	PHASE_LIVE,         /* serving its first config or a later one */
+	PHASE_DRAINING,     /* SIGTERM/SIGINT seen: going away */
+};
+
 struct proxy {
 	struct proxy_options opt;
+	_Atomic int phase;           /* enum proxy_phase: written by main, read by the control thread */
+	/* Called by proxy_change with the new snapshot, config_lock held (so
+	 * in version order), for systemd's STATUS=; NULL: nothing. */
+	void (*on_change)(struct proxy *p, const struct config *c);
 	struct replica_registry registry;
 	pthread_mutex_t config_lock; /* serialises changes (control thread, SIGHUP) */
 	struct config *config;       /* current snapshot, one reference held here */

@@ -3,6 +3,7 @@
 #ifndef RINGROUTE_ROUTER_H
 #define RINGROUTE_ROUTER_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,6 +28,15 @@ double router_key_unit(const char *key, size_t len);
 /* Uniform double in [0,1) from a per-shard xorshift state. */
 uint64_t router_rand(uint64_t *state);
 double router_rand_unit(uint64_t *state);
+
+/* Whether a replica may be given new requests: healthy and not draining.
+ * Advisory (either may change right after); shared by the replica choice
+ * and /readyz so both mean the same by "up". */
+static inline int router_replica_up(struct replica_state *r)
+{
+	return !atomic_load_explicit(&r->draining, memory_order_relaxed) &&
+	       atomic_load_explicit(&r->healthy, memory_order_relaxed);
+}
 
 /* Try to take one slot of a replica whose cap is max: 1 on success (ongoing
  * was < max and is now one more, never exceeding max even under contention

@@ -31,7 +31,9 @@ struct sock_send;
 enum msg_kind {
 	MSG_CONFIG = 1, /* a new snapshot waits in shard.next_config */
 	MSG_WAKE,       /* a slot freed elsewhere: retry queued requests */
-	MSG_STOP,       /* stop accepting, drain, exit the loop */
+	MSG_STOP,       /* close the listener, drain, exit the loop */
+	MSG_DRAIN,      /* SIGTERM: keep serving, but every response closes its connection */
+	MSG_PING,       /* the watchdog: answer by bumping pongs (service.c) */
 };
 
 struct shard {
@@ -49,6 +51,7 @@ struct shard {
 	uint64_t rng;
 	uint32_t rr_cursor;
 	int stopping;
+	int draining;             /* MSG_DRAIN or MSG_STOP seen: responses say Connection: close */
 	uint32_t header_timeout_ms; /* --header-timeout-ms */
 	/* socket table (sock.c) */
 	struct sock **socks;
@@ -77,6 +80,7 @@ struct shard {
 	int init_err;
 	struct shard_metrics metrics;
 	_Atomic int ready;        /* set once the loop runs */
+	_Atomic uint64_t pongs;   /* MSG_PINGs answered: main's watchdog sees the loop turn */
 	_Atomic int exited;
 };
 

@@ -104,14 +104,14 @@ class Proc:
     """A started process: stdout lines are read by a thread into a queue,
     stderr goes to a log file (no pipe that could fill up and block it)."""
 
-    def __init__(self, argv, label, preexec=None):
+    def __init__(self, argv, label, preexec=None, env=None):
         self.argv = list(argv)
         self.label = label
         fd, self.log_path = tempfile.mkstemp(prefix=label + "-", suffix=".log",
                                              dir=_TMPDIR)
         self._log = os.fdopen(fd, "wb")
         _LOGS.append((label, self.log_path))
-        env = dict(os.environ)
+        env = dict(os.environ, **(env or {}))
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
         pre = _set_pdeathsig
         if preexec is not None:
@@ -282,10 +282,11 @@ def rlimit_nofile_preexec(n):
 class Ringroute(Proc):
     """ringroute --config FILE --listen 127.0.0.1:0 --shards N [extra...].
     preexec: a function run in the child before exec; rlimit_nofile: the soft
-    open-files limit ringroute starts with (see rlimit_nofile_preexec)."""
+    open-files limit ringroute starts with (see rlimit_nofile_preexec); env:
+    variables added to its environment."""
 
     def __init__(self, config, shards=1, admin=False, extra=(), preexec=None,
-                 rlimit_nofile=None):
+                 rlimit_nofile=None, env=None):
         self.config_path = config if isinstance(config, str) and os.path.exists(config) \
             else write_config(config)
         argv = [ringroute_bin(), "--config", self.config_path,
@@ -303,7 +304,7 @@ class Ringroute(Proc):
                     user_pre()
             else:
                 preexec = lim_pre
-        super().__init__(argv, "ringroute", preexec=preexec)
+        super().__init__(argv, "ringroute", preexec=preexec, env=env)
         self.port = int(self.expect_line(r"^LISTEN (\d+)").group(1))
         self.admin_port = None
         if admin:
