@@ -386,13 +386,15 @@ int main(int argc, char **argv)
 		code = 1;
 		goto out_stop;
 	}
+	/* Live (/readyz 200, READY=1) before the READY line: whoever waits
+	 * on that line may ask /readyz at once. */
+	service_live(&svc);
 	printf("LISTEN %u\n", p->listen_port);
 	if (p->opt.admin)
 		printf("ADMIN %u\n", admin_port);
 	printf("READY\n");
 	fflush(stdout);
 	log_info("%u shard(s) listening on port %u", p->nshards, p->listen_port);
-	service_live(&svc);
 
 	for (;;) {
 		sig = service_wait(&svc, &set, 0);
