@@ -114,7 +114,8 @@ static void replica_counts(struct proxy *p, struct replica_state *rs, uint64_t *
 		if (!pool)
 			continue;
 		*req += counter_get(&pool->requests);
-		*err += counter_get(&pool->errors);
+		for (int k = 0; k < UP_ERR_COUNT; k++)
+			*err += counter_get(&pool->errors[k]);
 	}
 }
 

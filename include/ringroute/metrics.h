@@ -38,13 +38,25 @@ struct endpoint_metrics {
 	struct hist total, queue_wait, ttfb;
 };
 
+/* One backend on one shard: struct backend_state.metrics[shard id], made by
+ * the shard on first use (registry_backend_metrics) and read by the control
+ * thread, like the replica pools. */
+#define METRICS_REASONS 32          /* >= REQ_R_COUNT (request.c asserts it) */
+#define METRICS_SHADOW_RESULTS 8    /* >= SHADOW_R_COUNT (shadow.c asserts it) */
+struct backend_metrics {
+	counter_t by_reason[METRICS_REASONS]; /* requests routed to it, by enum req_reason */
+	counter_t retries;          /* attempts made again after a failed one */
+	counter_t shadow[METRICS_SHADOW_RESULTS]; /* shadow copies to it, by enum shadow_result */
+};
+
 struct shard_metrics {
 	struct list endpoints;      /* appended by the shard only; never removed */
 	pthread_mutex_t lock;       /* taken to append, and by readers to walk */
-	counter_t accepted;
+	counter_t accepted;         /* client connections accepted */
+	counter_t closed;           /* client connections closed (open = accepted - closed) */
 	counter_t requests;
 	counter_t by_status[600];   /* every ended request, routed or not (0: none sent) */
-	counter_t by_reason[32];    /* by enum req_reason */
+	counter_t by_reason[METRICS_REASONS]; /* by enum req_reason */
 	counter_t sqe_failures;     /* io_uring_submit refused while the SQ was full */
 	counter_t bad_completions;  /* completions with an op no socket submits */
 	counter_t accept_pauses;    /* accept paused at the open-files limit */
