@@ -73,12 +73,13 @@ static void release_slot(struct shard *s, struct request *req)
 }
 
 /* Record the outcome once: every request, however it ended; one that
+ * matched no endpoint under the unrouted metrics (endpoint ""), one that
  * was given a backend also under that backend, by reason. */
 static void req_record(struct shard *s, struct request *req)
 {
 	uint64_t t = clock_now_us();
 	int st = req->status > 0 && req->status < 600 ? req->status : 0;
-	struct endpoint_metrics *em = req->em;
+	struct endpoint_metrics *em = req->em ? req->em : metrics_unrouted(&s->metrics);
 
 	counter_add(&s->metrics.by_status[st], 1);
 	counter_add(&s->metrics.by_reason[req->reason], 1);
@@ -247,6 +248,8 @@ void req_start(struct shard *s, struct request *req, const struct req_info *ri)
 	req->expect_continue = ri->expect_continue;
 	ep = router_match(req->cfg, ri->url, ri->url_len, ri->method, &status);
 	req->ep = ep;
+	if (ep) /* a 405 too: it counts under the endpoint it matched */
+		req->em = metrics_endpoint(&s->metrics, ep->name);
 	if (status != 200) {
 		if (status == 405)
 			req_fail(s, req, 405, REQ_R_METHOD_NOT_ALLOWED, "method not allowed");
@@ -254,7 +257,6 @@ void req_start(struct shard *s, struct request *req, const struct req_info *ri)
 			req_fail(s, req, 404, REQ_R_NO_ROUTE, "no route");
 		return;
 	}
-	req->em = metrics_endpoint(&s->metrics, ep->name);
 	if (ri->content_length >= 0 && (uint64_t)ri->content_length > ep->max_body_bytes) {
 		req_fail(s, req, 413, REQ_R_BODY_TOO_LARGE, "request body too large");
 		return;

@@ -27,6 +27,13 @@ const char *upstream_error_name(enum up_error e)
 	return (unsigned)e < UP_ERR_COUNT ? error_names[e] : "unknown";
 }
 
+void upstream_pool_add(struct pool_sum *sum, struct upstream_pool *pool)
+{
+	sum->requests += counter_get(&pool->requests);
+	for (unsigned i = 0; i < UP_ERR_COUNT; i++)
+		sum->errors[i] += counter_get(&pool->errors[i]);
+}
+
 /* Decoded body bytes: handed on only when de-chunking (HTTP/1.0 client);
  * otherwise the raw bytes (framing included) go out unchanged. */
 static int up_on_body(llhttp_t *p, const char *at, size_t len)

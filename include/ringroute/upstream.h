@@ -103,6 +103,14 @@ struct upstream_pool {
 	counter_t errors[UP_ERR_COUNT]; /* exchanges failed, by kind */
 };
 
+/* A replica's pools summed over shards (for /v1/stats and /metrics). */
+struct pool_sum {
+	uint64_t requests;
+	uint64_t errors[UP_ERR_COUNT];
+};
+
+void upstream_pool_add(struct pool_sum *sum, struct upstream_pool *pool);
+
 /* Upstream flags. */
 enum {
 	UP_F_REUSED    = 1u << 0,  /* taken from the pool: may be found dead */
