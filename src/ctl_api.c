@@ -16,9 +16,10 @@
 
 #include "ringroute/alloc.h"
 #include "ringroute/config.h"
-#include "ringroute/proxy.h"
 #include "ringroute/service.h"
 #include "ringroute/log.h"
+#include "ringroute/prom.h"
+#include "ringroute/proxy.h"
 
 #define API_MAX_SEGS 6
 #define API_ERR_LEN  1024
@@ -766,11 +767,14 @@ static int api_change(struct ctl_api *api, const struct edit *e, struct config *
 	if (!doc) {
 		snprintf(err, errlen, "current config does not load: %s", jerr.text);
 		rc = -EIO;
+		proxy_count_change(p, false);
 		goto out_unlock;
 	}
 	rc = doc_change(&doc, e, &p->registry, &next, err, errlen);
-	if (rc)
+	if (rc) {
+		proxy_count_change(p, false); /* refused: proxy_change never saw it */
 		goto out_doc;
+	}
 	rc = proxy_change(p, next, err, errlen); /* takes our reference */
 	if (rc) {
 		/* Applied or not? Only the pointer is compared: next may be
@@ -800,13 +804,10 @@ out_unlock:
 /* See ctl_api.h. */
 int ctl_api_reload(struct ctl_api *api, const char *path, char *err, size_t errlen)
 {
-	struct config *next = NULL;
 	int rc;
 
 	pthread_mutex_lock(&api->change_lock);
-	rc = config_load_file(path, &api->p->registry, &next, err, errlen);
-	if (!rc)
-		rc = proxy_change(api->p, next, err, errlen);
+	rc = proxy_reload(api->p, path, err, errlen);
 	pthread_mutex_unlock(&api->change_lock);
 	return rc;
 }
@@ -901,7 +902,7 @@ static int api_read(struct ctl_api *api, const struct plan *pl, const struct ctl
 		return resp_json(resp, 503, json_pack("{s:b,s:s}", "ready", 0, "reason", why));
 	}
 	case R_METRICS:
-		text = proxy_metrics_text(api->p);
+		text = prom_metrics_text(api->p);
 		if (!text)
 			return ctl_api_error(resp, 500, "out of memory");
 		resp_init(resp, 200, "text/plain; version=0.0.4; charset=utf-8");
@@ -959,6 +960,9 @@ int ctl_api_handle(struct ctl_api *api, const struct ctl_req *req, struct ctl_re
 	switch (api_plan(req->method, req->target, req->target_len, req->body, req->body_len,
 			 (req->flags & CTL_REQ_F_ADMIN) != 0, &pl)) {
 	case PLAN_ERROR:
+		/* Only a write's body gets a 400 from planning: a refused change. */
+		if (pl.status == 400)
+			proxy_count_change(api->p, false);
 		rc = ctl_api_error(resp, pl.status, "%s", pl.err);
 		if (!rc && pl.allow)
 			snprintf(resp->extra, sizeof(resp->extra), "Allow: %s\r\n", pl.allow);

@@ -367,6 +367,7 @@ static void h1_on_free(struct shard *s, struct sock *sk)
 		list_del_init(&c->all);
 	parser_give(s, c);
 	s->nclients--;
+	counter_add(&s->metrics.closed, 1);
 	mi_free(c);
 }
 

@@ -407,13 +407,8 @@ int main(int argc, char **argv)
 			service_reloading(&svc);
 			if (ctl)
 				ret = control_reload(ctl, p->opt.config_path, err, sizeof(err));
-			else {
-				struct config *n = NULL;
-				ret = config_load_file(p->opt.config_path, &p->registry, &n, err,
-						       sizeof(err));
-				if (!ret)
-					ret = proxy_change(p, n, err, sizeof(err));
-			}
+			else
+				ret = proxy_reload(p, p->opt.config_path, err, sizeof(err));
 			if (ret)
 				log_warn("SIGHUP: reload refused: %s", err);
 			else

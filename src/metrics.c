@@ -4,18 +4,44 @@
 
 #include "ringroute/alloc.h"
 
-const double hist_bounds[HIST_NBUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-					    0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+const uint64_t hist_bounds_us[HIST_NBUCKETS] = {
+	500,     1000,    2500,    5000,    10000,    25000,    50000,    100000,    250000,
+	500000,  1000000, 2500000, 5000000, 10000000, 30000000, 60000000, 120000000, 300000000,
+};
 
 void metrics_hist_observe(struct hist *h, uint64_t us)
 {
 	unsigned i = 0;
-	double s = (double)us / 1e6;
-	while (i < HIST_NBUCKETS && s > hist_bounds[i])
+
+	while (i < HIST_NBUCKETS && us > hist_bounds_us[i])
 		i++;
 	counter_add(&h->bucket[i], 1);
-	counter_add(&h->count, 1);
 	counter_add(&h->sum_us, us);
+}
+
+void metrics_hist_add(struct hist_sum *sum, struct hist *h)
+{
+	for (unsigned i = 0; i <= HIST_NBUCKETS; i++)
+		sum->bucket[i] += counter_get(&h->bucket[i]);
+	sum->sum_us += counter_get(&h->sum_us);
+}
+
+void metrics_endpoint_add(struct endpoint_sum *sum, struct endpoint_metrics *em)
+{
+	for (unsigned st = 0; st < 600; st++)
+		sum->status[st] += counter_get(&em->status[st]);
+	metrics_hist_add(&sum->total, &em->total);
+	metrics_hist_add(&sum->queue_wait, &em->queue_wait);
+	metrics_hist_add(&sum->ttfb, &em->ttfb);
+}
+
+void metrics_backend_add(struct backend_sum *sum, struct backend_metrics *bm)
+{
+	for (unsigned i = 0; i < METRICS_REASONS; i++)
+		sum->by_reason[i] += counter_get(&bm->by_reason[i]);
+	sum->retries += counter_get(&bm->retries);
+	for (unsigned i = 0; i < METRICS_SHADOW_RESULTS; i++)
+		sum->shadow[i] += counter_get(&bm->shadow[i]);
 }
 
 void metrics_shard_init(struct shard_metrics *m)
@@ -60,4 +86,11 @@ struct endpoint_metrics *metrics_endpoint(struct shard_metrics *m, const char *n
 	list_push_back(&m->endpoints, &em->node);
 	pthread_mutex_unlock(&m->lock);
 	return em;
+}
+
+struct endpoint_metrics *metrics_unrouted(struct shard_metrics *m)
+{
+	if (!m->unrouted)
+		m->unrouted = metrics_endpoint(m, "");
+	return m->unrouted;
 }

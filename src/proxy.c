@@ -1,6 +1,7 @@
 /* The process-wide views: applying a change (state file + publish) and the
- * read-side summaries (stats, queues, Prometheus metrics) summed over
- * shards. Runs on the control thread / main thread, never on a shard. */
+ * read-side summaries (stats, queues, and the counters /metrics writes,
+ * prom.c) summed over shards. Runs on the control thread / main thread,
+ * never on a shard. */
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -65,6 +66,11 @@ fail:
 	return ret;
 }
 
+void proxy_count_change(struct proxy *p, bool ok)
+{
+	atomic_fetch_add_explicit(ok ? &p->changes_ok : &p->changes_failed, 1, memory_order_relaxed);
+}
+
 int proxy_change(struct proxy *p, struct config *c, char *err, size_t errlen)
 {
 	int ret;
@@ -76,6 +82,7 @@ int proxy_change(struct proxy *p, struct config *c, char *err, size_t errlen)
 		if (ret) {
 			pthread_mutex_unlock(&p->config_lock);
 			config_unref(c);
+			proxy_count_change(p, false);
 			return ret;
 		}
 	}
@@ -92,9 +99,24 @@ int proxy_change(struct proxy *p, struct config *c, char *err, size_t errlen)
 	/* States only older snapshots named go once nothing holds them. */
 	registry_collect(&p->registry);
 	pthread_mutex_unlock(&p->config_lock);
+	/* A shard that could not be told still takes c at its next message:
+	 * the change is current either way. */
+	proxy_count_change(p, true);
 	if (ret)
 		snprintf(err, errlen, "could not reach every shard: %s", strerror(-ret));
 	return ret;
+}
+
+int proxy_reload(struct proxy *p, const char *path, char *err, size_t errlen)
+{
+	struct config *next = NULL;
+	int ret = config_load_file(path, &p->registry, &next, err, errlen);
+
+	if (ret) {
+		proxy_count_change(p, false);
+		return ret;
+	}
+	return proxy_change(p, next, err, errlen);
 }
 
 struct config *proxy_config_get(struct proxy *p)
@@ -107,16 +129,36 @@ struct config *proxy_config_get(struct proxy *p)
 	return c;
 }
 
-static void replica_counts(struct proxy *p, struct replica_state *rs, uint64_t *req,
-			   uint64_t *err)
+void proxy_sum_replica(struct proxy *p, struct replica_state *rs, struct pool_sum *out)
 {
-	*req = *err = 0;
+	memset(out, 0, sizeof(*out));
 	for (unsigned i = 0; i < p->nshards; i++) {
 		struct upstream_pool *pool = atomic_load_explicit(&rs->pools[i], memory_order_acquire);
-		if (!pool)
-			continue;
-		*req += counter_get(&pool->requests);
-		*err += counter_get(&pool->errors);
+		if (pool)
+			upstream_pool_add(out, pool);
+	}
+}
+
+void proxy_sum_backend(struct proxy *p, struct backend_state *bs, struct backend_sum *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (unsigned i = 0; i < p->nshards; i++) {
+		struct backend_metrics *bm = atomic_load_explicit(&bs->metrics[i], memory_order_acquire);
+		if (bm)
+			metrics_backend_add(out, bm);
+	}
+}
+
+void proxy_sum_shards(struct proxy *p, struct shards_sum *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (unsigned i = 0; i < p->nshards; i++) {
+		struct shard_metrics *m = &p->shards[i]->metrics;
+		/* closed before accepted: a connection is accepted before it
+		 * closes, so accepted >= closed however the shard runs meanwhile. */
+		out->closed += counter_get(&m->closed);
+		out->accepted += counter_get(&m->accepted);
+		out->requests += counter_get(&m->requests);
 	}
 }
 
@@ -138,32 +180,9 @@ json_t *proxy_queues_json(struct proxy *p)
 	return out;
 }
 
-/* One endpoint's metrics summed over every shard. */
-#define NHIST 3
-struct ep_sum {
-	const char *name;  /* a shard's endpoint_metrics name: those live as long as the shards */
-	uint64_t status[600];
-	uint64_t bucket[NHIST][HIST_NBUCKETS + 1], count[NHIST], sum_us[NHIST];
-};
-
-static const struct {
-	const char *metric, *help;
-	size_t off;
-} hists[NHIST] = {
-	{"ringroute_request_duration_seconds", "Time from request head to response end.",
-	 offsetof(struct endpoint_metrics, total)},
-	{"ringroute_queue_wait_seconds", "Time spent waiting for a replica slot.",
-	 offsetof(struct endpoint_metrics, queue_wait)},
-	{"ringroute_first_byte_seconds", "Time from request head to first response byte.",
-	 offsetof(struct endpoint_metrics, ttfb)},
-};
-
-/* Sum every shard's per-endpoint counters by endpoint name. Returns how
- * many endpoints, with *out (mi_free it); 0 and NULL when there are none or
- * memory ran out. */
-static size_t sum_endpoints(struct proxy *p, struct ep_sum **out)
+size_t proxy_sum_endpoints(struct proxy *p, struct endpoint_sum **out)
 {
-	struct ep_sum *v = NULL;
+	struct endpoint_sum *v = NULL;
 	size_t n = 0;
 
 	for (unsigned i = 0; i < p->nshards; i++) {
@@ -172,12 +191,12 @@ static size_t sum_endpoints(struct proxy *p, struct ep_sum **out)
 		pthread_mutex_lock(&m->lock);
 		list_for_each_safe(pos, tmp, &m->endpoints) {
 			struct endpoint_metrics *em = container_of(pos, struct endpoint_metrics, node);
-			struct ep_sum *e = NULL;
+			struct endpoint_sum *e = NULL;
 			for (size_t k = 0; k < n && !e; k++)
 				if (strcmp(v[k].name, em->name) == 0)
 					e = &v[k];
 			if (!e) {
-				struct ep_sum *nv = mi_realloc(v, (n + 1) * sizeof(*v));
+				struct endpoint_sum *nv = mi_realloc(v, (n + 1) * sizeof(*v));
 				if (!nv)
 					continue;
 				v = nv;
@@ -185,15 +204,7 @@ static size_t sum_endpoints(struct proxy *p, struct ep_sum **out)
 				memset(e, 0, sizeof(*e));
 				e->name = em->name;
 			}
-			for (int st = 0; st < 600; st++)
-				e->status[st] += counter_get(&em->status[st]);
-			for (int h = 0; h < NHIST; h++) {
-				struct hist *x = (struct hist *)((char *)em + hists[h].off);
-				for (int b = 0; b <= HIST_NBUCKETS; b++)
-					e->bucket[h][b] += counter_get(&x->bucket[b]);
-				e->count[h] += counter_get(&x->count);
-				e->sum_us[h] += counter_get(&x->sum_us);
-			}
+			metrics_endpoint_add(e, em);
 		}
 		pthread_mutex_unlock(&m->lock);
 	}
@@ -205,24 +216,24 @@ json_t *proxy_stats_json(struct proxy *p)
 {
 	struct config *c = proxy_config_get(p);
 	json_t *out = json_object(), *bes = json_object(), *eps = json_object();
-	uint64_t accepted = 0, requests = 0;
+	struct shards_sum sh;
 
-	for (unsigned i = 0; i < p->nshards; i++) {
-		accepted += counter_get(&p->shards[i]->metrics.accepted);
-		requests += counter_get(&p->shards[i]->metrics.requests);
-	}
+	proxy_sum_shards(p, &sh);
 	for (size_t i = 0; i < c->nbackends; i++) {
 		const struct backend_cfg *b = &c->backends[i];
 		json_t *reps = json_object();
 		for (size_t r = 0; r < b->nreplicas; r++) {
 			struct replica_state *rs = b->replicas[r].state;
-			uint64_t rq, er;
-			replica_counts(p, rs, &rq, &er);
+			struct pool_sum ps;
+			uint64_t er = 0;
+			proxy_sum_replica(p, rs, &ps);
+			for (int k = 0; k < UP_ERR_COUNT; k++)
+				er += ps.errors[k];
 			json_object_set_new(
 				reps, b->replicas[r].id,
 				json_pack("{s:s,s:I,s:I,s:I,s:b,s:b}", "address", b->replicas[r].address,
 					  "ongoing", (json_int_t)atomic_load(&rs->ongoing), "requests",
-					  (json_int_t)rq, "errors", (json_int_t)er, "healthy",
+					  (json_int_t)ps.requests, "errors", (json_int_t)er, "healthy",
 					  atomic_load(&rs->healthy) != 0, "draining",
 					  atomic_load(&rs->draining) != 0));
 		}
@@ -233,11 +244,14 @@ json_t *proxy_stats_json(struct proxy *p)
 					      "replicas", reps));
 	}
 	{
-		struct ep_sum *sums;
-		size_t n = sum_endpoints(p, &sums);
+		struct endpoint_sum *sums;
+		size_t n = proxy_sum_endpoints(p, &sums);
 		for (size_t k = 0; k < n; k++) {
-			json_t *codes = json_object();
+			json_t *codes;
 			uint64_t total = 0;
+			if (!sums[k].name[0])
+				continue; /* unrouted requests: only in /metrics */
+			codes = json_object();
 			for (int st = 0; st < 600; st++) {
 				char key[8];
 				if (!sums[k].status[st])
@@ -254,77 +268,12 @@ json_t *proxy_stats_json(struct proxy *p)
 	}
 	json_object_set_new(out, "version", json_integer((json_int_t)c->version));
 	json_object_set_new(out, "shards", json_integer(p->nshards));
-	json_object_set_new(out, "connections_accepted", json_integer((json_int_t)accepted));
-	json_object_set_new(out, "requests", json_integer((json_int_t)requests));
+	json_object_set_new(out, "connections_accepted", json_integer((json_int_t)sh.accepted));
+	json_object_set_new(out, "requests", json_integer((json_int_t)sh.requests));
 	json_object_set_new(out, "backends", bes);
 	json_object_set_new(out, "endpoints", eps);
 	config_unref(c);
 	return out;
-}
-
-char *proxy_metrics_text(struct proxy *p)
-{
-	struct config *c = proxy_config_get(p);
-	struct strbuf sb = {0};
-	struct ep_sum *sums;
-	size_t n = sum_endpoints(p, &sums);
-
-	sb_puts(&sb, "# HELP ringroute_requests_total Requests by endpoint and status code.\n"
-		     "# TYPE ringroute_requests_total counter\n");
-	for (size_t k = 0; k < n; k++)
-		for (int st = 0; st < 600; st++)
-			if (sums[k].status[st])
-				sb_printf(&sb, "ringroute_requests_total{endpoint=\"%s\",code=\"%d\"} %llu\n",
-					  sums[k].name, st, (unsigned long long)sums[k].status[st]);
-	for (int h = 0; h < NHIST; h++) {
-		sb_printf(&sb, "# HELP %s %s\n# TYPE %s histogram\n", hists[h].metric, hists[h].help,
-			  hists[h].metric);
-		for (size_t k = 0; k < n; k++) {
-			const char *metric = hists[h].metric, *ep = sums[k].name;
-			uint64_t cum = 0;
-			for (int b = 0; b < HIST_NBUCKETS; b++) {
-				cum += sums[k].bucket[h][b];
-				sb_printf(&sb, "%s_bucket{endpoint=\"%s\",le=\"%g\"} %llu\n", metric, ep,
-					  hist_bounds[b], (unsigned long long)cum);
-			}
-			cum += sums[k].bucket[h][HIST_NBUCKETS];
-			sb_printf(&sb, "%s_bucket{endpoint=\"%s\",le=\"+Inf\"} %llu\n", metric, ep,
-				  (unsigned long long)cum);
-			sb_printf(&sb, "%s_sum{endpoint=\"%s\"} %.6f\n", metric, ep,
-				  (double)sums[k].sum_us[h] / 1e6);
-			sb_printf(&sb, "%s_count{endpoint=\"%s\"} %llu\n", metric, ep,
-				  (unsigned long long)sums[k].count[h]);
-		}
-	}
-	mi_free(sums);
-	sb_puts(&sb, "# HELP ringroute_backend_queued Requests waiting for a slot.\n"
-		     "# TYPE ringroute_backend_queued gauge\n");
-	for (size_t i = 0; i < c->nbackends; i++)
-		sb_printf(&sb, "ringroute_backend_queued{backend=\"%s\"} %u\n", c->backends[i].name,
-			  atomic_load(&c->backends[i].state->queued));
-	sb_puts(&sb, "# HELP ringroute_replica_ongoing Requests in flight to a replica.\n"
-		     "# TYPE ringroute_replica_ongoing gauge\n"
-		     "# HELP ringroute_replica_requests_total Requests sent to a replica.\n"
-		     "# TYPE ringroute_replica_requests_total counter\n"
-		     "# HELP ringroute_replica_errors_total Failed requests to a replica.\n"
-		     "# TYPE ringroute_replica_errors_total counter\n");
-	for (size_t i = 0; i < c->nbackends; i++) {
-		const struct backend_cfg *b = &c->backends[i];
-		for (size_t r = 0; r < b->nreplicas; r++) {
-			uint64_t rq, er;
-			replica_counts(p, b->replicas[r].state, &rq, &er);
-			sb_printf(&sb, "ringroute_replica_ongoing{backend=\"%s\",replica=\"%s\"} %u\n",
-				  b->name, b->replicas[r].id, atomic_load(&b->replicas[r].state->ongoing));
-			sb_printf(&sb,
-				  "ringroute_replica_requests_total{backend=\"%s\",replica=\"%s\"} %llu\n",
-				  b->name, b->replicas[r].id, (unsigned long long)rq);
-			sb_printf(&sb,
-				  "ringroute_replica_errors_total{backend=\"%s\",replica=\"%s\"} %llu\n",
-				  b->name, b->replicas[r].id, (unsigned long long)er);
-		}
-	}
-	config_unref(c);
-	return sb.p; /* mi_free() it */
 }
 
 static int config_names_replica(const struct config *c, const struct replica_state *rs)

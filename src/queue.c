@@ -70,6 +70,7 @@ int queue_add(struct shard *s, struct backend_state *bs, uint32_t max_queued,
 		e->t_queued_us = now_us;
 		e->deadline_us = now_us + (uint64_t)timeout_ms * 1000u;
 	}
+	e->t_entered_us = now_us;
 	e->bq = q;
 	list_push_back(&q->entries, &e->node);
 	q->n++;

@@ -13,6 +13,7 @@
 
 #include "ringroute/alloc.h"
 #include "ringroute/config.h"
+#include "ringroute/metrics.h"
 
 /* Frees a replica state that is on no list and referenced by nobody. */
 static void replica_state_free(struct replica_state *r)
@@ -30,6 +31,10 @@ static void replica_state_free(struct replica_state *r)
 
 static void backend_state_free(struct backend_state *b)
 {
+	/* With no reference left, no request or shadow copy points at b, so
+	 * no shard can reach its counters any more. */
+	for (unsigned i = 0; i < RR_MAX_SHARDS; i++)
+		mi_free(atomic_exchange(&b->metrics[i], NULL));
 	free(b->name);
 	b->name = NULL;
 	free(b);
@@ -169,6 +174,8 @@ static struct backend_state *backend_state_new(const char *name)
 		atomic_init(&b->oldest_ns[i], 0);
 	atomic_init(&b->queued, 0);
 	atomic_init(&b->refs, 1);
+	for (size_t i = 0; i < RR_MAX_SHARDS; i++)
+		atomic_init(&b->metrics[i], NULL);
 	list_init(&b->reg_node);
 	return b;
 }
@@ -226,4 +233,19 @@ void registry_backend_unref(struct backend_state *b)
 	assert(prev > 0);
 	if (prev == 1 && priv)
 		backend_state_free(b);
+}
+
+/* See config.h. Only shard `shard` stores into metrics[shard], so a relaxed
+ * load sees its own store; the release store publishes the zeroed block to
+ * the control thread's acquire load. */
+struct backend_metrics *registry_backend_metrics(struct backend_state *b, unsigned shard)
+{
+	struct backend_metrics *bm = atomic_load_explicit(&b->metrics[shard], memory_order_relaxed);
+
+	if (!bm) {
+		bm = mi_zalloc(sizeof(*bm));
+		if (bm)
+			atomic_store_explicit(&b->metrics[shard], bm, memory_order_release);
+	}
+	return bm;
 }

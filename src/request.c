@@ -33,7 +33,7 @@ static const char *const reason_names[REQ_R_COUNT] = {
 	[REQ_R_SHUTDOWN] = "shutdown",
 };
 
-_Static_assert(REQ_R_COUNT <= 32, "metrics by_reason has 32 slots");
+_Static_assert(REQ_R_COUNT <= METRICS_REASONS, "metrics by_reason is too small");
 
 static int req_start_upstream(struct shard *s, struct request *req, int fresh);
 static void req_cut_upstream(struct shard *s, struct request *req);
@@ -72,20 +72,49 @@ static void release_slot(struct shard *s, struct request *req)
 		queue_slot_freed(s, req->be->state);
 }
 
-/* Record the outcome once: every request, however it ended. */
+/* Record the outcome once: every request, however it ended; one that
+ * matched no endpoint under the unrouted metrics (endpoint ""), one that
+ * was given a backend also under that backend, by reason. */
 static void req_record(struct shard *s, struct request *req)
 {
 	uint64_t t = clock_now_us();
 	int st = req->status > 0 && req->status < 600 ? req->status : 0;
+	struct endpoint_metrics *em = req->em ? req->em : metrics_unrouted(&s->metrics);
 
 	counter_add(&s->metrics.by_status[st], 1);
 	counter_add(&s->metrics.by_reason[req->reason], 1);
-	if (!req->em)
+	if (req->be) {
+		struct backend_metrics *bm = registry_backend_metrics(req->be->state, s->id);
+		if (bm)
+			counter_add(&bm->by_reason[req->reason], 1);
+	}
+	if (!em)
 		return;
-	counter_add(&req->em->status[st], 1);
-	metrics_hist_observe(&req->em->total, t - req->t_start_us);
+	counter_add(&em->status[st], 1);
+	metrics_hist_observe(&em->total, t - req->t_start_us);
 	if (req->t_first_us)
-		metrics_hist_observe(&req->em->ttfb, req->t_first_us - req->t_start_us);
+		metrics_hist_observe(&em->ttfb, req->t_first_us - req->t_start_us);
+}
+
+/* Take req out of its queue. The wait that ends here is observed, however
+ * it ends: a slot, the queue timeout, the client leaving, a removed
+ * backend. */
+static void req_unqueue(struct shard *s, struct request *req)
+{
+	if (!queue_entry_queued(&req->qe))
+		return;
+	if (req->em)
+		metrics_hist_observe(&req->em->queue_wait, clock_now_us() - req->qe.t_entered_us);
+	queue_remove(s, &req->qe);
+}
+
+/* req is tried again after a failed attempt. */
+static void count_retry(struct shard *s, struct request *req)
+{
+	struct backend_metrics *bm = registry_backend_metrics(req->be->state, s->id);
+
+	if (bm)
+		counter_add(&bm->retries, 1);
 }
 
 /* End req: record it once, release what it holds, free it, then tell the
@@ -99,7 +128,7 @@ static void req_end(struct shard *s, struct request *req)
 	req->cops = NULL;
 	req_cut_upstream(s, req);
 	shadow_detach(&req->shadows);
-	queue_remove(s, &req->qe);
+	req_unqueue(s, req);
 	release_slot(s, req);
 	req_record(s, req);
 	retry_free(s, req);
@@ -181,12 +210,8 @@ static int req_dispatch(struct shard *s, struct request *req, int from_queue)
 	idx = pick_replica(s, req);
 	if (idx < 0)
 		return from_queue ? 1 : req_enqueue(s, req);
-	if (from_queue) {
-		uint64_t t = queue_entry_queued(&req->qe) ? req->qe.t_queued_us : 0;
-		queue_remove(s, &req->qe);
-		if (req->em && t)
-			metrics_hist_observe(&req->em->queue_wait, clock_now_us() - t);
-	}
+	if (from_queue)
+		req_unqueue(s, req);
 	req->ridx = idx;
 	req->rs = be->replicas[idx].state;
 	ret = req_start_upstream(s, req, 0);
@@ -223,6 +248,8 @@ void req_start(struct shard *s, struct request *req, const struct req_info *ri)
 	req->expect_continue = ri->expect_continue;
 	ep = router_match(req->cfg, ri->url, ri->url_len, ri->method, &status);
 	req->ep = ep;
+	if (ep) /* a 405 too: it counts under the endpoint it matched */
+		req->em = metrics_endpoint(&s->metrics, ep->name);
 	if (status != 200) {
 		if (status == 405)
 			req_fail(s, req, 405, REQ_R_METHOD_NOT_ALLOWED, "method not allowed");
@@ -230,7 +257,6 @@ void req_start(struct shard *s, struct request *req, const struct req_info *ri)
 			req_fail(s, req, 404, REQ_R_NO_ROUTE, "no route");
 		return;
 	}
-	req->em = metrics_endpoint(&s->metrics, ep->name);
 	if (ri->content_length >= 0 && (uint64_t)ri->content_length > ep->max_body_bytes) {
 		req_fail(s, req, 413, REQ_R_BODY_TOO_LARGE, "request body too large");
 		return;
@@ -350,7 +376,7 @@ int req_retry_queued(struct shard *s)
 			int r;
 
 			if (now >= e->deadline_us) {
-				queue_remove(s, e);
+				req_unqueue(s, req);
 				req_fail(s, req, 503, REQ_R_QUEUE_TIMEOUT,
 					 "backend overloaded: queue timeout");
 				continue;
@@ -358,7 +384,7 @@ int req_retry_queued(struct shard *s)
 			r = req_refresh(s, req);
 			if (r) {
 				/* Its backend was removed while it waited. */
-				queue_remove(s, e);
+				req_unqueue(s, req);
 				if (r < 0)
 					req_fail(s, req, 404, REQ_R_NO_ROUTE, "no route");
 				else if (req_dispatch(s, req, 0) && req->up)
@@ -469,6 +495,7 @@ static void req_up_failed(struct shard *s, void *owner, enum up_failure f, int r
 	if (act == RETRY_FRESH) {
 		req->flags |= REQ_F_FRESH_DONE;
 		if (req_start_upstream(s, req, 1) == 0) {
+			count_retry(s, req);
 			body_room(s, req);
 			return;
 		}
@@ -479,6 +506,7 @@ static void req_up_failed(struct shard *s, void *owner, enum up_failure f, int r
 	release_slot(s, req);
 	if (act == RETRY_OTHER) {
 		req->tries++;
+		count_retry(s, req);
 		/* The dispatch may queue req, or end it (queue full): only a
 		 * started request is touched again. */
 		if (req_dispatch(s, req, 0) && req->up)

@@ -2,6 +2,7 @@
 #include "ringroute/shadow.h"
 
 #include "ringroute/alloc.h"
+#include "ringroute/metrics.h"
 #include "ringroute/queue.h"
 #include "ringroute/router.h"
 #include "ringroute/shard.h"
@@ -16,6 +17,30 @@ struct shadow_copy {
 	struct upstream *up;       /* NULL once the exchange ended */
 	bool body_done;            /* the original's body is complete */
 };
+
+static const char *const result_names[SHADOW_R_COUNT] = {
+	[SHADOW_SENT] = "sent",
+	[SHADOW_DROPPED_NO_SLOT] = "dropped_no_slot",
+	[SHADOW_DROPPED_ERROR] = "dropped_error",
+	[SHADOW_CUT_SLOW] = "cut_slow",
+	[SHADOW_CUT_ERROR] = "cut_error",
+	[SHADOW_CUT_INCOMPLETE] = "cut_incomplete",
+};
+
+_Static_assert(SHADOW_R_COUNT <= METRICS_SHADOW_RESULTS, "backend_metrics.shadow is too small");
+
+const char *shadow_result_name(enum shadow_result r)
+{
+	return (unsigned)r < SHADOW_R_COUNT ? result_names[r] : "unknown";
+}
+
+static void count(struct shard *s, const struct backend_cfg *be, enum shadow_result r)
+{
+	struct backend_metrics *bm = registry_backend_metrics(be->state, s->id);
+
+	if (bm)
+		counter_add(&bm->shadow[r], 1);
+}
 
 /* The copy is done: its slot goes to the next waiter, its memory back. */
 static void copy_free(struct shard *s, struct shadow_copy *sc)
@@ -104,12 +129,15 @@ void shadow_start(struct shard *s, struct list *copies, struct config *cfg,
 			continue;
 		/* A copy never waits: no free slot, no copy. */
 		idx = router_pick_replica(be, NULL, 0, &s->rng, &s->rr_cursor);
-		if (idx < 0)
+		if (idx < 0) {
+			count(s, be, SHADOW_DROPPED_NO_SLOT);
 			continue;
+		}
 		sc = mi_zalloc(sizeof(*sc));
 		if (!sc) {
 			router_replica_release(be->replicas[idx].state);
 			queue_slot_freed(s, be->state);
+			count(s, be, SHADOW_DROPPED_ERROR);
 			continue; /* best effort */
 		}
 		list_init(&sc->node);
@@ -129,9 +157,11 @@ void shadow_start(struct shard *s, struct list *copies, struct config *cfg,
 		if (upstream_start(s, &ur, sc->rs, &be->replicas[idx].addr, 0, &sc->up)) {
 			sc->up = NULL;
 			copy_free(s, sc);
+			count(s, be, SHADOW_DROPPED_ERROR);
 			continue;
 		}
 		list_push_back(copies, &sc->node);
+		count(s, be, SHADOW_SENT);
 	}
 }
 
@@ -143,8 +173,13 @@ void shadow_body(struct shard *s, struct list *copies, uint32_t bid, const char 
 		struct shadow_copy *sc = container_of(pos, struct shadow_copy, node);
 
 		/* A slow copy must never hold the client back: cut it. */
-		if (!sc->up || upstream_congested(sc->up) || upstream_body(s, sc->up, bid, p, len))
+		if (sc->up && upstream_congested(sc->up)) {
+			count(s, sc->be, SHADOW_CUT_SLOW);
 			copy_free(s, sc);
+		} else if (!sc->up || upstream_body(s, sc->up, bid, p, len)) {
+			count(s, sc->be, SHADOW_CUT_ERROR);
+			copy_free(s, sc);
+		}
 	}
 }
 
@@ -160,6 +195,10 @@ void shadow_abort(struct shard *s, struct list *copies)
 {
 	struct list *n;
 
-	while ((n = list_pop_front(copies)))
-		copy_free(s, container_of(n, struct shadow_copy, node));
+	while ((n = list_pop_front(copies))) {
+		struct shadow_copy *sc = container_of(n, struct shadow_copy, node);
+
+		count(s, sc->be, SHADOW_CUT_INCOMPLETE);
+		copy_free(s, sc);
+	}
 }

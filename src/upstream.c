@@ -14,6 +14,26 @@
 
 static void up_on_input(struct shard *s, struct sock *sk);
 
+static const char *const error_names[UP_ERR_COUNT] = {
+	[UP_ERR_CONNECT_FAILED] = "connect_failed",
+	[UP_ERR_CONNECT_TIMEOUT] = "connect_timeout",
+	[UP_ERR_RESET] = "reset",
+	[UP_ERR_TIMEOUT] = "timeout",
+	[UP_ERR_BAD_RESPONSE] = "bad_response",
+};
+
+const char *upstream_error_name(enum up_error e)
+{
+	return (unsigned)e < UP_ERR_COUNT ? error_names[e] : "unknown";
+}
+
+void upstream_pool_add(struct pool_sum *sum, struct upstream_pool *pool)
+{
+	sum->requests += counter_get(&pool->requests);
+	for (unsigned i = 0; i < UP_ERR_COUNT; i++)
+		sum->errors[i] += counter_get(&pool->errors[i]);
+}
+
 /* Decoded body bytes: handed on only when de-chunking (HTTP/1.0 client);
  * otherwise the raw bytes (framing included) go out unchanged. */
 static int up_on_body(llhttp_t *p, const char *at, size_t len)
@@ -78,8 +98,8 @@ static void pool_unlink(struct upstream *up)
 }
 
 /* Detach the owner, close the connection, and tell the owner how the
- * attempt failed. */
-static void up_fail(struct shard *s, struct upstream *up, enum up_failure f)
+ * attempt failed (f); kind is how the replica's failure is counted. */
+static void up_fail(struct shard *s, struct upstream *up, enum up_failure f, enum up_error kind)
 {
 	void *owner = up->owner;
 	int reused = (up->flags & UP_F_REUSED) && !(up->flags & UP_F_GOT_BYTES);
@@ -90,7 +110,7 @@ static void up_fail(struct shard *s, struct upstream *up, enum up_failure f)
 	if (!owner)
 		return;
 	up->owner = NULL;
-	counter_add(&up->pool->errors, 1);
+	counter_add(&up->pool->errors[kind], 1);
 	up->ev->on_failed(s, owner, f, reused);
 }
 
@@ -105,7 +125,10 @@ static void up_timeout(struct timer *t, void *ctx)
 		sock_close(s, &up->sk);
 		return;
 	}
-	up_fail(s, up, (up->flags & UP_F_CONNECTED) ? UP_FAIL_TIMEOUT : UP_FAIL_CONNECT);
+	if (up->flags & UP_F_CONNECTED)
+		up_fail(s, up, UP_FAIL_TIMEOUT, UP_ERR_TIMEOUT);
+	else
+		up_fail(s, up, UP_FAIL_CONNECT, UP_ERR_CONNECT_TIMEOUT);
 }
 
 static void up_on_connect(struct shard *s, struct sock *sk, int res)
@@ -113,7 +136,7 @@ static void up_on_connect(struct shard *s, struct sock *sk, int res)
 	struct upstream *up = container_of(sk, struct upstream, sk);
 
 	if (res < 0) {
-		up_fail(s, up, UP_FAIL_CONNECT);
+		up_fail(s, up, UP_FAIL_CONNECT, UP_ERR_CONNECT_FAILED);
 		return;
 	}
 	up->flags |= UP_F_CONNECTED;
@@ -135,7 +158,7 @@ static void up_on_sent(struct shard *s, struct sock *sk)
 static void up_on_error(struct shard *s, struct sock *sk, int err)
 {
 	(void)err;
-	up_fail(s, container_of(sk, struct upstream, sk), UP_FAIL_RESET);
+	up_fail(s, container_of(sk, struct upstream, sk), UP_FAIL_RESET, UP_ERR_RESET);
 }
 
 static void up_on_free(struct shard *s, struct sock *sk)
@@ -431,7 +454,7 @@ static void up_on_input(struct shard *s, struct sock *sk)
 
 		if (!up->owner) {
 			/* Bytes on an idle connection: protocol error, drop it. */
-			up_fail(s, up, UP_FAIL_BAD_RESPONSE);
+			up_fail(s, up, UP_FAIL_BAD_RESPONSE, UP_ERR_BAD_RESPONSE);
 			return;
 		}
 		if (up->ev->pending(up->owner) > SINK_HIGH) {
@@ -450,7 +473,7 @@ static void up_on_input(struct shard *s, struct sock *sk)
 			up_finish(s, up, llhttp_should_keep_alive(&up->hp.p));
 			return;
 		case UP_STEP_FAIL:
-			up_fail(s, up, UP_FAIL_BAD_RESPONSE);
+			up_fail(s, up, UP_FAIL_BAD_RESPONSE, UP_ERR_BAD_RESPONSE);
 			return;
 		case UP_STEP_GONE:
 			return; /* the owner ended and closed us */
@@ -462,7 +485,7 @@ static void up_on_input(struct shard *s, struct sock *sk)
 		if (up->owner && upstream_parse_eof(up) == UP_STEP_END)
 			up_finish(s, up, 0); /* body delimited by the close */
 		else
-			up_fail(s, up, UP_FAIL_RESET);
+			up_fail(s, up, UP_FAIL_RESET, UP_ERR_RESET);
 		return;
 	}
 	if (up->owner && up->ev->pending(up->owner) <= SINK_HIGH)

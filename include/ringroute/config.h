@@ -21,6 +21,7 @@
 #define RR_DEFAULT_MAX_BODY (64ull << 20)
 
 struct upstream_pool; /* per shard, defined by upstream.h */
+struct backend_metrics; /* per shard, defined by metrics.h */
 
 /* Shared by all shards: one cache line of hot counters per replica. */
 struct replica_state {
@@ -46,6 +47,10 @@ struct backend_state {
 	_Atomic uint64_t oldest_ns[RR_MAX_SHARDS]; /* enqueue time of each shard's oldest waiter */
 	_Atomic uint32_t queued;                /* total queued, for max_queued_requests */
 	_Atomic uint32_t refs;
+	/* Each shard's counters for this backend, made by the shard on first
+	 * use (release store, registry_backend_metrics); the control thread
+	 * sums them for /metrics (acquire load). */
+	_Atomic(struct backend_metrics *) metrics[RR_MAX_SHARDS];
 	char *name;
 	struct list reg_node;
 	struct replica_registry *reg; /* owner, set once; NULL: private, freed by last unref */
@@ -71,6 +76,9 @@ struct replica_state *registry_replica(struct replica_registry *reg, const char 
 struct backend_state *registry_backend(struct replica_registry *reg, const char *name);
 void registry_replica_unref(struct replica_state *r);
 void registry_backend_unref(struct backend_state *b);
+/* Shard shard's counters for backend b, made on first use (the shard's
+ * thread only). NULL only when out of memory (the event goes uncounted). */
+struct backend_metrics *registry_backend_metrics(struct backend_state *b, unsigned shard);
 
 enum backend_policy {
 	POLICY_P2C = 0,   /* power of two choices on ongoing/max */

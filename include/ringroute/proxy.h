@@ -7,9 +7,12 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "ringroute/config.h"
+#include "ringroute/metrics.h"
+#include "ringroute/upstream.h"
 
 struct shard;
 
@@ -53,6 +56,9 @@ struct proxy {
 	uint16_t listen_port;        /* actual port (after binding port 0) */
 	pthread_mutex_t xring_lock;  /* guards xring */
 	void *xring;                 /* struct io_uring used to send MSG_RING to shards */
+	/* Changes applied and refused (control API writes, SIGHUP), counted
+	 * by proxy_count_change from the control and the main thread. */
+	_Atomic uint64_t changes_ok, changes_failed;
 };
 
 /* Apply a validated change: c becomes the current snapshot (version one
@@ -61,6 +67,17 @@ struct proxy {
  * the caller's reference. Takes config_lock itself. Returns 0, or -errno
  * with err set when the state file could not be written (nothing changed). */
 int proxy_change(struct proxy *p, struct config *c, char *err, size_t errlen);
+
+/* Load path and apply it as one change (SIGHUP). Returns 0, or -errno
+ * with err set (the file does not load, or as proxy_change). Callers that
+ * serialise changes (ctl_api) hold their lock around it. */
+int proxy_reload(struct proxy *p, const char *path, char *err, size_t errlen);
+
+/* Count one configuration change, applied (ok) or refused, for
+ * ringroute_config_reloads_total. proxy_change and proxy_reload count
+ * their own; a caller that refuses a change before it reaches them (the
+ * control API's validation) counts it here. Any thread. */
+void proxy_count_change(struct proxy *p, bool ok);
 
 /* Make c the current config and send it to every shard (MSG_RING). Takes
  * over the caller's reference. Call with config_lock held. Returns 0, or
@@ -78,6 +95,19 @@ struct config *proxy_config_get(struct proxy *p);
 /* Read-side views summed over shards; the caller owns the result. */
 json_t *proxy_stats_json(struct proxy *p);   /* GET /v1/stats */
 json_t *proxy_queues_json(struct proxy *p);  /* GET /v1/queues: {backend: {queued, ongoing, replicas}} */
-char *proxy_metrics_text(struct proxy *p);   /* GET /metrics, Prometheus text; mi_free() it */
+
+/* Counters summed over shards at read time (for /v1/stats and prom.c's
+ * /metrics): the shards only ever add to their own. Control thread. */
+struct shards_sum {
+	uint64_t accepted, closed;   /* client connections */
+	uint64_t requests;           /* requests begun */
+};
+void proxy_sum_shards(struct proxy *p, struct shards_sum *out);
+/* Every endpoint any shard has counted (those removed from the config
+ * too; "" for unrouted requests), in *out (mi_free it). Returns how many;
+ * 0 and NULL when there are none or memory ran out. */
+size_t proxy_sum_endpoints(struct proxy *p, struct endpoint_sum **out);
+void proxy_sum_backend(struct proxy *p, struct backend_state *bs, struct backend_sum *out);
+void proxy_sum_replica(struct proxy *p, struct replica_state *rs, struct pool_sum *out);
 
 #endif

@@ -34,6 +34,7 @@ struct queue_entry {
 	struct list node;          /* in bq->entries while queued */
 	struct bqueue *bq;         /* NULL: not queued */
 	uint64_t t_queued_us;      /* first enqueue; kept across requeues, 0 = never */
+	uint64_t t_entered_us;     /* the latest enqueue: when the current wait began */
 	uint64_t deadline_us;      /* leaves with 503 once the clock passes it */
 };
 
@@ -42,13 +43,15 @@ static inline void queue_entry_init(struct queue_entry *e)
 	list_init(&e->node);
 	e->bq = NULL;
 	e->t_queued_us = 0;
+	e->t_entered_us = 0;
 	e->deadline_us = 0;
 }
 static inline int queue_entry_queued(const struct queue_entry *e) { return e->bq != NULL; }
 
 /* Append e to this shard's FIFO for bs, if fewer than max_queued entries
  * wait for bs process-wide. The first enqueue of e stamps t_queued_us =
- * now_us and the deadline now_us + timeout_ms (a requeue keeps both).
+ * now_us and the deadline now_us + timeout_ms (a requeue keeps both);
+ * every enqueue stamps t_entered_us = now_us.
  * Returns 0 (queued; the queue tick is armed), -ENOSPC (queue full) or
  * -ENOMEM (nothing changed on either error). */
 int queue_add(struct shard *s, struct backend_state *bs, uint32_t max_queued,

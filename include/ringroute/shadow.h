@@ -20,6 +20,22 @@
 
 struct shard;
 
+/* What became of a shadow copy, counted per backend
+ * (ringroute_shadow_requests_total{result}): it was sent, or why it was
+ * dropped before it started or cut while taking the original's body. */
+enum shadow_result {
+	SHADOW_SENT = 0,          /* the copy started */
+	SHADOW_DROPPED_NO_SLOT,   /* no replica had a free slot (a copy never waits) */
+	SHADOW_DROPPED_ERROR,     /* out of memory, or its connection could not start */
+	SHADOW_CUT_SLOW,          /* its replica took the body slower than the client sent it */
+	SHADOW_CUT_ERROR,         /* a body chunk could not be queued to it */
+	SHADOW_CUT_INCOMPLETE,    /* the original ended before its body was complete */
+	SHADOW_R_COUNT,
+};
+/* "sent", "dropped_no_slot", "dropped_error", "cut_slow", "cut_error",
+ * "cut_incomplete". */
+const char *shadow_result_name(enum shadow_result r);
+
 /* Roll the dice for each shadow of ep and start the copies, each sent
  * head (the original's forwarded head) and linked on copies. cfg is the
  * snapshot ep points into (each copy references it). */

@@ -82,11 +82,34 @@ struct upstream_req {
 	bool is_head;                 /* HEAD: the response has no body */
 };
 
+/* How a replica failed an exchange, as counted per replica
+ * (ringroute_upstream_errors_total{kind}): finer than enum up_failure,
+ * which says only what the owner does about it. */
+enum up_error {
+	UP_ERR_CONNECT_FAILED = 0,    /* refused or unreachable */
+	UP_ERR_CONNECT_TIMEOUT,       /* not accepted within connect_timeout_ms */
+	UP_ERR_RESET,                 /* closed or reset before the response ended */
+	UP_ERR_TIMEOUT,               /* no byte for request_timeout_ms */
+	UP_ERR_BAD_RESPONSE,          /* unparseable or non-conforming, a 101 */
+	UP_ERR_COUNT,
+};
+/* "connect_failed", "connect_timeout", "reset", "timeout", "bad_response". */
+const char *upstream_error_name(enum up_error e);
+
 struct upstream_pool {
 	struct list idle;          /* idle keep-alive connections (sock.node) */
 	uint32_t nidle;
-	counter_t requests, errors;
+	counter_t requests;        /* exchanges started (requests and shadow copies) */
+	counter_t errors[UP_ERR_COUNT]; /* exchanges failed, by kind */
 };
+
+/* A replica's pools summed over shards (for /v1/stats and /metrics). */
+struct pool_sum {
+	uint64_t requests;
+	uint64_t errors[UP_ERR_COUNT];
+};
+
+void upstream_pool_add(struct pool_sum *sum, struct upstream_pool *pool);
 
 /* Upstream flags. */
 enum {

@@ -5,14 +5,18 @@
 GET /metrics on --admin 127.0.0.1:0 is Prometheus text:
 * ringroute_requests_total{endpoint, code} equals what was sent, by code
   (a replica's 404 passed through counts under its endpoint with code 404;
-  requests that matched no route are not per-endpoint, so they appear under
-  no endpoint label);
-* latency histograms (request duration, queue wait, first byte) per
-  endpoint: buckets cumulative, `le` increasing, the last le="+Inf" equal to
-  _count; request duration's _count equals the endpoint's requests;
-* per backend ringroute_backend_queued (1 while one request waits, 0 after);
-* per replica ongoing, requests (equal to what each mock-replica served) and
-  errors (a replica with nothing listening counts its failures).
+  requests that matched no route count under endpoint="");
+* latency histograms (request duration, queue wait, time to first byte) per
+  endpoint: buckets cumulative, `le` increasing up to 300 s, the last
+  le="+Inf" equal to _count; request duration's _count equals the
+  endpoint's requests;
+* per backend ringroute_backend_queued_requests (1 while one request waits,
+  0 after);
+* per replica ongoing requests, requests (equal to what each mock-replica
+  served) and errors (a replica with nothing listening counts its failures,
+  as kind="connect_failed" in ringroute_upstream_errors_total).
+The exposition format itself (promtool, the Python client) is
+test_prometheus.py's.
 GET /v1/queues is {"backends": {name: {queued, ongoing, replicas}}, ...} and
 with ?watch=1 an NDJSON stream of such snapshots every report interval.
 
@@ -118,16 +122,18 @@ class MetricsTest(harness.RRTestCase):
             ms = self.metrics()
             self.fail("ringroute_requests_total: %r, want %r" % (
                 select(ms, "ringroute_requests_total"), want))
-        # requests with no route count under no endpoint
+        # requests with no route count under endpoint=""
         eps = {l.get("endpoint") for l, v in select(ms, "ringroute_requests_total")}
-        self.assertLessEqual(eps, set(self.cfg["endpoints"]), eps)
+        self.assertLessEqual(eps, set(self.cfg["endpoints"]) | {""}, eps)
+        self.assertEqual(value(ms, "ringroute_requests_total", endpoint="", code="404"),
+                         n_noroute)
         for l, v in select(ms, "ringroute_requests_total"):
             self.assertEqual(set(l), {"endpoint", "code"}, l)
             self.assertRegex(l["code"], r"^\d{3}$")
 
         # histograms
         for h in ("ringroute_request_duration_seconds", "ringroute_queue_wait_seconds",
-                  "ringroute_first_byte_seconds"):
+                  "ringroute_time_to_first_byte_seconds"):
             for ep in ("api", "other"):
                 buckets = select(ms, h + "_bucket", endpoint=ep)
                 self.assertTrue(buckets, "%s{endpoint=%s} has no buckets" % (h, ep))
@@ -135,6 +141,7 @@ class MetricsTest(harness.RRTestCase):
                 self.assertEqual(les[-1], "+Inf", les)
                 bounds = [float(x) for x in les[:-1]]
                 self.assertEqual(bounds, sorted(set(bounds)), "%s le not increasing: %r" % (h, les))
+                self.assertEqual(bounds[-1], 300.0, "%s: LLM generations run for minutes" % h)
                 vals = [v for l, v in buckets]
                 self.assertEqual(vals, sorted(vals), "%s{%s} buckets not cumulative: %r"
                                  % (h, ep, list(zip(les, vals))))
@@ -155,7 +162,8 @@ class MetricsTest(harness.RRTestCase):
         for rid, n in served.items():
             self.assertEqual(value(ms, "ringroute_replica_requests_total", backend="b",
                                    replica=rid), n, rid)
-            self.assertEqual(value(ms, "ringroute_replica_ongoing", backend="b", replica=rid), 0)
+            self.assertEqual(value(ms, "ringroute_replica_ongoing_requests", backend="b",
+                                   replica=rid), 0)
             self.assertEqual(value(ms, "ringroute_replica_errors_total", backend="b",
                                    replica=rid), 0)
 
@@ -171,26 +179,30 @@ class MetricsTest(harness.RRTestCase):
                       3.0, "502 counter")
         self.assertGreaterEqual(value(ms, "ringroute_replica_errors_total", backend="dead",
                                       replica="x"), 3)
+        self.assertGreaterEqual(value(ms, "ringroute_upstream_errors_total", backend="dead",
+                                      replica="x", kind="connect_failed"), 3)
 
     def test_3_backend_queued(self):
         ms = self.metrics()
         for b in self.cfg["backends"]:
-            self.assertEqual(value(ms, "ringroute_backend_queued", backend=b), 0, b)
+            self.assertEqual(value(ms, "ringroute_backend_queued_requests", backend=b), 0, b)
         hold = self.client(self.rr.port, timeout=15)
         hold.send(build_request("GET", "/gated/hold", [("X-Gate", "hold")]))
-        wait_for(lambda: value(self.metrics(), "ringroute_replica_ongoing", backend="gated",
-                               replica="g") == 1, 5.0, "gated replica busy")
+        wait_for(lambda: value(self.metrics(), "ringroute_replica_ongoing_requests",
+                               backend="gated", replica="g") == 1, 5.0, "gated replica busy")
         waiter = self.client(self.rr.port, timeout=15)
         waiter.send(build_request("GET", "/gated/wait"))
-        wait_for(lambda: value(self.metrics(), "ringroute_backend_queued", backend="gated") == 1,
-                 5.0, "ringroute_backend_queued == 1")
+        wait_for(lambda: value(self.metrics(), "ringroute_backend_queued_requests",
+                               backend="gated") == 1,
+                 5.0, "ringroute_backend_queued_requests == 1")
         q = self.admin("/v1/queues").json()
         self.assertEqual(q["backends"]["gated"]["queued"], 1, q)
         self.assertEqual(q["backends"]["gated"]["ongoing"], 1, q)
         self.gated.release("hold")
         self.assertEqual(hold.read_response().status, 200)
         self.assertEqual(waiter.read_response().status, 200)
-        wait_for(lambda: value(self.metrics(), "ringroute_backend_queued", backend="gated") == 0,
+        wait_for(lambda: value(self.metrics(), "ringroute_backend_queued_requests",
+                               backend="gated") == 0,
                  3.0, "queue drained")
         ms = self.metrics()
         self.assertGreaterEqual(value(ms, "ringroute_queue_wait_seconds_count", endpoint="gated"),

@@ -17,8 +17,8 @@
   unshadowed endpoint's and no request takes 400 ms or more.
 
 Shadows finish after their client responses; "all shadows done" is read
-from the admin port (ringroute_replica_ongoing of the shadow replicas == 0),
-not waited out.
+from the admin port (ringroute_replica_ongoing_requests of the shadow replicas
+== 0), not waited out.
 """
 
 import os
@@ -51,7 +51,8 @@ class ShadowCase(harness.RRTestCase):
         ringroute counts them) nor inside the given mocks."""
         def idle():
             busy = [(l, v) for n, l, v in self.metrics(rr)
-                    if n == "ringroute_replica_ongoing" and l.get("backend") in backends and v]
+                    if n == "ringroute_replica_ongoing_requests"
+                    and l.get("backend") in backends and v]
             if busy:
                 return False
             return all(m.stats()["inflight"] == 0 for m in mocks)

@@ -523,6 +523,30 @@ static uint32_t ongoing(struct fx *f, const char *be, int idx)
 	return atomic_load(&backend(f, be)->replicas[idx].state->ongoing);
 }
 
+/* This shard's counters of backend be (ringroute_rejected_requests_total,
+ * _retries_total, _shadow_requests_total). */
+static struct backend_metrics *bmetrics(struct fx *f, const char *be)
+{
+	struct backend_metrics *m = registry_backend_metrics(backend(f, be)->state, f->s->id);
+
+	assert_non_null(m);
+	return m;
+}
+
+/* Observations of endpoint ep's histogram at offset off ("" for unrouted). */
+static uint64_t observed(struct fx *f, const char *ep, size_t off)
+{
+	struct endpoint_metrics *em = ep[0] ? metrics_endpoint(&f->s->metrics, ep)
+					    : metrics_unrouted(&f->s->metrics);
+	struct hist *h = (struct hist *)((char *)em + off);
+	uint64_t n = 0;
+
+	for (unsigned i = 0; i <= HIST_NBUCKETS; i++)
+		n += counter_get(&h->bucket[i]);
+	return n;
+}
+#define QUEUE_WAITS(f, ep) observed(f, ep, offsetof(struct endpoint_metrics, queue_wait))
+
 /* The client failed exactly once with status, then was released. */
 static void assert_failed_once(struct client *c, int status)
 {
@@ -572,6 +596,9 @@ static void test_404_no_route(void **state)
 	assert_int_equal(by_status(f, 404), 1);
 	assert_int_equal(by_reason(f, REQ_R_NO_ROUTE), 1);
 	assert_int_equal(up.starts, 0);
+	/* counted under endpoint "" */
+	assert_int_equal(counter_get(&metrics_unrouted(&f->s->metrics)->status[404]), 1);
+	assert_int_equal(observed(f, "", offsetof(struct endpoint_metrics, total)), 1);
 }
 
 static void test_405(void **state)
@@ -584,6 +611,9 @@ static void test_405(void **state)
 	assert_int_equal(by_status(f, 405), 1);
 	assert_int_equal(by_reason(f, REQ_R_METHOD_NOT_ALLOWED), 1);
 	assert_int_equal(up.starts, 0);
+	/* counted under the endpoint it matched, not as unrouted */
+	assert_int_equal(counter_get(&metrics_endpoint(&f->s->metrics, "x")->status[405]), 1);
+	assert_int_equal(counter_get(&metrics_unrouted(&f->s->metrics)->status[405]), 0);
 }
 
 static void test_413_declared(void **state)
@@ -631,6 +661,8 @@ static void test_503_queue_full(void **state)
 	assert_null(start(f, &c, GET("/o")));      /* max_queued_requests 1 */
 	assert_failed_once(&c, 503);
 	assert_int_equal(by_reason(f, REQ_R_QUEUE_FULL), 1);
+	assert_int_equal(counter_get(&bmetrics(f, "one")->by_reason[REQ_R_QUEUE_FULL]), 1);
+	assert_int_equal(QUEUE_WAITS(f, "o"), 0); /* refused, never waited */
 
 	/* a's slot goes to b, the queue's first. */
 	req_body_done(f->s, a.req);
@@ -640,6 +672,7 @@ static void test_503_queue_full(void **state)
 	assert_int_equal(f->s->retry_pending, 0);
 	assert_int_equal(up.starts, 2);
 	assert_false(queue_entry_queued(&b.req->qe));
+	assert_int_equal(QUEUE_WAITS(f, "o"), 1); /* b's wait, observed as it ends */
 	assert_int_equal(b.body_rooms, 1); /* it may send its body now */
 	req_body_done(f->s, b.req);
 	up_respond(f->s, b.req, 201);
@@ -675,6 +708,8 @@ static void test_queue_timeout(void **state)
 	timer_advance(&f->s->tw, f->s->tw.now_ms + QUEUE_TICK_MS, f->s);
 	assert_failed_once(&c, 503);
 	assert_int_equal(by_reason(f, REQ_R_QUEUE_TIMEOUT), 2);
+	assert_int_equal(counter_get(&bmetrics(f, "one")->by_reason[REQ_R_QUEUE_TIMEOUT]), 2);
+	assert_int_equal(QUEUE_WAITS(f, "o"), 2); /* waits that timed out are observed too */
 
 	req_body_done(f->s, a.req);
 	up_respond(f->s, a.req, 200);
@@ -706,6 +741,7 @@ static void test_connect_retry_other_then_502(void **state)
 	assert_failed_once(&c, 502);
 	assert_int_equal(by_status(f, 502), 1);
 	assert_int_equal(by_reason(f, REQ_R_UPSTREAM_CONNECT_FAILED), 1);
+	assert_int_equal(counter_get(&bmetrics(f, "b")->retries), 1);
 }
 
 static void test_dead_pooled_connection_retried_fresh(void **state)
@@ -724,6 +760,7 @@ static void test_dead_pooled_connection_retried_fresh(void **state)
 	assert_int_equal(up.starts, 2);
 	assert_failed_once(&c, 502);
 	assert_int_equal(by_reason(f, REQ_R_UPSTREAM_RESET), 1);
+	assert_int_equal(counter_get(&bmetrics(f, "b")->retries), 1);
 }
 
 static void test_504_timeout(void **state)
@@ -793,6 +830,8 @@ static void test_shadow(void **state)
 	assert_int_equal(up.nlive, 0);
 	assert_int_equal(up.aborts, 1);
 	assert_int_equal(counter_get(&f->s->metrics.requests), 2);
+	assert_int_equal(counter_get(&bmetrics(f, "sb")->shadow[SHADOW_SENT]), 2);
+	assert_int_equal(counter_get(&bmetrics(f, "sb")->shadow[SHADOW_CUT_INCOMPLETE]), 1);
 }
 
 /* ---- the defect cases ---- */
