@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "ringroute/accesslog.h"
 #include "ringroute/config.h"
 
 struct shard;
@@ -26,6 +27,9 @@ struct proxy_options {
 	                             * head must arrive within this of its first byte */
 	int pin;                    /* pin shard i to CPU i (--pin on|off|auto; auto:
 	                             * only when there is a shard for every CPU) */
+	const char *access_log;     /* --access-log PATH ("-": stdout) or NULL */
+	enum accesslog_format access_log_format; /* --access-log-format, default text */
+	uint32_t access_log_buffer_kb; /* --access-log-buffer, per shard */
 };
 
 struct proxy {
@@ -38,6 +42,7 @@ struct proxy {
 	uint16_t listen_port;        /* actual port (after binding port 0) */
 	pthread_mutex_t xring_lock;  /* guards xring */
 	void *xring;                 /* struct io_uring used to send MSG_RING to shards */
+	struct accesslog *alog;      /* --access-log, or NULL; outlives the shards */
 };
 
 /* Apply a validated change: c becomes the current snapshot (version one

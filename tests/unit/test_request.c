@@ -499,7 +499,7 @@ static struct request *start(struct fx *f, struct client *c, const char *head)
 	ex = http_head_find(&hp->hd, "expect");
 	ri.expect_continue = ex && ex->value_len == 12 &&
 			     strncasecmp(http_hdr_value(&hp->hd, ex), "100-continue", 12) == 0;
-	c->req = req_new(f->s, &client_ops, c);
+	c->req = req_new(f->s, &client_ops, c, "192.0.2.1:40000");
 	assert_non_null(c->req);
 	req_start(f->s, c->req, &ri);
 	http_head_free(&hp->hd);
