@@ -160,7 +160,7 @@ static void h1_reject(struct shard *s, struct h1_conn *c, int status, enum req_r
 
 	if (!req) {
 		struct req_info ri = {.head_bytes = c->head_bytes};
-		req = req_new(s, &h1_req_ops, c, c->peer);
+		req = req_new(s, &h1_req_ops, c, c->ip, c->port);
 		if (!req) {
 			h1_reply_bare(s, c, 503, "out of memory");
 			return;
@@ -411,10 +411,9 @@ void h1_accept(struct shard *s, int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (getpeername(fd, (struct sockaddr *)&peer, &plen) == 0 && peer.sin_family == AF_INET) {
 		inet_ntop(AF_INET, &peer.sin_addr, c->ip, sizeof(c->ip));
-		snprintf(c->peer, sizeof(c->peer), "%s:%u", c->ip, ntohs(peer.sin_port));
+		c->port = ntohs(peer.sin_port);
 	} else {
 		strcpy(c->ip, "unknown");
-		strcpy(c->peer, "unknown");
 	}
 	timer_init(&c->timer, h1_timeout);
 	timer_arm(&s->tw, &c->timer, s->header_timeout_ms);
@@ -460,7 +459,7 @@ static void h1_on_headers(struct shard *s, struct h1_conn *c)
 	if (!llhttp_should_keep_alive(p) || p->http_major < 1 ||
 	    (p->http_major == 1 && p->http_minor == 0))
 		c->flags |= H1_F_CLOSE;
-	req = req_new(s, &h1_req_ops, c, c->peer);
+	req = req_new(s, &h1_req_ops, c, c->ip, c->port);
 	if (!req) {
 		h1_reply_bare(s, c, 503, "out of memory");
 		return;

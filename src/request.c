@@ -46,7 +46,7 @@ const char *req_reason_name(enum req_reason r)
 }
 
 struct request *req_new(struct shard *s, const struct req_client_ops *ops, void *client,
-			const char *peer)
+			const char *peer_ip, uint16_t peer_port)
 {
 	struct request *req = mi_zalloc(sizeof(*req));
 
@@ -55,7 +55,8 @@ struct request *req_new(struct shard *s, const struct req_client_ops *ops, void 
 	req->s = s;
 	req->cops = ops;
 	req->client = client;
-	req->peer = peer;
+	req->peer_ip = peer_ip;
+	req->peer_port = peer_port;
 	req->cfg = s->config;
 	config_ref(req->cfg);
 	req->ridx = -1;
@@ -147,13 +148,29 @@ static void req_log(struct shard *s, struct request *req)
 	static const char *const versions[2] = {"HTTP/1.0", "HTTP/1.1"};
 	struct accesslog_rec r;
 	uint64_t now;
-	char ver[24];
+	char ver[24], client[64];
 
 	if (!accesslog_on(&s->alog))
 		return;
 	now = clock_now_us();
 	memset(&r, 0, sizeof(r));
-	r.client = req->peer;
+	if (req->peer_ip) {
+		/* "ip:port" on every line: no printf */
+		size_t n = strnlen(req->peer_ip, sizeof(client) - 7);
+		char digits[5];
+		int k = 0;
+		unsigned v = req->peer_port;
+
+		memcpy(client, req->peer_ip, n);
+		client[n++] = ':';
+		do
+			digits[k++] = (char)('0' + v % 10);
+		while ((v /= 10));
+		while (k)
+			client[n++] = digits[--k];
+		client[n] = '\0';
+		r.client = client;
+	}
 	r.method = req->method;
 	r.path = req->path;
 	r.path_len = req->path_len;

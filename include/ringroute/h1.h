@@ -55,7 +55,7 @@ struct h1_conn {
 	struct timer timer;        /* header / keep-alive idle timeout */
 	struct list all;           /* in shard.clients */
 	char ip[INET_ADDRSTRLEN];
-	char peer[INET_ADDRSTRLEN + 6]; /* "ip:port", for the access log */
+	uint16_t port;             /* the client's, for the access log (ip:port) */
 };
 
 /* The head an HTTP/1.1 client gets for the replica's head rh (the socket-

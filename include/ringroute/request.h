@@ -149,8 +149,9 @@ struct request {
 	bool http10;
 	bool expect_continue;         /* the client sent Expect: 100-continue */
 	/* What the access log says of it (req_note; req_log in request.c). */
-	const char *peer;             /* the client's "ADDR:PORT": the protocol's connection's,
+	const char *peer_ip;          /* the client's address: the protocol's connection's,
 	                               * which outlives its requests */
+	uint16_t peer_port;
 	const char *method;           /* llhttp's name; NULL until req_note */
 	char *path;                   /* the request target (at most ACCESSLOG_PATH_MAX bytes);
 	                               * owned; NULL until req_note */
@@ -166,11 +167,11 @@ struct request {
 /* ---- for the client protocol ---- */
 
 /* A new request of the protocol connection client, on the shard's current
- * snapshot. peer: the client's "ADDR:PORT", borrowed (the connection
- * outlives its requests). NULL on ENOMEM (the protocol answers 503 itself
- * and closes). */
+ * snapshot. peer_ip, peer_port: the client's address (for the access log);
+ * peer_ip is borrowed: the connection outlives its requests. NULL on ENOMEM
+ * (the protocol answers 503 itself and closes). */
 struct request *req_new(struct shard *s, const struct req_client_ops *ops, void *client,
-			const char *peer);
+			const char *peer_ip, uint16_t peer_port);
 /* What the client sent, for the access log and the responses: ri->head_bytes
  * always; the client's X-Request-Id when ri->hd is set (a whole head, its
  * hop-by-hop headers marked) and it is a sane one; the method, target

@@ -505,7 +505,7 @@ static struct request *start(struct fx *f, struct client *c, const char *head)
 	ri.expect_continue = ex && ex->value_len == 12 &&
 			     strncasecmp(http_hdr_value(&hp->hd, ex), "100-continue", 12) == 0;
 	ri.head_bytes = (uint32_t)strlen(head);
-	c->req = req_new(f->s, &client_ops, c, "192.0.2.1:40000");
+	c->req = req_new(f->s, &client_ops, c, "192.0.2.1", 40000);
 	assert_non_null(c->req);
 	req_note(c->req, &ri); /* as h1_on_headers, before its checks */
 	req_start(f->s, c->req, &ri);
