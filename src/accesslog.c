@@ -183,6 +183,8 @@ struct accesslog {
 	int evfd;                       /* wakes the logger */
 	unsigned nrings;
 	struct alog_ring *rings;        /* one per shard */
+	struct iovec *iov;              /* the logger's: 2 per ring */
+	uint64_t *ends;                 /* the logger's: the head each batch reaches, per ring */
 	pthread_t thread;
 	_Atomic int wake;               /* an eventfd write is pending: no need for another */
 	_Atomic int reopen;
@@ -497,17 +499,9 @@ static void wait_wake(struct accesslog *al, int timeout_ms)
 static void *logger_main(void *arg)
 {
 	struct accesslog *al = arg;
-	struct iovec *iov = mi_malloc(2 * al->nrings * sizeof(*iov));
-	uint64_t *ends = mi_malloc(al->nrings * sizeof(*ends));
+	struct iovec *iov = al->iov;
+	uint64_t *ends = al->ends;
 
-	if (!iov || !ends) {
-		/* Cannot happen in practice (a few hundred bytes); without
-		 * them nothing can be written: every line counts as dropped. */
-		log_error("access log: out of memory, nothing will be written");
-		mi_free(iov);
-		mi_free(ends);
-		return NULL;
-	}
 	for (;;) {
 		int stop = atomic_load(&al->stop), n;
 		bool big;
@@ -526,8 +520,6 @@ static void *logger_main(void *arg)
 		if (!big && !stop)
 			wait_wake(al, ACCESSLOG_FLUSH_MS);
 	}
-	mi_free(iov);
-	mi_free(ends);
 	return NULL;
 }
 
@@ -545,6 +537,8 @@ static void free_al(struct accesslog *al)
 	for (unsigned i = 0; al->rings && i < al->nrings; i++)
 		mi_free(al->rings[i].buf);
 	mi_free(al->rings);
+	mi_free(al->iov);
+	mi_free(al->ends);
 	if (al->evfd >= 0)
 		close(al->evfd);
 	if (al->fd >= 0)
@@ -583,7 +577,9 @@ int accesslog_open(struct accesslog **out, const char *path, enum accesslog_form
 		goto fail;
 	}
 	al->rings = mi_zalloc_aligned(nshards * sizeof(*al->rings), 64);
-	if (!al->rings) {
+	al->iov = mi_malloc(2 * nshards * sizeof(*al->iov));
+	al->ends = mi_malloc(nshards * sizeof(*al->ends));
+	if (!al->rings || !al->iov || !al->ends) {
 		ret = -ENOMEM;
 		goto fail;
 	}
