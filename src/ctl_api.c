@@ -867,6 +867,13 @@ static json_t *api_stats_json(struct ctl_api *api, const struct ctl_server_stats
 {
 	json_t *j = proxy_stats_json(api->p);
 
+	/* Lines the access log could not keep (accesslog.h); 0 without one. */
+	if (j && json_object_set_new(j, "access_log_dropped",
+				     json_integer((json_int_t)accesslog_dropped(api->p->alog)))) {
+		json_decref(j);
+		return NULL;
+	}
+
 	if (j && st &&
 	    json_object_set_new(j, "control",
 				json_pack("{s:I,s:I,s:b,s:I,s:I}", "connections", (json_int_t)st->conns,

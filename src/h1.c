@@ -142,7 +142,8 @@ static void h1_reply_bare(struct shard *s, struct h1_conn *c, int status, const 
 	struct strbuf out = {0};
 
 	c->flags |= H1_F_CLOSE;
-	if (!(c->flags & H1_F_RESP_HEAD) && http_write_error(&out, status, msg, NULL, 1, 1) == 0) {
+	if (!(c->flags & H1_F_RESP_HEAD) &&
+	    http_write_error(&out, status, msg, NULL, 1, 1, NULL) == 0) {
 		c->flags |= H1_F_RESP_HEAD;
 		h1_push(s, c, &out);
 	}
@@ -158,12 +159,22 @@ static void h1_reject(struct shard *s, struct h1_conn *c, int status, enum req_r
 	struct request *req = c->req;
 
 	if (!req) {
-		req = req_new(s, &h1_req_ops, c);
+		struct req_info ri = {.head_bytes = c->head_bytes};
+		req = req_new(s, &h1_req_ops, c, c->ip, c->port);
 		if (!req) {
 			h1_reply_bare(s, c, 503, "out of memory");
 			return;
 		}
 		c->req = req;
+		/* A header line began: the request line is whole, so the
+		 * log can say what was asked. */
+		if (c->ps && c->ps->hp.hd.nhdrs) {
+			ri.method = c->ps->hp.p.method;
+			ri.url = c->ps->hp.hd.buf + c->ps->hp.hd.url_off;
+			ri.url_len = c->ps->hp.hd.url_len;
+			ri.p = &c->ps->hp.p;
+		}
+		req_note(req, &ri);
 	}
 	req_fail(s, req, status, reason, msg);
 }
@@ -173,7 +184,7 @@ static void h1_reject(struct shard *s, struct h1_conn *c, int status, enum req_r
 static struct h1_conn *req_conn(const struct request *req) { return req->client; }
 
 int h1_response_head(struct strbuf *out, const struct resp_head *rh, bool http10, bool is_head,
-		     bool *close)
+		     const char *request_id, bool *close)
 {
 	int status = rh->status, mode = UP_BODY_RAW;
 	int eof_body = !(rh->flags & (F_CHUNKED | F_CONTENT_LENGTH)) && status >= 200 &&
@@ -198,7 +209,7 @@ int h1_response_head(struct strbuf *out, const struct resp_head *rh, bool http10
 	}
 	if (eof_body)
 		*close = true;
-	if (http_write_response_head(out, rh->hd, rh->p, *close))
+	if (http_write_response_head(out, rh->hd, rh->p, *close, request_id))
 		return -ENOMEM;
 	return mode;
 }
@@ -210,7 +221,7 @@ static int h1_resp_head(struct shard *s, struct request *req, const struct resp_
 	/* Draining (SIGTERM): every response ends its connection, so clients
 	 * reconnect elsewhere before the listener closes. */
 	bool close = (c->flags & H1_F_CLOSE) || s->draining;
-	int mode = h1_response_head(&head, rh, req->http10, req->is_head, &close);
+	int mode = h1_response_head(&head, rh, req->http10, req->is_head, req_id(req), &close);
 
 	if (mode < 0) {
 		mi_free(head.p);
@@ -219,6 +230,7 @@ static int h1_resp_head(struct shard *s, struct request *req, const struct resp_
 	if (close)
 		c->flags |= H1_F_CLOSE;
 	c->flags |= H1_F_RESP_HEAD;
+	req->bytes_out += head.len;
 	h1_push(s, c, &head);
 	return mode;
 }
@@ -228,6 +240,7 @@ static void h1_resp_continue(struct shard *s, struct request *req)
 	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 	struct h1_conn *c = req_conn(req);
 
+	req->bytes_out += sizeof(cont) - 1;
 	if (sock_push_copy(s, &c->sk, cont, sizeof(cont) - 1) == 0)
 		sock_flush(s, &c->sk); /* the client waits for it to send its body */
 }
@@ -239,6 +252,7 @@ static void h1_resp_body(struct shard *s, struct request *req, uint32_t bid, con
 
 	if (!len)
 		return;
+	req->bytes_out += len;
 	if (sock_push_buf(s, &c->sk, bid, p, len) == 0) {
 		sock_flush_later(s, &c->sk);
 		return;
@@ -272,8 +286,9 @@ static void h1_resp_fail(struct shard *s, struct request *req, int status, const
 		 * it, closing once what was sent drains. */
 		c->flags |= H1_F_CLOSE;
 	} else if (http_write_error(&out, status, msg, ep, (c->flags & H1_F_CLOSE) != 0,
-				    retry_after) == 0) {
+				    retry_after, req_id(req)) == 0) {
 		c->flags |= H1_F_RESP_HEAD;
+		req->bytes_out += out.len;
 		h1_push(s, c, &out);
 	} else {
 		c->flags |= H1_F_CLOSE;
@@ -397,10 +412,12 @@ void h1_accept(struct shard *s, int fd)
 	}
 	c->s = s;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (getpeername(fd, (struct sockaddr *)&peer, &plen) == 0 && peer.sin_family == AF_INET)
+	if (getpeername(fd, (struct sockaddr *)&peer, &plen) == 0 && peer.sin_family == AF_INET) {
 		inet_ntop(AF_INET, &peer.sin_addr, c->ip, sizeof(c->ip));
-	else
+		c->port = ntohs(peer.sin_port);
+	} else {
 		strcpy(c->ip, "unknown");
+	}
 	timer_init(&c->timer, h1_timeout);
 	timer_arm(&s->tw, &c->timer, s->header_timeout_ms);
 	list_init(&c->all);
@@ -445,24 +462,26 @@ static void h1_on_headers(struct shard *s, struct h1_conn *c)
 	if (!llhttp_should_keep_alive(p) || p->http_major < 1 ||
 	    (p->http_major == 1 && p->http_minor == 0))
 		c->flags |= H1_F_CLOSE;
-	req = req_new(s, &h1_req_ops, c);
+	req = req_new(s, &h1_req_ops, c, c->ip, c->port);
 	if (!req) {
 		h1_reply_bare(s, c, 503, "out of memory");
 		return;
 	}
 	c->req = req;
-	st = http_check_request(hd, p, msg, sizeof(msg));
-	if (st) {
-		req_fail(s, req, st, reason_of_status(st), msg);
-		return;
-	}
-	http_head_mark_hop(hd);
+	http_head_mark_hop(hd); /* before req_note reads X-Request-Id */
 	memset(&ri, 0, sizeof(ri));
 	ri.method = p->method;
 	ri.url = hd->buf + hd->url_off;
 	ri.url_len = hd->url_len;
 	ri.hd = hd;
 	ri.p = p;
+	ri.head_bytes = c->head_bytes;
+	req_note(req, &ri);
+	st = http_check_request(hd, p, msg, sizeof(msg));
+	if (st) {
+		req_fail(s, req, st, reason_of_status(st), msg);
+		return;
+	}
 	ri.client_ip = c->ip;
 	ri.content_length = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
 	ri.is_head = p->method == HTTP_HEAD;
@@ -570,6 +589,7 @@ static int h1_parse_step(struct shard *s, struct h1_conn *c)
 	}
 	pos = rc == HPE_OK ? data + b->len : llhttp_get_error_pos(&c->ps->hp.p);
 	if (rc == HPE_PAUSED_H2_UPGRADE) {
+		c->head_bytes += (uint32_t)(pos - data);
 		sock_in_clear(s, sk);
 		h1_reject(s, c, 505, REQ_R_HTTP_VERSION,
 			  "HTTP/2 is not supported: speak HTTP/1.1 to this port");
@@ -583,6 +603,8 @@ static int h1_parse_step(struct shard *s, struct h1_conn *c)
 		 * data included, is dropped.) */
 		int bad = in_body ? 0 : http_scan_head(&c->ps->hp.scan, data, (size_t)(pos - data));
 
+		if (!in_body)
+			c->head_bytes += (uint32_t)(pos - data); /* received up to the fault */
 		sock_in_clear(s, sk);
 		if (c->flags & H1_F_DISCARD) {
 			/* The body of a request answered already: its answer

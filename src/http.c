@@ -352,10 +352,36 @@ static int put_header(struct strbuf *out, const struct http_head *h, const struc
 	return 0;
 }
 
+/* "X-Request-Id: id\r\n" (on every response: no printf). */
+static int put_request_id(struct strbuf *out, const char *id)
+{
+	return sb_put(out, "X-Request-Id: ", 14) | sb_puts(out, id) | sb_put(out, "\r\n", 2);
+}
+
+const struct http_hdr *http_head_request_id(const struct http_head *h)
+{
+	for (uint32_t i = 0; i < h->nhdrs; i++) {
+		const struct http_hdr *x = &h->hdrs[i];
+		const char *v = h->buf + x->value_off;
+		uint32_t k = 0;
+
+		if ((x->flags & HDR_F_HOP) || !name_is(h, x, "x-request-id", 12))
+			continue;
+		if (!x->value_len || x->value_len > HTTP_REQUEST_ID_MAX)
+			continue;
+		while (k < x->value_len && v[k] > 0x20 && v[k] < 0x7f)
+			k++;
+		if (k == x->value_len)
+			return x;
+	}
+	return NULL;
+}
+
 int http_write_request_head(struct strbuf *out, const struct http_head *h, const llhttp_t *p,
 			    const struct fwd_info *fi)
 {
-	int have_rid = 0, have_cm = 0, ret = 0;
+	const struct http_hdr *rid = http_head_request_id(h);
+	int have_cm = 0, ret = 0;
 
 	ret |= sb_puts(out, llhttp_method_name((llhttp_method_t)p->method));
 	ret |= sb_put(out, " ", 1);
@@ -367,9 +393,9 @@ int http_write_request_head(struct strbuf *out, const struct http_head *h, const
 			continue;
 		if (name_is(h, x, "x-forwarded-for", 15))
 			continue; /* rewritten below, joined with ours */
-		if (name_is(h, x, "x-request-id", 12))
-			have_rid = 1;
-		else if (name_is(h, x, "x-serve-call-method", 19))
+		if (name_is(h, x, "x-request-id", 12) && x != rid)
+			continue; /* one id per request: the one that stands */
+		if (name_is(h, x, "x-serve-call-method", 19))
 			have_cm = 1;
 		ret |= put_header(out, h, x);
 	}
@@ -385,7 +411,7 @@ int http_write_request_head(struct strbuf *out, const struct http_head *h, const
 	}
 	ret |= sb_puts(out, fi->client_ip);
 	ret |= sb_put(out, "\r\n", 2);
-	if (!have_rid && fi->request_id)
+	if (!rid && fi->request_id)
 		ret |= sb_printf(out, "X-Request-Id: %s\r\n", fi->request_id);
 	if (!have_cm && fi->call_method)
 		ret |= sb_printf(out, "X-Serve-Call-Method: %s\r\n", fi->call_method);
@@ -394,7 +420,7 @@ int http_write_request_head(struct strbuf *out, const struct http_head *h, const
 }
 
 int http_write_response_head(struct strbuf *out, const struct http_head *h, const llhttp_t *p,
-			     int close)
+			     int close, const char *request_id)
 {
 	int interim = p->status_code >= 100 && p->status_code < 200;
 	int ret = sb_printf(out, "HTTP/1.1 %d ", p->status_code);
@@ -426,8 +452,12 @@ int http_write_response_head(struct strbuf *out, const struct http_head *h, cons
 		if (interim && (name_is(h, x, "content-length", 14) ||
 				name_is(h, x, "transfer-encoding", 17)))
 			continue;
+		if (request_id && name_is(h, x, "x-request-id", 12))
+			continue; /* ours below */
 		ret |= put_header(out, h, x);
 	}
+	if (request_id)
+		ret |= put_request_id(out, request_id);
 	if (close)
 		ret |= sb_put(out, "Connection: close\r\n", 19);
 	ret |= sb_put(out, "\r\n", 2);
@@ -475,7 +505,7 @@ static int put_json_string(struct strbuf *s, const char *str)
 }
 
 int http_write_error(struct strbuf *out, int status, const char *msg, const char *endpoint,
-		     int close, int retry_after)
+		     int close, int retry_after, const char *request_id)
 {
 	struct strbuf body = {0};
 	int ret = sb_puts(&body, "{\"error\": ");
@@ -490,6 +520,8 @@ int http_write_error(struct strbuf *out, int status, const char *msg, const char
 				 status, http_reason(status), body.len);
 		if (retry_after > 0)
 			ret |= sb_printf(out, "Retry-After: %d\r\n", retry_after);
+		if (request_id)
+			ret |= put_request_id(out, request_id);
 		if (close)
 			ret |= sb_puts(out, "Connection: close\r\n");
 		ret |= sb_put(out, "\r\n", 2);

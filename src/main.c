@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ringroute/accesslog.h"
 #include "ringroute/addr.h"
 #include "ringroute/alloc.h"
 #include "ringroute/control.h"
@@ -31,7 +32,7 @@
 enum opt_id {
 	O_CONFIG = 256, O_LISTEN, O_SHARDS, O_CONTROL, O_ADMIN, O_STATE, O_REPORT_URL,
 	O_REPORT_INTERVAL, O_DRAIN_TIMEOUT, O_HEADER_TIMEOUT, O_PIN, O_LOG_FORMAT,
-	O_LOG_LEVEL, O_VERSION, O_HELP,
+	O_LOG_LEVEL, O_ACCESS_LOG, O_ACCESS_LOG_FORMAT, O_ACCESS_LOG_BUFFER, O_VERSION, O_HELP,
 	O_DRAIN_DELAY, O_READY_HEALTHY, O_WATCH_CONFIG,
 };
 
@@ -72,6 +73,12 @@ static const struct flag flags[] = {
 	{"log-format", O_LOG_FORMAT, "text|json", "text", "Format of the process log on stderr."},
 	{"log-level", O_LOG_LEVEL, "error|warn|info|debug", "info",
 	 "Lowest level of the process log written."},
+	{"access-log", O_ACCESS_LOG, "PATH", NULL,
+	 "Write one line per request to PATH (- is stdout); SIGUSR1 reopens it (logrotate)."},
+	{"access-log-format", O_ACCESS_LOG_FORMAT, "text|json", "text",
+	 "Format of the access log lines (fields in docs/operations.md)."},
+	{"access-log-buffer", O_ACCESS_LOG_BUFFER, "KIB", "1024",
+	 "Access log lines each shard may hold while the file is behind; past it lines are dropped and counted."},
 	{"version", O_VERSION, NULL, NULL,
 	 "Print the version, the git commit and the kernel's io_uring features, then exit."},
 	{"help", O_HELP, NULL, NULL, "Print this help, then exit."},
@@ -92,8 +99,8 @@ static void usage(FILE *f)
 			fprintf(f, " Default: %s.", flags[i].def);
 		fputc('\n', f);
 	}
-	fprintf(f, "\nSignals: SIGHUP reloads --config, SIGTERM/SIGINT drain and exit 0 "
-		   "(a second one skips the drain delay).\n");
+	fprintf(f, "\nSignals: SIGHUP reloads --config, SIGUSR1 reopens --access-log, "
+		   "SIGTERM/SIGINT drain and exit 0 (a second one skips the drain delay).\n");
 }
 
 static int parse_uint(const char *s, unsigned long max, unsigned long *out)
@@ -148,6 +155,8 @@ static int parse_args(int argc, char **argv, struct proxy_options *o)
 	o->drain_timeout_ms = 10000;
 	o->header_timeout_ms = 10000;
 	o->pin = -1;
+	o->access_log_format = ACCESSLOG_TEXT;
+	o->access_log_buffer_kb = ACCESSLOG_BUFFER_KB_DEFAULT;
 	opterr = 0; /* getopt's own messages carry no timestamp: ours below */
 	while ((ch = getopt_long(argc, argv, ":c:l:s:h", longopts, &idx)) != -1) {
 		switch (ch) {
@@ -209,6 +218,22 @@ static int parse_args(int argc, char **argv, struct proxy_options *o)
 				return -EINVAL;
 			}
 			log_setup(log_fmt, log_min);
+			break;
+		case O_ACCESS_LOG: o->access_log = optarg; break;
+		case O_ACCESS_LOG_FORMAT:
+			if (accesslog_format_parse(optarg, &o->access_log_format)) {
+				log_error("--access-log-format: expected text or json, got '%s'", optarg);
+				return -EINVAL;
+			}
+			break;
+		case O_ACCESS_LOG_BUFFER:
+			if (parse_uint(optarg, ACCESSLOG_BUFFER_KB_MAX, &v) ||
+			    v < ACCESSLOG_BUFFER_KB_MIN) {
+				log_error("--access-log-buffer: expected KiB (%u..%u), got '%s'",
+					  ACCESSLOG_BUFFER_KB_MIN, ACCESSLOG_BUFFER_KB_MAX, optarg);
+				return -EINVAL;
+			}
+			o->access_log_buffer_kb = (uint32_t)v;
 			break;
 		case O_VERSION:
 			version_print(stdout);
@@ -336,8 +361,18 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+
+	/* The logger thread inherits the mask set above; shards find it in p. */
+	if (p->opt.access_log && accesslog_open(&p->alog, p->opt.access_log,
+						p->opt.access_log_format, p->nshards,
+						p->opt.access_log_buffer_kb)) {
+		p->nshards = 0; /* none created yet */
+		code = 1;
+		goto out_shards;
+	}
 
 	for (unsigned i = 0; i < p->nshards; i++) {
 		ret = shard_create(p, i, &addr, &p->shards[i]);
@@ -398,6 +433,13 @@ int main(int argc, char **argv)
 
 	for (;;) {
 		sig = service_wait(&svc, &set, 0);
+		if (sig == SIGUSR1) {
+			if (p->alog)
+				accesslog_reopen(p->alog);
+			else
+				log_info("SIGUSR1: no --access-log to reopen");
+			continue;
+		}
 		if (sig == SIGHUP) {
 			char err[1024];
 			if (!p->opt.config_path) {
@@ -432,12 +474,14 @@ out_stop:
 	for (unsigned i = 0; i < p->nshards; i++)
 		if (atomic_load(&p->shards[i]->ready) && !atomic_load(&p->shards[i]->exited)) {
 			log_warn("drain timeout: exiting with requests in flight");
+			accesslog_flush(p->alog, 1000); /* the lines of those that ended */
 			fflush(stderr);
 			_exit(code);
 		}
 out_shards:
 	for (unsigned i = 0; i < p->nshards; i++)
 		shard_join_and_destroy(p->shards[i]);
+	accesslog_close(p->alog); /* after the shards: their last lines */
 	xring_destroy(p);
 	config_unref(p->config);
 out_registry:

@@ -335,7 +335,8 @@ static void put_endpoints(struct prom *w, struct proxy *p)
 }
 
 /* The reasons that refuse a request without trying a replica. */
-static const enum req_reason rejections[] = {REQ_R_QUEUE_FULL, REQ_R_QUEUE_TIMEOUT};
+static const enum req_reason rejections[] = {REQ_R_QUEUE_FULL, REQ_R_QUEUE_TIMEOUT,
+					    REQ_R_NO_HEALTHY_REPLICA};
 
 static int shadowed(const struct config *c, const struct backend_cfg *b)
 {

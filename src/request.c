@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "ringroute/accesslog.h"
 #include "ringroute/alloc.h"
 #include "ringroute/clock.h"
 #include "ringroute/retry.h"
@@ -31,6 +32,7 @@ static const char *const reason_names[REQ_R_COUNT] = {
 	[REQ_R_UPSTREAM_BAD_RESPONSE] = "upstream_bad_response",
 	[REQ_R_NO_MEMORY] = "no_memory",
 	[REQ_R_SHUTDOWN] = "shutdown",
+	[REQ_R_NO_HEALTHY_REPLICA] = "no_healthy_replica",
 };
 
 _Static_assert(REQ_R_COUNT <= METRICS_REASONS, "metrics by_reason is too small");
@@ -43,7 +45,8 @@ const char *req_reason_name(enum req_reason r)
 	return (unsigned)r < REQ_R_COUNT ? reason_names[r] : "unknown";
 }
 
-struct request *req_new(struct shard *s, const struct req_client_ops *ops, void *client)
+struct request *req_new(struct shard *s, const struct req_client_ops *ops, void *client,
+			const char *peer_ip, uint16_t peer_port)
 {
 	struct request *req = mi_zalloc(sizeof(*req));
 
@@ -52,6 +55,8 @@ struct request *req_new(struct shard *s, const struct req_client_ops *ops, void 
 	req->s = s;
 	req->cops = ops;
 	req->client = client;
+	req->peer_ip = peer_ip;
+	req->peer_port = peer_port;
 	req->cfg = s->config;
 	config_ref(req->cfg);
 	req->ridx = -1;
@@ -60,6 +65,41 @@ struct request *req_new(struct shard *s, const struct req_client_ops *ops, void 
 	list_init(&req->shadows);
 	counter_add(&s->metrics.requests, 1);
 	return req;
+}
+
+void req_note(struct request *req, const struct req_info *ri)
+{
+	const struct http_hdr *rid;
+	size_t n;
+
+	req->bytes_in = ri->head_bytes;
+	/* The client's id stands if it is a sane one: every answer carries
+	 * it, errors too. Else ours, made on first use (req_id). */
+	rid = ri->hd ? http_head_request_id(ri->hd) : NULL;
+	if (rid) {
+		memcpy(req->rid, http_hdr_value(ri->hd, rid), rid->value_len);
+		req->rid[rid->value_len] = '\0';
+	}
+	if (!ri->url)
+		return;
+	req->method = llhttp_method_name((llhttp_method_t)ri->method);
+	req->http_major = ri->p->http_major;
+	req->http_minor = ri->p->http_minor;
+	n = ri->url_len < ACCESSLOG_PATH_MAX ? ri->url_len : ACCESSLOG_PATH_MAX;
+	req->path = mi_malloc(n + 1); /* NULL: logged as "-", the request goes on */
+	if (req->path) {
+		memcpy(req->path, ri->url, n);
+		req->path[n] = '\0';
+		req->path_len = (uint32_t)n;
+	}
+}
+
+const char *req_id(struct request *req)
+{
+	if (!req->rid[0])
+		snprintf(req->rid, sizeof(req->rid), "%016llx",
+			 (unsigned long long)router_rand(&req->s->rng));
+	return req->rid;
 }
 
 static void release_slot(struct shard *s, struct request *req)
@@ -101,10 +141,14 @@ static void req_record(struct shard *s, struct request *req)
  * backend. */
 static void req_unqueue(struct shard *s, struct request *req)
 {
+	uint64_t w;
+
 	if (!queue_entry_queued(&req->qe))
 		return;
+	w = clock_now_us() - req->qe.t_entered_us;
+	req->queue_us += w; /* the access log's queue_ms: every wait summed */
 	if (req->em)
-		metrics_hist_observe(&req->em->queue_wait, clock_now_us() - req->qe.t_entered_us);
+		metrics_hist_observe(&req->em->queue_wait, w);
 	queue_remove(s, &req->qe);
 }
 
@@ -115,6 +159,64 @@ static void count_retry(struct shard *s, struct request *req)
 
 	if (bm)
 		counter_add(&bm->retries, 1);
+}
+
+/* The access log line of req, which ends now. */
+static void req_log(struct shard *s, struct request *req)
+{
+	static const char *const versions[2] = {"HTTP/1.0", "HTTP/1.1"};
+	struct accesslog_rec r;
+	uint64_t now;
+	char ver[24], client[64];
+
+	if (!accesslog_on(&s->alog))
+		return;
+	now = clock_now_us();
+	memset(&r, 0, sizeof(r));
+	if (req->peer_ip) {
+		/* "ip:port" on every line: no printf */
+		size_t n = strnlen(req->peer_ip, sizeof(client) - 7);
+		char digits[5];
+		int k = 0;
+		unsigned v = req->peer_port;
+
+		memcpy(client, req->peer_ip, n);
+		client[n++] = ':';
+		do
+			digits[k++] = (char)('0' + v % 10);
+		while ((v /= 10));
+		while (k)
+			client[n++] = digits[--k];
+		client[n] = '\0';
+		r.client = client;
+	}
+	r.method = req->method;
+	r.path = req->path;
+	r.path_len = req->path_len;
+	if (req->http_major == 1 && req->http_minor <= 1) {
+		r.version = versions[req->http_minor];
+	} else if (req->http_major) {
+		snprintf(ver, sizeof(ver), "HTTP/%u.%u", req->http_major, req->http_minor);
+		r.version = ver;
+	}
+	r.status = req->status;
+	r.endpoint = req->ep ? req->ep->name : NULL;
+	r.backend = req->be ? req->be->name : NULL;
+	r.replica = req->be && req->ridx >= 0 ? req->be->replicas[req->ridx].id : NULL;
+	r.request_id = req_id(req);
+	r.request_id_len = strlen(r.request_id);
+	r.bytes_in = req->bytes_in + req->body_bytes;
+	r.bytes_out = req->bytes_out;
+	r.queue_us = req->queue_us;
+	r.duration_us = now - req->t_start_us;
+	/* The first byte: the replica's head, or our own answer. */
+	if (req->t_first_us)
+		r.ttfb_us = (int64_t)(req->t_first_us - req->t_start_us);
+	else
+		r.ttfb_us = (req->flags & REQ_F_OWN_ANSWER) ? (int64_t)r.duration_us : -1;
+	r.retries = req->tries + ((req->flags & REQ_F_FRESH_DONE) ? 1 : 0);
+	r.reason = req_reason_name(req->reason);
+	accesslog_put(&s->alog, &r, now);
 }
 
 /* End req: record it once, release what it holds, free it, then tell the
@@ -131,8 +233,10 @@ static void req_end(struct shard *s, struct request *req)
 	req_unqueue(s, req);
 	release_slot(s, req);
 	req_record(s, req);
+	req_log(s, req);
 	retry_free(s, req);
 	mi_free(req->head.p);
+	mi_free(req->path);
 	mi_free(req->shard_key);
 	if (req->be_cfg)
 		config_unref(req->be_cfg);
@@ -150,6 +254,8 @@ void req_fail(struct shard *s, struct request *req, int status, enum req_reason 
 	req_cut_upstream(s, req);
 	if (!(req->flags & REQ_F_BODY_DONE))
 		shadow_abort(s, &req->shadows); /* their bodies would never end */
+	if (req->cops && !(req->flags & REQ_F_RESP_BEGUN))
+		req->flags |= REQ_F_OWN_ANSWER;
 	if (req->cops)
 		req->cops->on_fail(s, req, status, msg, status == 503 ? 1 : 0);
 	req_end(s, req);
@@ -179,8 +285,8 @@ static int pick_replica(struct shard *s, struct request *req)
 static int req_enqueue(struct shard *s, struct request *req)
 {
 	const struct backend_cfg *be = req->be;
-	int rc = queue_add(s, be->state, be->max_queued, &req->qe, clock_now_us(),
-			   be->queue_timeout_ms);
+	uint64_t now = clock_now_us();
+	int rc = queue_add(s, be->state, be->max_queued, &req->qe, now, be->queue_timeout_ms);
 
 	if (rc == -ENOSPC) {
 		req_fail(s, req, 503, REQ_R_QUEUE_FULL, "backend overloaded: queue full");
@@ -239,7 +345,6 @@ void req_start(struct shard *s, struct request *req, const struct req_info *ri)
 	const struct endpoint_cfg *ep;
 	const struct http_hdr *key;
 	struct fwd_info fi;
-	char rid[24];
 	int status = 0;
 	double u;
 
@@ -271,9 +376,8 @@ void req_start(struct shard *s, struct request *req, const struct req_info *ri)
 		}
 		req->shard_key_len = key->value_len;
 	}
-	snprintf(rid, sizeof(rid), "%016llx", (unsigned long long)router_rand(&s->rng));
 	fi.client_ip = ri->client_ip;
-	fi.request_id = rid;
+	fi.request_id = req_id(req);
 	fi.call_method = ep->call_method;
 	if (http_write_request_head(&req->head, ri->hd, ri->p, &fi)) {
 		req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
@@ -356,7 +460,21 @@ static int req_refresh(struct shard *s, struct request *req)
 		config_unref(req->be_cfg);
 	req->be_cfg = s->config;
 	req->be = be;
+	req->ridx = -1; /* an index into the old backend_cfg's replicas */
 	return moved;
+}
+
+/* May any replica of be take requests (healthy, not draining)? A request
+ * that times out in the queue of a backend without one says so. */
+static bool backend_serving(const struct backend_cfg *be)
+{
+	for (size_t i = 0; i < be->nreplicas; i++) {
+		const struct replica_state *rs = be->replicas[i].state;
+		if (atomic_load_explicit(&rs->healthy, memory_order_relaxed) &&
+		    !atomic_load_explicit(&rs->draining, memory_order_relaxed))
+			return true;
+	}
+	return false;
 }
 
 int req_retry_queued(struct shard *s)
@@ -377,8 +495,12 @@ int req_retry_queued(struct shard *s)
 
 			if (now >= e->deadline_us) {
 				req_unqueue(s, req);
-				req_fail(s, req, 503, REQ_R_QUEUE_TIMEOUT,
-					 "backend overloaded: queue timeout");
+				if (backend_serving(req->be))
+					req_fail(s, req, 503, REQ_R_QUEUE_TIMEOUT,
+						 "backend overloaded: queue timeout");
+				else
+					req_fail(s, req, 503, REQ_R_NO_HEALTHY_REPLICA,
+						 "no healthy replica");
 				continue;
 			}
 			r = req_refresh(s, req);

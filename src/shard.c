@@ -234,6 +234,7 @@ static void *shard_main(void *arg)
 	}
 	timer_wheel_init(&s->tw, clock_now_ms());
 	req_shard_init(s);
+	accesslog_shard_init(&s->alog, s->proxy->alog, s->id);
 	timer_init(&s->accept_timer, accept_timer_cb);
 	accept_arm(s);
 	io_uring_submit(&s->ring);
@@ -288,6 +289,7 @@ static void *shard_main(void *arg)
 	sock_table_teardown(s);
 	queue_shard_teardown(s);
 	h1_shard_teardown(s);
+	accesslog_shard_teardown(&s->alog);
 	atomic_store(&s->exited, 1);
 	return NULL;
 }

@@ -55,16 +55,18 @@ struct h1_conn {
 	struct timer timer;        /* header / keep-alive idle timeout */
 	struct list all;           /* in shard.clients */
 	char ip[INET_ADDRSTRLEN];
+	uint16_t port;             /* the client's, for the access log (ip:port) */
 };
 
 /* The head an HTTP/1.1 client gets for the replica's head rh (the socket-
  * free part of writing a response, shared with the fuzz target): hop-by-
  * hop headers dropped, no Content-Length on a 204, a chunked body decoded
- * for an HTTP/1.0 client, Connection: close when *close is set or the body
- * is delimited by the close (then *close becomes true). Returns the enum
+ * for an HTTP/1.0 client, X-Request-Id: request_id (NULL: none) instead of
+ * the replica's, Connection: close when *close is set or the body is
+ * delimited by the close (then *close becomes true). Returns the enum
  * up_body_mode to hand the body in, or -ENOMEM. */
 int h1_response_head(struct strbuf *out, const struct resp_head *rh, bool http10, bool is_head,
-		     bool *close);
+		     const char *request_id, bool *close);
 
 /* A connection accepted on fd: it is now the shard's (closed on error). */
 void h1_accept(struct shard *s, int fd);

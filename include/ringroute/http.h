@@ -14,6 +14,7 @@
 
 #define HTTP_MAX_HEAD (64u * 1024u)   /* larger header blocks get 431 */
 #define HTTP_MAX_HEADERS 256
+#define HTTP_REQUEST_ID_MAX 128u      /* longest X-Request-Id kept from a client */
 
 struct http_hdr {
 	uint32_t name_off, name_len;
@@ -119,16 +120,24 @@ void http_body_seen(struct http_parser *hp, const char *p, size_t n);
  * bare LF end the trailer section; the head's rule holds here too.) */
 int http_body_end_ok(const struct http_parser *hp);
 
+/* The client's X-Request-Id that stands: the first one not marked
+ * hop-by-hop whose value is 1..HTTP_REQUEST_ID_MAX bytes of visible ASCII
+ * (0x21..0x7e: it goes into responses and the access log as it is), or
+ * NULL. */
+const struct http_hdr *http_head_request_id(const struct http_head *h);
+
 /* Values added to a forwarded request. */
 struct fwd_info {
 	const char *client_ip;        /* for X-Forwarded-For */
-	const char *request_id;       /* used when the client sent none */
+	const char *request_id;       /* used when the client sent no valid one */
 	const char *call_method;      /* endpoint default, or NULL */
 };
 
 /* Write the request head sent to a replica: "METHOD URL HTTP/1.1", the
  * client's end-to-end headers, X-Forwarded-For appended, X-Request-Id and
- * X-Serve-Call-Method added when absent. Body framing headers
+ * X-Serve-Call-Method added when absent. Of the client's X-Request-Id
+ * headers only http_head_request_id's is forwarded (in place); when there
+ * is none, fi->request_id is added. Body framing headers
  * (Content-Length / Transfer-Encoding) pass unchanged because the body is
  * forwarded raw. Returns 0 or -ENOMEM. */
 int http_write_request_head(struct strbuf *out, const struct http_head *h, const llhttp_t *p,
@@ -136,14 +145,17 @@ int http_write_request_head(struct strbuf *out, const struct http_head *h, const
 
 /* Write the response head sent to the client: status line as HTTP/1.1,
  * end-to-end headers, plus "Connection: close" when close is set. A 1xx
- * head loses its Content-Length / Transfer-Encoding (it has no body). */
+ * head loses its Content-Length / Transfer-Encoding (it has no body).
+ * request_id (NULL: none) is sent as X-Request-Id instead of any the
+ * replica sent, so the client always sees the id of the access log. */
 int http_write_response_head(struct strbuf *out, const struct http_head *h, const llhttp_t *p,
-			     int close);
+			     int close, const char *request_id);
 
 /* A complete JSON error response (README "Errors": {"error": ..., "endpoint": ...}).
- * endpoint may be NULL (JSON null). retry_after > 0 adds Retry-After. */
+ * endpoint may be NULL (JSON null). retry_after > 0 adds Retry-After;
+ * request_id (NULL: none) adds X-Request-Id. */
 int http_write_error(struct strbuf *out, int status, const char *msg, const char *endpoint,
-		     int close, int retry_after);
+		     int close, int retry_after, const char *request_id);
 
 const char *http_reason(int status);
 

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "ringroute/accesslog.h"
 #include "ringroute/config.h"
 #include "ringroute/metrics.h"
 #include "ringroute/upstream.h"
@@ -33,6 +34,9 @@ struct proxy_options {
 	                             * head must arrive within this of its first byte */
 	int pin;                    /* pin shard i to CPU i (--pin on|off|auto; auto:
 	                             * only when there is a shard for every CPU) */
+	const char *access_log;     /* --access-log PATH ("-": stdout) or NULL */
+	enum accesslog_format access_log_format; /* --access-log-format, default text */
+	uint32_t access_log_buffer_kb; /* --access-log-buffer, per shard */
 };
 
 /* Where the process is in its life, for /readyz (service.c). */
@@ -59,6 +63,7 @@ struct proxy {
 	/* Changes applied and refused (control API writes, SIGHUP), counted
 	 * by proxy_count_change from the control and the main thread. */
 	_Atomic uint64_t changes_ok, changes_failed;
+	struct accesslog *alog;      /* --access-log, or NULL; outlives the shards */
 };
 
 /* Apply a validated change: c becomes the current snapshot (version one

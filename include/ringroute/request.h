@@ -11,8 +11,8 @@
  *
  * Ownership: the request layer owns every struct request. Each request
  * ends in exactly one place, req_end(), which records it once (metrics by
- * status; later the access log) whether it was answered, failed, rejected
- * or abandoned, and frees it. Before that, the client protocol is told
+ * status, and its access log line) whether it was answered, failed,
+ * rejected or abandoned, and frees it. Before that, the client protocol is told
  * (ops->on_end or ops->on_fail) and must drop its pointer then; after any
  * req_* call the protocol may only use the request if its own pointer is
  * still set. */
@@ -37,8 +37,9 @@ struct request;
 #define REPLAY_MAX (1u << 20)     /* request bytes kept for a retry */
 #define REQ_MAX_INTERIM 8         /* more 1xx than this before the final response: 502 */
 
-/* Why a request ended: a fixed set, documented in docs/ARCHITECTURE.md
- * (and the access log later). */
+/* Why a request ended: a fixed set, documented in docs/ARCHITECTURE.md and
+ * docs/operations.md (the access log's reason field: req_reason_name). New
+ * ones go last: metrics count by this index. */
 enum req_reason {
 	REQ_R_OK = 0,
 	REQ_R_CLIENT_ABORT,         /* client closed or reset before the end */
@@ -57,6 +58,7 @@ enum req_reason {
 	REQ_R_UPSTREAM_BAD_RESPONSE,
 	REQ_R_NO_MEMORY,
 	REQ_R_SHUTDOWN,
+	REQ_R_NO_HEALTHY_REPLICA,   /* queue timeout while no replica of the backend was healthy */
 	REQ_R_COUNT,
 };
 const char *req_reason_name(enum req_reason r);
@@ -68,7 +70,12 @@ enum {
 	REQ_F_BODY_DONE   = 1u << 3, /* the client sent the whole body */
 	REQ_F_RESP_BEGUN  = 1u << 4, /* the response head went to the client */
 	REQ_F_ENDED       = 1u << 5, /* in req_end: nothing may start again */
+	REQ_F_OWN_ANSWER  = 1u << 6, /* ringroute answered it itself (req_fail before any response) */
 };
+
+/* An X-Request-Id a client sends is kept when it is 1..REQ_ID_MAX visible
+ * ASCII bytes (http_head_request_id); otherwise ringroute makes one. */
+#define REQ_ID_MAX HTTP_REQUEST_ID_MAX
 
 /* What the client protocol knows of a request when its head is complete.
  * Pointers are borrowed for the req_start call only. */
@@ -79,6 +86,7 @@ struct req_info {
 	const struct http_head *hd;   /* headers, hop-by-hop ones marked */
 	const llhttp_t *p;            /* the parser (version, method) for writing */
 	const char *client_ip;
+	uint32_t head_bytes;          /* bytes of the head as received */
 	int64_t content_length;       /* -1 when not declared */
 	bool is_head, http10, expect_continue;
 };
@@ -140,13 +148,40 @@ struct request {
 	bool is_head;                 /* HEAD: the response has no body */
 	bool http10;
 	bool expect_continue;         /* the client sent Expect: 100-continue */
+	/* What the access log says of it (req_note; req_log in request.c). */
+	const char *peer_ip;          /* the client's address: the protocol's connection's,
+	                               * which outlives its requests */
+	uint16_t peer_port;
+	const char *method;           /* llhttp's name; NULL until req_note */
+	char *path;                   /* the request target (at most ACCESSLOG_PATH_MAX bytes);
+	                               * owned; NULL until req_note */
+	uint32_t path_len;
+	uint8_t http_major, http_minor; /* 0.0 until req_note */
+	uint64_t bytes_in;            /* head bytes (req_note); the body is body_bytes */
+	uint64_t bytes_out;           /* bytes queued for the client: the protocol adds them */
+	uint64_t queue_us;            /* time spent queued, every wait summed */
+	char rid[REQ_ID_MAX + 1];     /* X-Request-Id, NUL-terminated; "" until req_id */
 };
 
 /* ---- for the client protocol ---- */
 
 /* A new request of the protocol connection client, on the shard's current
- * snapshot. NULL on ENOMEM (the protocol answers 503 itself and closes). */
-struct request *req_new(struct shard *s, const struct req_client_ops *ops, void *client);
+ * snapshot. peer_ip, peer_port: the client's address (for the access log);
+ * peer_ip is borrowed: the connection outlives its requests. NULL on ENOMEM
+ * (the protocol answers 503 itself and closes). */
+struct request *req_new(struct shard *s, const struct req_client_ops *ops, void *client,
+			const char *peer_ip, uint16_t peer_port);
+/* What the client sent, for the access log and the responses: ri->head_bytes
+ * always; the client's X-Request-Id when ri->hd is set (a whole head, its
+ * hop-by-hop headers marked) and it is a sane one; the method, target
+ * (copied, cut at ACCESSLOG_PATH_MAX) and version when ri->url is set (the
+ * request line was parsed). Call once, before req_start or req_fail; only
+ * these fields of ri are read. */
+void req_note(struct request *req, const struct req_info *ri);
+/* The request's id (NUL-terminated), the one its X-Request-Id headers and
+ * its log line carry: the client's (taken by req_note), else one made now
+ * (16 hex digits) and kept. */
+const char *req_id(struct request *req);
 /* The head is complete: route, check limits, start shadows, dispatch or
  * queue. May end the request (404, 405, 413, 503...). */
 void req_start(struct shard *s, struct request *req, const struct req_info *ri);

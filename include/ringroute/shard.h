@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "ringroute/accesslog.h"
 #include "ringroute/bufring.h"
 #include "ringroute/config.h"
 #include "ringroute/list.h"
@@ -79,6 +80,7 @@ struct shard {
 	sem_t started;            /* posted once init finished (init_err says how) */
 	int init_err;
 	struct shard_metrics metrics;
+	struct accesslog_shard alog; /* this shard's access log lines (accesslog.h) */
 	_Atomic int ready;        /* set once the loop runs */
 	_Atomic uint64_t pongs;   /* MSG_PINGs answered: main's watchdog sees the loop turn */
 	_Atomic int exited;

@@ -389,6 +389,9 @@ class PrometheusTest(harness.RRTestCase):
             for reason in ("queue_full", "queue_timeout"):
                 self.assertEqual(v("ringroute_rejected_requests_total", backend=b, reason=reason),
                                  1 if b == "gated" else 0, (b, reason))
+            # every replica stays healthy here (test_access_log provokes it)
+            self.assertEqual(v("ringroute_rejected_requests_total", backend=b,
+                               reason="no_healthy_replica"), 0, b)
             self.assertEqual(v("ringroute_retries_total", backend=b),
                              N_DEAD if b == "dead" else 0, b)
             self.assertEqual(v("ringroute_backend_queued_requests", backend=b), 0, b)

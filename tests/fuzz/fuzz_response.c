@@ -63,7 +63,7 @@ static int ow_on_head(struct shard *s, void *o, const struct resp_head *rh)
 
 	(void)s;
 	FZ_ASSERT(rh->status >= 200, "final head with status %d", rh->status);
-	w->mode = h1_response_head(&head, rh, w->http10, w->is_head, &w->close);
+	w->mode = h1_response_head(&head, rh, w->http10, w->is_head, "0123456789abcdef", &w->close);
 	FZ_ASSERT(w->mode >= 0, "out of memory");
 	w->status = rh->status;
 	sb_printf(w->out, "head %d mode=%d close=%d %zu\n", rh->status, w->mode, w->close, head.len);

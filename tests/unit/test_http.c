@@ -36,7 +36,7 @@ static void rr_test_sb_free(struct strbuf *sb)
 struct harness {
 	struct http_parser hp;        /* the parser h1.c and upstream.c use */
 	llhttp_settings_t set;
-	struct fwd_info fi;
+	struct fwd_info fi;           /* responses: fi.request_id is the id to send */
 	int close;                    /* responses: http_write_response_head's close */
 	int nmsgs;                    /* heads written */
 	int head_done;                /* the current message's head was written */
@@ -79,7 +79,8 @@ static void on_head(struct harness *t)
 	if (t->hp.p.type == HTTP_REQUEST)
 		rc = http_write_request_head(&sb, &t->hp.hd, &t->hp.p, &t->fi);
 	else
-		rc = http_write_response_head(&sb, &t->hp.hd, &t->hp.p, t->close);
+		rc = http_write_response_head(&sb, &t->hp.hd, &t->hp.p, t->close,
+					      t->fi.request_id);
 	assert_int_equal(rc, 0);
 	assert_non_null(sb.p);
 	assert_int_equal(strlen(sb.p), sb.len);
@@ -398,6 +399,61 @@ static void test_request_id(void **state)
 	/* No id to give: none added. */
 	check_req("GET / HTTP/1.1\r\n\r\n", &none,
 		  "GET / HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n");
+	/* Not a sane id (inner space, control byte, empty): dropped, ours
+	 * added, so the replica, the response and the log agree. */
+	check_req("GET / HTTP/1.1\r\nX-Request-Id: a b\r\nHost: h\r\n\r\n", &fi_plain,
+		  "GET / HTTP/1.1\r\nHost: h\r\n"
+		  "X-Forwarded-For: 10.0.0.1\r\nX-Request-Id: rid-1\r\n\r\n");
+	check_req("GET / HTTP/1.1\r\nX-Request-Id: a\tb\r\n\r\n", &fi_plain,
+		  "GET / HTTP/1.1\r\n"
+		  "X-Forwarded-For: 10.0.0.1\r\nX-Request-Id: rid-1\r\n\r\n");
+	check_req("GET / HTTP/1.1\r\nX-Request-Id:\r\n\r\n", &fi_plain,
+		  "GET / HTTP/1.1\r\n"
+		  "X-Forwarded-For: 10.0.0.1\r\nX-Request-Id: rid-1\r\n\r\n");
+	/* Two: the first sane one stands (in place), the other goes. */
+	check_req("GET / HTTP/1.1\r\nX-Request-Id: bad id\r\nX-Request-Id: good-2\r\n"
+		  "X-Request-Id: third\r\n\r\n",
+		  &fi_plain,
+		  "GET / HTTP/1.1\r\nX-Request-Id: good-2\r\n"
+		  "X-Forwarded-For: 10.0.0.1\r\n\r\n");
+}
+
+/* http_head_request_id: 1..HTTP_REQUEST_ID_MAX bytes of 0x21..0x7e. */
+static void test_request_id_length(void **state)
+{
+	char id[HTTP_REQUEST_ID_MAX + 2], raw[512], expect[512];
+	(void)state;
+	memset(id, 'k', sizeof(id));
+	id[HTTP_REQUEST_ID_MAX] = '\0'; /* the longest kept */
+	snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nX-Request-Id: %s\r\n\r\n", id);
+	snprintf(expect, sizeof(expect),
+		 "GET / HTTP/1.1\r\nX-Request-Id: %s\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n", id);
+	check_req(raw, &fi_plain, expect);
+	id[HTTP_REQUEST_ID_MAX] = 'k'; /* one more: ours instead */
+	id[HTTP_REQUEST_ID_MAX + 1] = '\0';
+	snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nX-Request-Id: %s\r\n\r\n", id);
+	check_req(raw, &fi_plain,
+		  "GET / HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1\r\nX-Request-Id: rid-1\r\n\r\n");
+}
+
+/* A response carries our id, never the replica's (which may differ). */
+static void test_response_request_id(void **state)
+{
+	static const struct fwd_info rid = {NULL, "abc123", NULL};
+	static const char *const expect[] = {
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Request-Id: abc123\r\n\r\n",
+	};
+	static const char *const expect_close[] = {
+		"HTTP/1.1 204 No Content\r\nX-A: a\r\nX-Request-Id: abc123\r\n"
+		"Connection: close\r\n\r\n",
+	};
+	(void)state;
+	check_splits(HTTP_RESPONSE,
+		     "HTTP/1.1 200 OK\r\nx-request-id: theirs\r\nContent-Length: 2\r\n"
+		     "X-Request-Id: more\r\n\r\nok",
+		     &rid, 0, expect, 1);
+	check_splits(HTTP_RESPONSE, "HTTP/1.1 204 No Content\r\nX-A: a\r\n\r\n", &rid, 1,
+		     expect_close, 1);
 }
 
 static void test_long_request_id(void **state)
@@ -826,7 +882,7 @@ static void check_error(int status, const char *msg, const char *ep, int close, 
 	const char *cl;
 	int n;
 
-	assert_int_equal(http_write_error(&sb, status, msg, ep, close, retry), 0);
+	assert_int_equal(http_write_error(&sb, status, msg, ep, close, retry, NULL), 0);
 	n = snprintf(want, sizeof(want), expect_head, bl);
 	assert_true(n > 0 && (size_t)n < sizeof(want));
 	strncat(want, expect_body, sizeof(want) - strlen(want) - 1);
@@ -879,6 +935,15 @@ static void test_error_exact(void **state)
 		    "{\"error\": \"\", \"endpoint\": \"\"}\n");
 }
 
+static void test_error_request_id(void **state)
+{
+	struct strbuf sb = {0};
+	(void)state;
+	assert_int_equal(http_write_error(&sb, 503, "queue full", "e", 0, 1, "0123abcd"), 0);
+	assert_non_null(strstr(sb.p, "\r\nRetry-After: 1\r\nX-Request-Id: 0123abcd\r\n\r\n"));
+	rr_test_sb_free(&sb);
+}
+
 static void test_error_reasons(void **state)
 {
 	static const struct { int st; const char *r; } tab[] = {
@@ -893,7 +958,7 @@ static void test_error_reasons(void **state)
 		struct strbuf sb = {0};
 		char line[128];
 		assert_string_equal(http_reason(tab[i].st), tab[i].r);
-		assert_int_equal(http_write_error(&sb, tab[i].st, "m", NULL, 0, 0), 0);
+		assert_int_equal(http_write_error(&sb, tab[i].st, "m", NULL, 0, 0, NULL), 0);
 		snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", tab[i].st, tab[i].r);
 		assert_memory_equal(sb.p, line, strlen(line));
 		rr_test_sb_free(&sb);
@@ -925,7 +990,7 @@ static void test_error_long_and_appended(void **state)
 	/* Appends after whatever the buffer holds (pipelined responses). */
 	assert_int_equal(sb_puts(&sb, "PREVIOUS"), 0);
 	pre = sb.len;
-	assert_int_equal(http_write_error(&sb, 413, msg, "big", 1, 0), 0);
+	assert_int_equal(http_write_error(&sb, 413, msg, "big", 1, 0, NULL), 0);
 	assert_memory_equal(sb.p, "PREVIOUS", pre);
 	assert_memory_equal(sb.p + pre, "HTTP/1.1 413 Content Too Large\r\n", 32);
 	body = strstr(sb.p, "\r\n\r\n") + 4;
@@ -969,6 +1034,9 @@ int main(void)
 		cmocka_unit_test(test_x_forwarded_for_empty),
 		cmocka_unit_test(test_request_id),
 		cmocka_unit_test(test_long_request_id),
+		cmocka_unit_test(test_request_id_length),
+		cmocka_unit_test(test_response_request_id),
+		cmocka_unit_test(test_error_request_id),
 		cmocka_unit_test(test_call_method),
 		cmocka_unit_test(test_shard_key_passthrough),
 		cmocka_unit_test(test_empty_values),

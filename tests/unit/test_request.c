@@ -33,7 +33,11 @@
  *
  * And a defect found while writing these: a keyed request's connect failure
  * was retried on the replica that just failed although the other one was
- * free (test_keyed_retry_other_replica). */
+ * free (test_keyed_retry_other_replica).
+ *
+ * The access log line each ending writes (req_log, through a real
+ * accesslog to a temp file): ids, retries of both kinds, the replica tried
+ * last, queue wait and first byte (test_access_log_lines). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -45,6 +49,7 @@
 #include <strings.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 /* (d): make the shard key copy fail on demand. alloc.h has an include
  * guard, so request.c's own #include of it keeps this definition; this
@@ -499,8 +504,10 @@ static struct request *start(struct fx *f, struct client *c, const char *head)
 	ex = http_head_find(&hp->hd, "expect");
 	ri.expect_continue = ex && ex->value_len == 12 &&
 			     strncasecmp(http_hdr_value(&hp->hd, ex), "100-continue", 12) == 0;
-	c->req = req_new(f->s, &client_ops, c);
+	ri.head_bytes = (uint32_t)strlen(head);
+	c->req = req_new(f->s, &client_ops, c, "192.0.2.1", 40000);
 	assert_non_null(c->req);
+	req_note(c->req, &ri); /* as h1_on_headers, before its checks */
 	req_start(f->s, c->req, &ri);
 	http_head_free(&hp->hd);
 	free(hp);
@@ -1054,6 +1061,119 @@ static void test_keyed_retry_other_replica(void **state)
 			 "replica while the other one was free", same);
 }
 
+/* ---- the access log line (req_log) ---- */
+
+/* Every ending writes one line with what the request layer knows: the id
+ * (the client's or ours), the replica tried last, retries of both kinds,
+ * the queue wait, and a first byte that is our own answer or none. */
+static void test_access_log_lines(void **state)
+{
+	struct fx *f = *state;
+	struct client a, b, c, d, e, g;
+	struct request *req;
+	struct accesslog *al = NULL;
+	char dir[] = "/tmp/rr-reqlog-XXXXXX", path[64], cmd[96], line[2048];
+	json_t *lines[8];
+	int n = 0;
+	FILE *fp;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/access.log", dir);
+	assert_int_equal(accesslog_open(&al, path, ACCESSLOG_JSON, 1, 64), 0);
+	accesslog_shard_init(&f->s->alog, al, 0);
+
+	/* 1: the client's id; a connect failure retried on the other replica. */
+	req = start(f, &a, "GET /x/1 HTTP/1.1\r\nHost: a\r\nX-Request-Id: cid-1\r\n\r\n");
+	assert_string_equal(req_id(req), "cid-1");
+	up_fail(f->s, req, UP_FAIL_CONNECT, 0);
+	req_body_done(f->s, req);
+	up_respond(f->s, req, 200);
+	/* 2: a dead pooled connection retried fresh, then 200. */
+	req = start(f, &b, GET("/x/2"));
+	up_fail(f->s, req, UP_FAIL_RESET, 1);
+	req_body_done(f->s, req);
+	up_respond(f->s, req, 201);
+	/* 3: no route; our id. */
+	assert_null(start(f, &c, GET("/nope")));
+	/* 4, 5: d holds the only slot of "one", e waits and times out. */
+	assert_non_null(start(f, &d, GET("/o/d")));
+	assert_non_null(start(f, &e, GET("/o/e")));
+	e.req->qe.deadline_us = 1;
+	assert_int_equal(req_retry_queued(f->s), 0);
+	/* 6: g waits and its client leaves. */
+	assert_non_null(start(f, &g, GET("/o/g")));
+	req_abandon(f->s, g.req, REQ_R_CLIENT_ABORT);
+	g.req = NULL;
+	req_body_done(f->s, d.req);
+	up_respond(f->s, d.req, 200);
+
+	accesslog_shard_teardown(&f->s->alog);
+	assert_int_equal(accesslog_close(al), 0);
+	fp = fopen(path, "r");
+	assert_non_null(fp);
+	while (n < 8 && fgets(line, sizeof(line), fp)) {
+		json_error_t err;
+		lines[n] = json_loads(line, 0, &err);
+		if (!lines[n])
+			fail_msg("not JSON (%s): %s", err.text, line);
+		n++;
+	}
+	fclose(fp);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(n, 6);
+#define S(i, k) json_string_value(json_object_get(lines[i], k))
+#define I(i, k) json_integer_value(json_object_get(lines[i], k))
+#define NUL(i, k) json_is_null(json_object_get(lines[i], k))
+#define R(i, k) json_number_value(json_object_get(lines[i], k))
+	/* in the order they ended: 1, 2, 3 (404), 5 (timeout), 6 (left), 4 */
+	assert_string_equal(S(0, "request_id"), "cid-1");
+	assert_string_equal(S(0, "client"), "192.0.2.1:40000");
+	assert_string_equal(S(0, "method"), "GET");
+	assert_string_equal(S(0, "path"), "/x/1");
+	assert_string_equal(S(0, "version"), "HTTP/1.1");
+	assert_int_equal(I(0, "status"), 200);
+	assert_string_equal(S(0, "endpoint"), "x");
+	assert_string_equal(S(0, "backend"), "b");
+	assert_int_equal(I(0, "retries"), 1);
+	assert_string_equal(S(0, "replica"), up.ridx[1] == 0 ? "r1" : "r2"); /* the last tried */
+	assert_int_equal(I(0, "bytes_in"),
+			 strlen("GET /x/1 HTTP/1.1\r\nHost: a\r\nX-Request-Id: cid-1\r\n\r\n"));
+	assert_false(NUL(0, "ttfb_ms"));
+	assert_string_equal(S(0, "reason"), "ok");
+
+	assert_int_equal(I(1, "status"), 201);
+	assert_int_equal(I(1, "retries"), 1); /* the fresh connection */
+	assert_int_equal(strlen(S(1, "request_id")), 16);
+
+	assert_string_equal(S(2, "reason"), "no_route");
+	assert_true(NUL(2, "endpoint") && NUL(2, "backend") && NUL(2, "replica"));
+	assert_int_equal(strlen(S(2, "request_id")), 16);
+	assert_true(R(2, "ttfb_ms") == R(2, "duration_ms")); /* our answer: the first byte */
+
+	assert_string_equal(S(3, "path"), "/o/e");
+	assert_string_equal(S(3, "reason"), "queue_timeout");
+	assert_true(NUL(3, "replica"));
+	assert_true(R(3, "queue_ms") <= R(3, "ttfb_ms"));
+	assert_true(R(3, "ttfb_ms") == R(3, "duration_ms"));
+
+	assert_string_equal(S(4, "path"), "/o/g");
+	assert_int_equal(I(4, "status"), 499);
+	assert_string_equal(S(4, "reason"), "client_abort");
+	assert_true(NUL(4, "ttfb_ms")); /* it never got a byte */
+	assert_int_equal(I(4, "bytes_out"), 0);
+
+	assert_string_equal(S(5, "path"), "/o/d");
+	assert_string_equal(S(5, "replica"), "r1");
+	assert_true(R(5, "queue_ms") == 0.0);
+#undef S
+#undef I
+#undef NUL
+#undef R
+	for (int i = 0; i < n; i++)
+		json_decref(lines[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1076,6 +1196,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_defect_d_shard_key_alloc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_defect_e_interim, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keyed_retry_other_replica, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_access_log_lines, setup, teardown),
 	};
 
 	http_settings_init(&settings);
