@@ -717,6 +717,23 @@ static void h1_on_input(struct shard *s, struct sock *sk)
 	}
 }
 
+void h1_shard_abort(struct shard *s)
+{
+	struct list *pos, *tmp;
+
+	list_for_each_safe(pos, tmp, &s->clients) {
+		struct h1_conn *c = container_of(pos, struct h1_conn, all);
+
+		c->flags |= H1_F_CLOSE;
+		if (c->req)
+			req_fail(s, c->req, 503, REQ_R_SHUTDOWN, "shutting down");
+		/* With a 503 (or the rest of a response) to send, the connection
+		 * closes once it drained; otherwise now. */
+		if (!c->sk.out_n)
+			sock_close(s, &c->sk);
+	}
+}
+
 void h1_shard_stop(struct shard *s)
 {
 	struct list *pos, *tmp;

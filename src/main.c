@@ -289,6 +289,16 @@ static struct config *load_initial(struct proxy *p)
 	return c;
 }
 
+/* Started shards that have not left their loop yet. */
+static unsigned shards_running(struct proxy *p)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < p->nshards; i++)
+		n += atomic_load(&p->shards[i]->ready) && !atomic_load(&p->shards[i]->exited);
+	return n;
+}
+
 static void wait_shards(struct proxy *p, uint32_t timeout_ms)
 {
 	struct timespec ts = {0, 5 * 1000 * 1000};
@@ -296,11 +306,7 @@ static void wait_shards(struct proxy *p, uint32_t timeout_ms)
 	/* Polling at 5 ms is only the drain deadline's clock; each shard
 	 * leaves its loop by itself once its clients are done. */
 	for (;;) {
-		unsigned running = 0;
-		for (unsigned i = 0; i < p->nshards; i++)
-			running += atomic_load(&p->shards[i]->ready) &&
-				   !atomic_load(&p->shards[i]->exited);
-		if (!running || waited >= timeout_ms)
+		if (!shards_running(p) || waited >= timeout_ms)
 			return;
 		nanosleep(&ts, NULL);
 		waited += 5;
@@ -471,13 +477,20 @@ out_stop:
 	health_stop(health);
 	if (ctl)
 		control_stop(ctl);
-	for (unsigned i = 0; i < p->nshards; i++)
-		if (atomic_load(&p->shards[i]->ready) && !atomic_load(&p->shards[i]->exited)) {
-			log_warn("drain timeout: exiting with requests in flight");
-			accesslog_flush(p->alog, 1000); /* the lines of those that ended */
-			fflush(stderr);
-			_exit(code);
-		}
+	if (shards_running(p)) {
+		/* Timed out: the requests still open end as shutdown (503, or
+		 * cut), counted and logged like any other; a shard that cannot
+		 * finish even that within a second is left behind. */
+		log_warn("drain timeout: ending the requests still in flight (reason shutdown)");
+		xring_broadcast(p, MSG_ABORT);
+		wait_shards(p, 1000);
+	}
+	if (shards_running(p)) {
+		log_warn("drain timeout: exiting with shards still running");
+		accesslog_flush(p->alog, 1000); /* the lines of those that ended */
+		fflush(stderr);
+		_exit(code);
+	}
 out_shards:
 	for (unsigned i = 0; i < p->nshards; i++)
 		shard_join_and_destroy(p->shards[i]);

@@ -133,6 +133,11 @@ static void on_msg(struct shard *s, int kind)
 		 * it unanswered and main stops pinging systemd. */
 		atomic_fetch_add_explicit(&s->pongs, 1, memory_order_relaxed);
 		break;
+	case MSG_ABORT:
+		s->stopping = 1;
+		s->draining = 1;
+		h1_shard_abort(s);
+		break;
 	case MSG_STOP:
 		s->stopping = 1;
 		s->draining = 1;

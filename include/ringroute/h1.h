@@ -72,6 +72,10 @@ int h1_response_head(struct strbuf *out, const struct resp_head *rh, bool http10
 void h1_accept(struct shard *s, int fd);
 /* SIGTERM: idle connections close now, busy ones after their response. */
 void h1_shard_stop(struct shard *s);
+/* The drain timed out: every request still open ends now with 503 and
+ * reason shutdown (cut, if its response began), so it is counted and
+ * logged once like any other; every connection closes. */
+void h1_shard_abort(struct shard *s);
 /* After the loop: free the pooled parsing states. */
 void h1_shard_teardown(struct shard *s);
 

@@ -35,6 +35,7 @@ enum msg_kind {
 	MSG_STOP,       /* close the listener, drain, exit the loop */
 	MSG_DRAIN,      /* SIGTERM: keep serving, but every response closes its connection */
 	MSG_PING,       /* the watchdog: answer by bumping pongs (service.c) */
+	MSG_ABORT,      /* the drain timed out: end what is still open (shutdown) */
 };
 
 struct shard {

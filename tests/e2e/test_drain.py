@@ -12,10 +12,12 @@ only the health (and --watch-config) threads start before the phase turns
 live, so no probe reaches it in between; tests/unit/test_service.c checks
 that phase."""
 
+import json
 import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -178,19 +180,47 @@ class DrainTest(harness.RRTestCase):
         self._second_signal(signal.SIGINT)
 
     def test_drain_timeout(self):
+        """Requests still open when the drain times out end as `shutdown`:
+        one waiting for its response gets a 503 (with its request id and
+        Connection: close), one whose response began is cut; both are
+        counted and logged once, and ringroute exits 0."""
         m = self.mock("m")
         cfg = {"backends": {"b": backend([m])}, "endpoints": {"e": endpoint("/", {"b": 1.0})}}
-        rr = self.ringroute(cfg, admin=True, extra=["--drain-timeout-ms", "500"])
+        alog = os.path.join(tempfile.mkdtemp(dir=harness._TMPDIR), "access.log")
+        rr = self.ringroute(cfg, admin=True, extra=["--drain-timeout-ms", "500",
+                                                    "--access-log", alog,
+                                                    "--access-log-format", "json"])
         slow = self.client(rr.port, timeout=30)
-        slow.send(harness.build_request("GET", "/stuck", headers={"X-Mock-Delay-Ms": "20000"}))
-        wait_for(lambda: m.stats()["inflight"] >= 1, what="the request at the replica")
+        slow.send(harness.build_request("GET", "/stuck", headers={"X-Mock-Delay-Ms": "20000",
+                                                                   "X-Request-Id": "rid-stuck"}))
+        stream = self.client(rr.port, timeout=30)
+        stream.send(harness.build_request("GET", "/stream", headers={
+            "X-Mock-Chunks": "100", "X-Mock-Chunk-Interval-Ms": "200",
+            "X-Request-Id": "rid-stream"}))
+        wait_for(lambda: m.stats()["inflight"] >= 2, what="both requests at the replica")
+        # its head (and the first chunk) reached the client: the response began
+        head = stream._read_until(b"\r\n\r\n", time.monotonic() + 10)
+        self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)
         t0 = time.monotonic()
         os.kill(rr.pid, signal.SIGTERM)
+        r = slow.read_response()
+        self.assertEqual(r.status, 503, r)
+        self.assertEqual(r.header("X-Request-Id"), "rid-stuck")
+        self.assertEqual(r.header("Connection"), "close")
         self.assertEqual(rr.p.wait(timeout=10), 0, rr.stderr_tail())
         took = time.monotonic() - t0
         self.assertGreaterEqual(took, 0.45)
         self.assertLess(took, 5, "the drain timeout was not honoured")
-        self.assertIn("drain timeout: exiting with requests in flight", rr.stderr())
+        self.assertIn("drain timeout: ending the requests still in flight", rr.stderr())
+        self.assertNotIn("exiting with shards still running", rr.stderr())
+        with open(alog) as f:
+            lines = [json.loads(l) for l in f]
+        by_id = {l["request_id"]: l for l in lines}
+        self.assertEqual(len(lines), 2, lines)
+        self.assertEqual((by_id["rid-stuck"]["status"], by_id["rid-stuck"]["reason"]),
+                         (503, "shutdown"))
+        self.assertEqual(by_id["rid-stream"]["reason"], "shutdown")
+        self.assertEqual(by_id["rid-stream"]["path"], "/stream")
 
     def test_no_delay_by_default(self):
         # Bare use: SIGTERM closes the listeners at once.
