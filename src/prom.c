@@ -1,6 +1,7 @@
 /* GET /metrics in the Prometheus text format (see prom.h). Runs on the
  * control thread: it reads the shards' counters (summed by proxy.c), the
  * current snapshot and /proc/self, and never touches a shard. */
+#include "ringroute/accesslog.h"
 #include "ringroute/prom.h"
 
 #include <dirent.h>
@@ -287,6 +288,10 @@ static void put_process_state(struct prom *w, struct proxy *p, const struct conf
 	prom_family(w, "ringroute_client_connections", "gauge", "Open client connections.");
 	prom_sample_u64(w, "ringroute_client_connections", NULL,
 			sh.accepted > sh.closed ? sh.accepted - sh.closed : 0);
+	prom_family(w, "ringroute_access_log_dropped_lines_total", "counter",
+		    "Access log lines dropped because the output was behind (never the requests).");
+	prom_sample_u64(w, "ringroute_access_log_dropped_lines_total", NULL,
+			accesslog_dropped(p->alog));
 }
 
 static const struct {

@@ -499,6 +499,11 @@ class DropTest(AccessLogCase):
 
             harness.wait_for(lambda: dropped() >= n // 2, 5, "access_log_dropped rising")
             self.assertLessEqual(dropped(), n)
+            ms = harness.parse_metrics(
+                harness.http_once(rr.admin_port, "GET", "/metrics").body.decode())
+            got = [v for name, _, v in ms if name == "ringroute_access_log_dropped_lines_total"]
+            self.assertEqual(len(got), 1, got)
+            self.assertGreaterEqual(got[0], n // 2)
             self.assertEqual(rr.stop(timeout=10), 0)
             m = re.search(r"access log: (\d+) line\(s\) dropped in all", rr.stderr())
             self.assertTrue(m, rr.stderr_tail())
