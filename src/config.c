@@ -24,6 +24,7 @@
 
 #include "ringroute/addr.h"
 #include "ringroute/config.h"
+#include "ringroute/retry.h"
 
 /* One place for defaults and bounds, shared by parsing and documentation. */
 #define DEF_MAX_ONGOING     100
@@ -34,6 +35,10 @@
 #define DEF_RETRIES         2
 #define DEF_HC_INTERVAL     2000
 #define MIN_HC_INTERVAL     100
+#define DEF_RETRY_BUDGET    20
+#define DEF_HC_RISE         2
+#define DEF_HC_FALL         3
+#define MAX_HC_STREAK       100
 
 /* Largest config file config_load_file() reads: a guard against pointing it
  * at something that is not a config, not a real limit. */
@@ -254,9 +259,9 @@ static const char **sorted_keys(json_t *obj, size_t *n)
 static const char *const backend_keys[] = {
 	"max_ongoing_requests", "max_queued_requests", "queue_timeout_ms",
 	"connect_timeout_ms", "request_timeout_ms", "retries", "policy",
-	"health_check", "replicas", NULL,
+	"health_check", "replicas", "retry_on", "retry_budget_percent", NULL,
 };
-static const char *const hc_keys[] = { "path", "interval_ms", NULL };
+static const char *const hc_keys[] = { "path", "interval_ms", "rise", "fall", NULL };
 static const char *const endpoint_keys[] = {
 	"route", "methods", "call_method", "max_body_bytes", "traffic", "shadow", NULL,
 };
@@ -351,6 +356,45 @@ out:
 	return rc;
 }
 
+/* The retry policy of b: retry_on (an array of retry_on_name()s, each at
+ * most once; absent: RETRY_ON_DEFAULT) and retry_budget_percent. */
+static int parse_retry_policy(struct parse_ctx *ctx, struct backend_cfg *b, json_t *obj,
+			      const char *path)
+{
+	char p[PATH_MAX_LEN];
+	json_t *v = json_object_get(obj, "retry_on"), *x;
+	uint64_t pct;
+	size_t i;
+	int rc;
+
+	if ((rc = get_uint(ctx, obj, path, "retry_budget_percent", 0, 100, DEF_RETRY_BUDGET, &pct)))
+		return rc;
+	b->retry_budget_percent = (uint32_t)pct;
+	b->retry_on = RETRY_ON_DEFAULT;
+	if (!v)
+		return 0;
+	join(p, sizeof(p), path, "retry_on");
+	if (!json_is_array(v))
+		return fail(ctx, p, "must be an array of \"connect-failure\", "
+			    "\"reset-before-response\", \"503\", \"429\"");
+	b->retry_on = 0;
+	json_array_foreach(v, i, x) {
+		const char *name = json_string_value(x);
+		unsigned k;
+
+		for (k = 0; name && k < RETRY_ON_NAMES; k++)
+			if (strcmp(name, retry_on_name(k)) == 0)
+				break;
+		if (!name || k == RETRY_ON_NAMES)
+			return fail(ctx, p, "element %zu: must be \"connect-failure\", "
+				    "\"reset-before-response\", \"503\" or \"429\"", i);
+		if (b->retry_on & (1u << k))
+			return fail(ctx, p, "element %zu: \"%s\" named twice", i, name);
+		b->retry_on |= 1u << k;
+	}
+	return 0;
+}
+
 static int parse_backend(struct parse_ctx *ctx, struct backend_cfg *b, json_t *obj,
 			 const char *path)
 {
@@ -369,7 +413,8 @@ static int parse_backend(struct parse_ctx *ctx, struct backend_cfg *b, json_t *o
 	    (rc = get_u32(ctx, obj, path, "queue_timeout_ms", 0, DEF_QUEUE_TIMEOUT, &b->queue_timeout_ms)) ||
 	    (rc = get_u32(ctx, obj, path, "connect_timeout_ms", 1, DEF_CONNECT_TIMEOUT, &b->connect_timeout_ms)) ||
 	    (rc = get_u32(ctx, obj, path, "request_timeout_ms", 1, DEF_REQUEST_TIMEOUT, &b->request_timeout_ms)) ||
-	    (rc = get_u32(ctx, obj, path, "retries", 0, DEF_RETRIES, &b->retries)))
+	    (rc = get_u32(ctx, obj, path, "retries", 0, DEF_RETRIES, &b->retries)) ||
+	    (rc = parse_retry_policy(ctx, b, obj, path)))
 		return rc;
 
 	b->policy = POLICY_P2C;
@@ -406,6 +451,14 @@ static int parse_backend(struct parse_ctx *ctx, struct backend_cfg *b, json_t *o
 		if ((rc = get_u32(ctx, hc, hp, "interval_ms", MIN_HC_INTERVAL, DEF_HC_INTERVAL,
 				  &b->hc_interval_ms)) != 0)
 			return rc;
+		{
+			uint64_t rise, fall;
+			if ((rc = get_uint(ctx, hc, hp, "rise", 1, MAX_HC_STREAK, DEF_HC_RISE, &rise)) ||
+			    (rc = get_uint(ctx, hc, hp, "fall", 1, MAX_HC_STREAK, DEF_HC_FALL, &fall)))
+				return rc;
+			b->hc_rise = (uint32_t)rise;
+			b->hc_fall = (uint32_t)fall;
+		}
 	}
 
 	v = json_object_get(obj, "replicas");
@@ -622,14 +675,27 @@ static json_t *config_to_json(const struct config *c)
 			goto fail;
 		if (json_object_set_new(bs, b->name, o))
 			goto fail;
+		{
+			json_t *ro = json_array();
+			if (json_object_set_new(o, "retry_on", ro) ||
+			    json_object_set_new(o, "retry_budget_percent",
+						json_integer((json_int_t)b->retry_budget_percent)))
+				goto fail;
+			for (unsigned k = 0; k < RETRY_ON_NAMES; k++)
+				if ((b->retry_on & (1u << k)) &&
+				    json_array_append_new(ro, json_string(retry_on_name(k))))
+					goto fail;
+		}
 		for (size_t j = 0; j < b->nreplicas; j++)
 			if (json_object_set_new(reps, b->replicas[j].id,
 						json_string(b->replicas[j].address)))
 				goto fail;
 		if (b->hc_path &&
 		    json_object_set_new(o, "health_check",
-					json_pack("{s:s, s:I}", "path", b->hc_path,
-						  "interval_ms", (json_int_t)b->hc_interval_ms)))
+					json_pack("{s:s, s:I, s:I, s:I}", "path", b->hc_path,
+						  "interval_ms", (json_int_t)b->hc_interval_ms,
+						  "rise", (json_int_t)b->hc_rise,
+						  "fall", (json_int_t)b->hc_fall)))
 			goto fail;
 	}
 	for (size_t i = 0; i < c->nendpoints; i++) {

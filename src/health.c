@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -49,7 +48,6 @@ struct hc_probe {
 	size_t req_len, req_off;
 	char resp[64];          /* start of the answer */
 	size_t got;
-	char reason[96];        /* why the probe failed: "status 503", "timeout", ... */
 };
 
 /* Last probe time per backend, by name, across config changes. */
@@ -83,20 +81,54 @@ static void health_oom(struct health *h, const char *what, const char *backend)
 	h->oom_logged = true;
 }
 
-/* Records the probe's result in the replica state, logs a change (with the
- * reason of a failure), closes the socket, drops the snapshot reference
- * and marks the probe done. ok: 1 healthy, 0 unhealthy (reason set). */
-static void probe_finish(struct hc_probe *pr, int ok)
+const char *health_reason(uint32_t result, char *buf, size_t n)
+{
+	unsigned v = result & 0xffffu;
+
+	switch ((enum health_kind)(result >> 16)) {
+	case HEALTH_NONE: snprintf(buf, n, "not probed yet"); break;
+	case HEALTH_OK: snprintf(buf, n, "ok"); break;
+	case HEALTH_STATUS: snprintf(buf, n, "status %u", v); break;
+	case HEALTH_TIMEOUT: snprintf(buf, n, "timeout"); break;
+	case HEALTH_CONNECT: snprintf(buf, n, "connect: %s", strerror((int)v)); break;
+	case HEALTH_CLOSED: snprintf(buf, n, "closed without answering"); break;
+	case HEALTH_NOT_HTTP: snprintf(buf, n, "not an HTTP/1 answer"); break;
+	case HEALTH_IO: snprintf(buf, n, "i/o: %s", strerror((int)v)); break;
+	case HEALTH_PATH: snprintf(buf, n, "health_check path too long"); break;
+	default: snprintf(buf, n, "unknown"); break;
+	}
+	return buf;
+}
+
+/* Records the probe's result in the replica state and turns it healthy
+ * after rise successes in a row, unhealthy after fall failures in a row
+ * (logging the change, with the reason of a failure); closes the socket,
+ * drops the snapshot reference and marks the probe done. */
+static void probe_finish(struct hc_probe *pr, enum health_kind kind, unsigned value)
 {
 	struct replica_state *st = pr->r->state;
+	uint32_t ok = kind == HEALTH_OK, healthy = atomic_load(&st->healthy);
+	uint32_t result = health_result(kind, value);
+	char why[96];
 
-	if (atomic_exchange(&st->healthy, (uint32_t)ok) != (uint32_t)ok) {
+	/* The streak is this thread's alone: a replica is probed once per
+	 * interval, and a probe ends within half of it. */
+	if (ok)
+		st->hc_streak = st->hc_streak > 0 ? st->hc_streak + 1 : 1;
+	else
+		st->hc_streak = st->hc_streak < 0 ? st->hc_streak - 1 : -1;
+	atomic_store(&st->hc_result, result);
+	if (ok != healthy && (ok ? (uint32_t)st->hc_streak >= pr->b->hc_rise
+				 : (uint32_t)-st->hc_streak >= pr->b->hc_fall)) {
+		atomic_store(&st->healthy, ok);
+		atomic_store(&st->hc_changed_ms, clock_now_ms());
 		if (ok)
-			log_info("replica %s/%s is healthy", pr->b->name,
-				pr->r->id);
+			log_info("replica %s/%s is healthy: %d probes in a row passed", pr->b->name,
+				pr->r->id, st->hc_streak);
 		else
-			log_warn("replica %s/%s is unhealthy (%s)", pr->b->name,
-				pr->r->id, pr->reason);
+			log_warn("replica %s/%s is unhealthy (%s): %d probes in a row failed",
+				pr->b->name, pr->r->id, health_reason(result, why, sizeof(why)),
+				-st->hc_streak);
 	}
 	if (pr->fd >= 0)
 		close(pr->fd);
@@ -106,15 +138,9 @@ static void probe_finish(struct hc_probe *pr, int ok)
 	pr->phase = PROBE_DONE;
 }
 
-__attribute__((format(printf, 2, 3)))
-static void probe_fail(struct hc_probe *pr, const char *fmt, ...)
+static void probe_fail(struct hc_probe *pr, enum health_kind kind, int err)
 {
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(pr->reason, sizeof(pr->reason), fmt, ap);
-	va_end(ap);
-	probe_finish(pr, 0);
+	probe_finish(pr, kind, (unsigned)err);
 }
 
 /* Starts probing replica r of backend b (both in snapshot c, which gets a
@@ -148,11 +174,11 @@ static int probe_start(struct health *h, struct config *c, const struct backend_
 	pr->req_len = n > 0 && (size_t)n < sizeof(pr->req) ? (size_t)n : 0;
 	pr->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (!pr->req_len) {
-		probe_fail(pr, "health_check path too long");
+		probe_fail(pr, HEALTH_PATH, 0);
 		return 0;
 	}
 	if (pr->fd < 0) {
-		probe_fail(pr, "socket: %s", strerror(errno));
+		probe_fail(pr, HEALTH_IO, errno);
 		return 0;
 	}
 	if (connect(pr->fd, (const struct sockaddr *)&r->addr, sizeof(r->addr)) == 0)
@@ -160,7 +186,7 @@ static int probe_start(struct health *h, struct config *c, const struct backend_
 	else if (errno == EINPROGRESS)
 		pr->phase = PROBE_CONNECTING;
 	else
-		probe_fail(pr, "connect: %s", strerror(errno));
+		probe_fail(pr, HEALTH_CONNECT, errno);
 	return 0;
 }
 
@@ -171,17 +197,16 @@ static void probe_judge(struct hc_probe *pr, bool eof)
 	pr->resp[pr->got] = '\0';
 	/* "HTTP/1.x NNN" */
 	if (pr->got >= 12 && strncmp(pr->resp, "HTTP/1.", 7) == 0) {
-		if (pr->resp[9] == '2') {
-			probe_finish(pr, 1);
-			return;
-		}
-		probe_fail(pr, "status %.3s", pr->resp + 9);
+		unsigned st = 0;
+		for (int i = 9; i < 12 && pr->resp[i] >= '0' && pr->resp[i] <= '9'; i++)
+			st = st * 10 + (unsigned)(pr->resp[i] - '0');
+		probe_finish(pr, pr->resp[9] == '2' ? HEALTH_OK : HEALTH_STATUS, st);
 		return;
 	}
 	if (pr->got == 0 && eof)
-		probe_fail(pr, "closed without answering");
+		probe_fail(pr, HEALTH_CLOSED, 0);
 	else
-		probe_fail(pr, "not an HTTP/1 answer");
+		probe_fail(pr, HEALTH_NOT_HTTP, 0);
 }
 
 /* Advances pr on poll revents. */
@@ -193,7 +218,7 @@ static void probe_step(struct hc_probe *pr, short revents)
 		if (getsockopt(pr->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl))
 			soerr = errno;
 		if (soerr) {
-			probe_fail(pr, "connect: %s", strerror(soerr));
+			probe_fail(pr, HEALTH_CONNECT, soerr);
 			return;
 		}
 		pr->phase = PROBE_SENDING;
@@ -207,7 +232,7 @@ static void probe_step(struct hc_probe *pr, short revents)
 					continue;
 				if (errno == EAGAIN || errno == EWOULDBLOCK)
 					return;
-				probe_fail(pr, "send: %s", strerror(errno));
+				probe_fail(pr, HEALTH_IO, errno);
 				return;
 			}
 			pr->req_off += (size_t)n;
@@ -224,7 +249,7 @@ static void probe_step(struct hc_probe *pr, short revents)
 			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 				return;
 			if (n < 0) {
-				probe_fail(pr, "recv: %s", strerror(errno));
+				probe_fail(pr, HEALTH_IO, errno);
 				return;
 			}
 			pr->got += (size_t)n;
@@ -298,7 +323,7 @@ static void health_reap(struct health *h, uint64_t now)
 	for (size_t i = 0; i < h->nprobes; i++) {
 		struct hc_probe *pr = &h->probes[i];
 		if (pr->phase != PROBE_DONE && now >= pr->deadline_ms)
-			probe_fail(pr, "timeout");
+			probe_fail(pr, HEALTH_TIMEOUT, 0);
 		if (pr->phase != PROBE_DONE)
 			h->probes[k++] = *pr;
 	}

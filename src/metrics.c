@@ -40,6 +40,7 @@ void metrics_backend_add(struct backend_sum *sum, struct backend_metrics *bm)
 	for (unsigned i = 0; i < METRICS_REASONS; i++)
 		sum->by_reason[i] += counter_get(&bm->by_reason[i]);
 	sum->retries += counter_get(&bm->retries);
+	sum->retry_budget_exhausted += counter_get(&bm->retry_budget_exhausted);
 	for (unsigned i = 0; i < METRICS_SHADOW_RESULTS; i++)
 		sum->shadow[i] += counter_get(&bm->shadow[i]);
 }

@@ -389,11 +389,20 @@ static void put_backends(struct prom *w, struct proxy *p, const struct config *c
 		}
 	}
 	prom_family(w, "ringroute_retries_total", "counter",
-		    "Requests tried again after a failed attempt (a dead pooled connection, a "
-		    "replica that refused or did not accept the connection).");
+		    "Requests tried again after a failed attempt (a dead pooled connection, or "
+		    "what the backend's retry_on names: a connect failure, a reset before the "
+		    "response, a 503 or 429).");
 	for (size_t i = 0; i < c->nbackends; i++) {
 		l.v[0] = c->backends[i].name;
 		prom_sample_u64(w, "ringroute_retries_total", &l, sums[i].retries);
+	}
+	prom_family(w, "ringroute_retry_budget_exhausted_total", "counter",
+		    "Retries the backend's retry budget (retry_budget_percent) refused: the "
+		    "request got the failure of its last attempt.");
+	for (size_t i = 0; i < c->nbackends; i++) {
+		l.v[0] = c->backends[i].name;
+		prom_sample_u64(w, "ringroute_retry_budget_exhausted_total", &l,
+				sums[i].retry_budget_exhausted);
 	}
 	prom_family(w, "ringroute_shadow_requests_total", "counter",
 		    "Shadow copies to the backend: sent, or why one was dropped or cut.");

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "ringroute/alloc.h"
+#include "ringroute/clock.h"
+#include "ringroute/health.h"
 
 #include "ringroute/http.h"
 #include "ringroute/log.h"
@@ -212,6 +214,29 @@ size_t proxy_sum_endpoints(struct proxy *p, struct endpoint_sum **out)
 	return n;
 }
 
+/* A replica's health ({healthy, reason, for_ms}: the last probe's result
+ * and how long it has been in this state; present with a health check)
+ * and the Retry-After it still serves (retry_after_ms, 0 when none), in
+ * its /v1/stats object ro. */
+static void stats_replica_retry_health(json_t *ro, const struct backend_cfg *b,
+				       struct replica_state *rs)
+{
+	uint64_t now = clock_now_ms(), nb = atomic_load(&rs->not_before_ms);
+	uint64_t changed = atomic_load(&rs->hc_changed_ms);
+	char why[96];
+
+	if (!ro)
+		return;
+	json_object_set_new(ro, "retry_after_ms", json_integer(nb > now ? (json_int_t)(nb - now) : 0));
+	if (!b->hc_path)
+		return;
+	json_object_set_new(ro, "health",
+			    json_pack("{s:b,s:s,s:o}", "healthy", atomic_load(&rs->healthy) != 0,
+				      "reason", health_reason(atomic_load(&rs->hc_result), why, sizeof(why)),
+				      "for_ms", changed ? json_integer((json_int_t)(now - changed))
+							: json_null()));
+}
+
 json_t *proxy_stats_json(struct proxy *p)
 {
 	struct config *c = proxy_config_get(p);
@@ -221,27 +246,33 @@ json_t *proxy_stats_json(struct proxy *p)
 	proxy_sum_shards(p, &sh);
 	for (size_t i = 0; i < c->nbackends; i++) {
 		const struct backend_cfg *b = &c->backends[i];
-		json_t *reps = json_object();
+		json_t *reps = json_object(), *bo;
+		struct backend_sum bsum;
 		for (size_t r = 0; r < b->nreplicas; r++) {
 			struct replica_state *rs = b->replicas[r].state;
 			struct pool_sum ps;
 			uint64_t er = 0;
+			json_t *ro;
 			proxy_sum_replica(p, rs, &ps);
 			for (int k = 0; k < UP_ERR_COUNT; k++)
 				er += ps.errors[k];
-			json_object_set_new(
-				reps, b->replicas[r].id,
-				json_pack("{s:s,s:I,s:I,s:I,s:b,s:b}", "address", b->replicas[r].address,
-					  "ongoing", (json_int_t)atomic_load(&rs->ongoing), "requests",
-					  (json_int_t)ps.requests, "errors", (json_int_t)er, "healthy",
-					  atomic_load(&rs->healthy) != 0, "draining",
-					  atomic_load(&rs->draining) != 0));
+			ro = json_pack("{s:s,s:I,s:I,s:I,s:b,s:b}", "address", b->replicas[r].address,
+				       "ongoing", (json_int_t)atomic_load(&rs->ongoing), "requests",
+				       (json_int_t)ps.requests, "errors", (json_int_t)er, "healthy",
+				       atomic_load(&rs->healthy) != 0, "draining",
+				       atomic_load(&rs->draining) != 0);
+			stats_replica_retry_health(ro, b, rs);
+			json_object_set_new(reps, b->replicas[r].id, ro);
 		}
-		json_object_set_new(bes, b->name,
-				    json_pack("{s:I,s:I,s:o}", "queued",
-					      (json_int_t)atomic_load(&b->state->queued),
-					      "max_ongoing_requests", (json_int_t)b->max_ongoing,
-					      "replicas", reps));
+		proxy_sum_backend(p, b->state, &bsum);
+		bo = json_pack("{s:I,s:I,s:o}", "queued", (json_int_t)atomic_load(&b->state->queued),
+			       "max_ongoing_requests", (json_int_t)b->max_ongoing, "replicas", reps);
+		if (bo) {
+			json_object_set_new(bo, "retries", json_integer((json_int_t)bsum.retries));
+			json_object_set_new(bo, "retry_budget_exhausted",
+					    json_integer((json_int_t)bsum.retry_budget_exhausted));
+		}
+		json_object_set_new(bes, b->name, bo);
 	}
 	{
 		struct endpoint_sum *sums;

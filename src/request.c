@@ -39,6 +39,7 @@ _Static_assert(REQ_R_COUNT <= METRICS_REASONS, "metrics by_reason is too small")
 
 static int req_start_upstream(struct shard *s, struct request *req, int fresh);
 static void req_cut_upstream(struct shard *s, struct request *req);
+static void retry_fire(struct timer *t, void *ctx);
 
 const char *req_reason_name(enum req_reason r)
 {
@@ -63,6 +64,7 @@ struct request *req_new(struct shard *s, const struct req_client_ops *ops, void 
 	req->t_start_us = clock_now_us();
 	queue_entry_init(&req->qe);
 	list_init(&req->shadows);
+	timer_init(&req->retry_timer, retry_fire);
 	counter_add(&s->metrics.requests, 1);
 	return req;
 }
@@ -161,6 +163,32 @@ static void count_retry(struct shard *s, struct request *req)
 		counter_add(&bm->retries, 1);
 }
 
+/* A retry of req was refused by its backend's retry budget. */
+static void count_budget_exhausted(struct shard *s, struct request *req)
+{
+	struct backend_metrics *bm = registry_backend_metrics(req->be->state, s->id);
+
+	if (bm)
+		counter_add(&bm->retry_budget_exhausted, 1);
+}
+
+/* The retry budget counts req in flight on bs from now until it ends. */
+static void budget_enter(struct request *req, struct backend_state *bs)
+{
+	req->budget_bs = bs;
+	atomic_fetch_add_explicit(&bs->inflight, 1, memory_order_relaxed);
+}
+
+static void budget_leave(struct request *req)
+{
+	if (!req->budget_bs)
+		return;
+	if (req->flags & REQ_F_RETRYING)
+		retry_budget_put(req->budget_bs);
+	atomic_fetch_sub_explicit(&req->budget_bs->inflight, 1, memory_order_relaxed);
+	req->budget_bs = NULL;
+}
+
 /* The access log line of req, which ends now. */
 static void req_log(struct shard *s, struct request *req)
 {
@@ -231,7 +259,9 @@ static void req_end(struct shard *s, struct request *req)
 	req_cut_upstream(s, req);
 	shadow_detach(&req->shadows);
 	req_unqueue(s, req);
+	timer_cancel(&s->tw, &req->retry_timer);
 	release_slot(s, req);
+	budget_leave(req);
 	req_record(s, req);
 	req_log(s, req);
 	retry_free(s, req);
@@ -351,6 +381,7 @@ void req_start(struct shard *s, struct request *req, const struct req_info *ri)
 	req->is_head = ri->is_head;
 	req->http10 = ri->http10;
 	req->expect_continue = ri->expect_continue;
+	req->idempotent = retry_idempotent(ri->method);
 	ep = router_match(req->cfg, ri->url, ri->url_len, ri->method, &status);
 	req->ep = ep;
 	if (ep) /* a 405 too: it counts under the endpoint it matched */
@@ -386,6 +417,7 @@ void req_start(struct shard *s, struct request *req, const struct req_info *ri)
 	u = req->shard_key ? router_key_unit(req->shard_key, req->shard_key_len)
 			   : router_rand_unit(&s->rng);
 	req->be = router_pick_weighted(ep->traffic, ep->ntraffic, u);
+	budget_enter(req, req->be->state);
 	if (ep->nshadow)
 		shadow_start(s, &req->shadows, req->cfg, ep, req->head.p, req->head.len,
 			     req->is_head);
@@ -544,11 +576,39 @@ void req_shard_init(struct shard *s)
 
 /* ---- the replica's side: struct upstream_events of a request ---- */
 
+/* A 503 or 429 from req's replica: its Retry-After keeps the replica out
+ * of the choice for that long (router_replica_up), whether or not req is
+ * retried. */
+static void note_retry_after(struct request *req, const struct resp_head *rh)
+{
+	const struct http_hdr *h = rh->hd ? http_head_find(rh->hd, "retry-after") : NULL;
+	uint32_t secs;
+
+	if (!h || !req->rs)
+		return;
+	secs = retry_after_seconds(http_hdr_value(rh->hd, h), h->value_len);
+	if (secs)
+		atomic_store_explicit(&req->rs->not_before_ms, clock_now_ms() + secs * 1000ull,
+				      memory_order_relaxed);
+}
+
+static int req_retry_other(struct shard *s, struct request *req);
+
 static int req_up_head(struct shard *s, void *owner, const struct resp_head *rh)
 {
 	struct request *req = owner;
 	int mode;
 
+	if (rh->status == 503 || rh->status == 429) {
+		note_retry_after(req, rh);
+		/* Retried: this head is never forwarded, and the connection,
+		 * with the rest of the answer, is dropped. */
+		if (!(req->flags & REQ_F_RESP_BEGUN) &&
+		    retry_decide(req, rh->status == 503 ? RETRY_CAUSE_503 : RETRY_CAUSE_429, 0) ==
+			    RETRY_OTHER &&
+		    req_retry_other(s, req))
+			return -1;
+	}
 	req->t_first_us = clock_now_us();
 	retry_forbid(s, req); /* a retry is no longer possible */
 	req->status = rh->status;
@@ -607,13 +667,61 @@ static enum req_reason failure_reason(enum up_failure f)
 	return REQ_R_UPSTREAM_RESET;
 }
 
+static enum retry_cause failure_cause(enum up_failure f)
+{
+	switch (f) {
+	case UP_FAIL_CONNECT: return RETRY_CAUSE_CONNECT;
+	case UP_FAIL_RESET: return RETRY_CAUSE_RESET;
+	case UP_FAIL_TIMEOUT: return RETRY_CAUSE_TIMEOUT;
+	case UP_FAIL_BAD_RESPONSE: case UP_FAIL_NO_MEMORY: break;
+	}
+	return RETRY_CAUSE_OTHER;
+}
+
+/* The backoff before req's retry ended: dispatch it (the dispatch may
+ * queue req, or end it: only a started request is touched again). */
+static void retry_fire(struct timer *t, void *ctx)
+{
+	struct shard *s = ctx;
+	struct request *req = container_of(t, struct request, retry_timer);
+
+	if (req_dispatch(s, req, 0) && req->up)
+		body_room(s, req);
+}
+
+/* Try req on another replica after its attempt failed, if its backend's
+ * retry budget has room (a request takes one share of it at its first
+ * retry and keeps it until it ends). Returns 1: the attempt's slot is
+ * released and the retry waits for its backoff (retry_fire); 0: refused
+ * and counted, nothing changed, the caller answers the failure. */
+static int req_retry_other(struct shard *s, struct request *req)
+{
+	if (!(req->flags & REQ_F_RETRYING)) {
+		if (!req->budget_bs ||
+		    !retry_budget_take(req->budget_bs, req->be->retry_budget_percent)) {
+			count_budget_exhausted(s, req);
+			return 0;
+		}
+		req->flags |= REQ_F_RETRYING;
+	}
+	if (req->ridx >= 0 && req->ridx < 64)
+		req->tried_mask |= 1ull << req->ridx;
+	req_cut_upstream(s, req);
+	release_slot(s, req);
+	req->tries++;
+	count_retry(s, req);
+	timer_arm(&s->tw, &req->retry_timer, retry_backoff_ms(&s->rng, req->tries));
+	return 1;
+}
+
 static void req_up_failed(struct shard *s, void *owner, enum up_failure f, int reused)
 {
 	struct request *req = owner;
 	enum retry_action act;
 
 	req->up = NULL;
-	act = (req->flags & REQ_F_RESP_BEGUN) ? RETRY_NONE : retry_decide(req, f, reused);
+	act = (req->flags & REQ_F_RESP_BEGUN) ? RETRY_NONE
+					       : retry_decide(req, failure_cause(f), reused);
 	if (act == RETRY_FRESH) {
 		req->flags |= REQ_F_FRESH_DONE;
 		if (req_start_upstream(s, req, 1) == 0) {
@@ -621,20 +729,11 @@ static void req_up_failed(struct shard *s, void *owner, enum up_failure f, int r
 			body_room(s, req);
 			return;
 		}
-		act = retry_decide(req, UP_FAIL_CONNECT, 0);
+		act = retry_decide(req, RETRY_CAUSE_CONNECT, 0);
 	}
-	if (req->ridx >= 0 && req->ridx < 64)
-		req->tried_mask |= 1ull << req->ridx;
-	release_slot(s, req);
-	if (act == RETRY_OTHER) {
-		req->tries++;
-		count_retry(s, req);
-		/* The dispatch may queue req, or end it (queue full): only a
-		 * started request is touched again. */
-		if (req_dispatch(s, req, 0) && req->up)
-			body_room(s, req);
+	if (act == RETRY_OTHER && req_retry_other(s, req))
 		return;
-	}
+	release_slot(s, req);
 	if (f == UP_FAIL_TIMEOUT)
 		req_fail(s, req, 504, REQ_R_UPSTREAM_TIMEOUT, "replica timed out");
 	else if (f == UP_FAIL_BAD_RESPONSE)

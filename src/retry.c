@@ -5,6 +5,7 @@
 
 #include "ringroute/alloc.h"
 #include "ringroute/bufring.h"
+#include "ringroute/router.h"
 #include "ringroute/shard.h"
 
 static void replay_clear(struct shard *s, struct request *req)
@@ -62,20 +63,103 @@ forbid:
 	retry_forbid(s, req);
 }
 
-enum retry_action retry_decide(const struct request *req, enum up_failure f, int reused)
-{
-	int replayable = !(req->flags & REQ_F_NO_REPLAY);
+static const char *const retry_on_names[RETRY_ON_NAMES] = {
+	"connect-failure", "reset-before-response", "503", "429",
+};
 
-	if (!replayable)
+const char *retry_on_name(unsigned i)
+{
+	return i < RETRY_ON_NAMES ? retry_on_names[i] : NULL;
+}
+
+int retry_idempotent(unsigned method)
+{
+	switch (method) {
+	case HTTP_GET: case HTTP_HEAD: case HTTP_OPTIONS: case HTTP_TRACE:
+	case HTTP_PUT: case HTTP_DELETE:
+		return 1;
+	}
+	return 0;
+}
+
+enum retry_action retry_decide(const struct request *req, enum retry_cause c, int reused)
+{
+	static const uint32_t bit[] = {
+		[RETRY_CAUSE_CONNECT] = RETRY_ON_CONNECT,
+		[RETRY_CAUSE_RESET] = RETRY_ON_RESET,
+		[RETRY_CAUSE_503] = RETRY_ON_503,
+		[RETRY_CAUSE_429] = RETRY_ON_429,
+		[RETRY_CAUSE_TIMEOUT] = 0,
+		[RETRY_CAUSE_OTHER] = 0,
+	};
+
+	if (req->flags & REQ_F_NO_REPLAY)
 		return RETRY_NONE;
 	/* A pooled keep-alive connection died under us before answering: the
-	 * replica probably closed it while idle. Once more, fresh. */
-	if (reused && f != UP_FAIL_TIMEOUT && !(req->flags & REQ_F_FRESH_DONE) && req->rs)
+	 * replica probably closed it while idle, and never saw the request.
+	 * Once more, fresh, whatever the method and retry_on. */
+	if (reused && c != RETRY_CAUSE_TIMEOUT && !(req->flags & REQ_F_FRESH_DONE) && req->rs)
 		return RETRY_FRESH;
-	/* The replica never got the request: another one may take it. A
-	 * failure after a fresh connection took it is not retried (it may
-	 * have run). */
-	if (f == UP_FAIL_CONNECT && req->be && req->tries < req->be->retries)
-		return RETRY_OTHER;
-	return RETRY_NONE;
+	if (!req->be || req->tries >= req->be->retries || !(req->be->retry_on & bit[c]))
+		return RETRY_NONE;
+	/* A fresh connection that took the request and closed may have run
+	 * it: only a method that may run twice is sent again. */
+	if (c == RETRY_CAUSE_RESET && !req->idempotent)
+		return RETRY_NONE;
+	return RETRY_OTHER;
+}
+
+int retry_budget_allows(uint32_t retrying, uint32_t inflight, uint32_t pct)
+{
+	uint64_t cap = (uint64_t)inflight * pct / 100u;
+
+	if (cap < RETRY_BUDGET_FLOOR)
+		cap = RETRY_BUDGET_FLOOR;
+	return retrying < cap;
+}
+
+int retry_budget_take(struct backend_state *bs, uint32_t pct)
+{
+	uint32_t r = atomic_load_explicit(&bs->retrying, memory_order_relaxed);
+
+	do {
+		if (!retry_budget_allows(r, atomic_load_explicit(&bs->inflight, memory_order_relaxed),
+					 pct))
+			return 0;
+	} while (!atomic_compare_exchange_weak_explicit(&bs->retrying, &r, r + 1,
+							memory_order_relaxed,
+							memory_order_relaxed));
+	return 1;
+}
+
+void retry_budget_put(struct backend_state *bs)
+{
+	atomic_fetch_sub_explicit(&bs->retrying, 1, memory_order_relaxed);
+}
+
+uint32_t retry_backoff_ms(uint64_t *rng, uint32_t attempt)
+{
+	uint32_t span = RETRY_BACKOFF_BASE_MS * (attempt ? attempt : 1);
+
+	return span / 2 + (uint32_t)(router_rand(rng) % (span - span / 2 + 1));
+}
+
+uint32_t retry_after_seconds(const char *v, size_t n)
+{
+	uint64_t x = 0;
+	size_t i = 0;
+
+	while (i < n && (v[i] == ' ' || v[i] == '\t'))
+		i++;
+	while (n > i && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
+	if (i == n)
+		return 0;
+	for (; i < n; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return 0;
+		if (x < RETRY_AFTER_MAX_S)
+			x = x * 10 + (uint64_t)(v[i] - '0');
+	}
+	return x > RETRY_AFTER_MAX_S ? RETRY_AFTER_MAX_S : (uint32_t)x;
 }

@@ -34,6 +34,16 @@ struct replica_state {
 	/* cold part */
 	char *key;                  /* "backend/id@host:port" (registry key) */
 	struct sockaddr_in addr;
+	/* Retry-After of its last 503/429 (request.c): no new requests before
+	 * this clock_now_ms(); 0 when none. Cold: read only while choosing. */
+	_Atomic uint64_t not_before_ms;
+	/* Health checks (health.c writes, the stats read): the last probe's
+	 * result (health_result(), health_reason() reads it), when healthy
+	 * last changed (clock_now_ms(), 0: never), and the probes in a row
+	 * that agreed (> 0 successes, < 0 failures; the checker's only). */
+	_Atomic uint32_t hc_result;
+	_Atomic uint64_t hc_changed_ms;
+	int32_t hc_streak;
 	/* Created lazily by each shard (release store); the control thread
 	 * reads them for stats (acquire load). */
 	_Atomic(struct upstream_pool *) pools[RR_MAX_SHARDS];
@@ -47,6 +57,9 @@ struct backend_state {
 	_Atomic uint64_t oldest_ns[RR_MAX_SHARDS]; /* enqueue time of each shard's oldest waiter */
 	_Atomic uint32_t queued;                /* total queued, for max_queued_requests */
 	_Atomic uint32_t refs;
+	/* The retry budget (retry.h), process-wide: requests routed to this
+	 * backend not yet ended, and those of them that were retried. */
+	_Atomic uint32_t inflight, retrying;
 	/* Each shard's counters for this backend, made by the shard on first
 	 * use (release store, registry_backend_metrics); the control thread
 	 * sums them for /metrics (acquire load). */
@@ -101,9 +114,12 @@ struct backend_cfg {
 	uint32_t connect_timeout_ms;
 	uint32_t request_timeout_ms;
 	uint32_t retries;
+	uint32_t retry_on;            /* RETRY_ON_* bits (retry.h) */
+	uint32_t retry_budget_percent; /* 0..100 */
 	enum backend_policy policy;
 	char *hc_path;                /* NULL: no health check */
 	uint32_t hc_interval_ms;
+	uint32_t hc_rise, hc_fall;    /* probes in a row that turn it healthy, unhealthy */
 	size_t nreplicas;
 	struct replica_cfg *replicas;
 	struct backend_state *state;  /* referenced */

@@ -69,12 +69,14 @@ void metrics_endpoint_add(struct endpoint_sum *sum, struct endpoint_metrics *em)
 struct backend_metrics {
 	counter_t by_reason[METRICS_REASONS]; /* requests routed to it, by enum req_reason */
 	counter_t retries;          /* attempts made again after a failed one */
+	counter_t retry_budget_exhausted; /* retries the retry budget refused */
 	counter_t shadow[METRICS_SHADOW_RESULTS]; /* shadow copies to it, by enum shadow_result */
 };
 
 struct backend_sum {
 	uint64_t by_reason[METRICS_REASONS];
 	uint64_t retries;
+	uint64_t retry_budget_exhausted;
 	uint64_t shadow[METRICS_SHADOW_RESULTS];
 };
 

@@ -71,6 +71,7 @@ enum {
 	REQ_F_RESP_BEGUN  = 1u << 4, /* the response head went to the client */
 	REQ_F_ENDED       = 1u << 5, /* in req_end: nothing may start again */
 	REQ_F_OWN_ANSWER  = 1u << 6, /* ringroute answered it itself (req_fail before any response) */
+	REQ_F_RETRYING    = 1u << 7, /* holds one retry of its backend's budget (retry.h) */
 };
 
 /* An X-Request-Id a client sends is kept when it is 1..REQ_ID_MAX visible
@@ -129,7 +130,7 @@ struct request {
 	struct replica_state *rs;     /* slot held on it while non-NULL */
 	struct upstream *up;
 	uint32_t flags;               /* REQ_F_* */
-	uint32_t tries;               /* replicas tried after a connect failure */
+	uint32_t tries;               /* tries on another replica (retry_decide) */
 	uint64_t tried_mask;          /* replica indexes already tried */
 	uint64_t t_start_us, t_first_us;
 	struct queue_entry qe;        /* in its backend's queue while waiting */
@@ -148,6 +149,11 @@ struct request {
 	bool is_head;                 /* HEAD: the response has no body */
 	bool http10;
 	bool expect_continue;         /* the client sent Expect: 100-continue */
+	bool idempotent;              /* its method may be sent twice (retry_idempotent) */
+	/* The retry budget: the backend it is counted in flight on (its
+	 * inflight, and retrying with REQ_F_RETRYING) until it ends. */
+	struct backend_state *budget_bs;
+	struct timer retry_timer;     /* the backoff before a retry on another replica */
 	/* What the access log says of it (req_note; req_log in request.c). */
 	const char *peer_ip;          /* the client's address: the protocol's connection's,
 	                               * which outlives its requests */

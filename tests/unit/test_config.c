@@ -27,6 +27,7 @@ static const char full_doc[] =
 	"    \"resnet-v1\": {\n"
 	"      \"max_ongoing_requests\": 4, \"max_queued_requests\": 10, \"queue_timeout_ms\": 0,\n"
 	"      \"connect_timeout_ms\": 50, \"request_timeout_ms\": 700, \"retries\": 0,\n"
+	"      \"retry_on\": [\"503\", \"connect-failure\"], \"retry_budget_percent\": 50,\n"
 	"      \"policy\": \"p2c\",\n"
 	"      \"health_check\": {\"path\": \"/-/healthz\", \"interval_ms\": 500},\n"
 	"      \"replicas\": {\"r2\": \"127.0.0.1:9002\", \"r1\": \"127.0.0.1:9001\"}\n"
@@ -226,6 +227,19 @@ static void test_semantic_errors(void **state)
 		  "routes.json: backends.b.health_check.interval: unknown key");
 	parse_err("{\"backends\": {\"b\": {\"health_check\": {\"path\": \"/h\\r\\nX: y\"}}}, \"endpoints\": {}}",
 		  "~routes.json: backends.b.health_check.path: ");
+	/* the retry policy and health thresholds */
+	parse_err("{\"backends\": {\"b\": {\"retry_on\": \"503\"}}, \"endpoints\": {}}",
+		  "~routes.json: backends.b.retry_on: must be an array of ");
+	parse_err("{\"backends\": {\"b\": {\"retry_on\": [\"503\", \"500\"]}}, \"endpoints\": {}}",
+		  "~routes.json: backends.b.retry_on: element 1: must be \"connect-failure\"");
+	parse_err("{\"backends\": {\"b\": {\"retry_on\": [\"429\", \"429\"]}}, \"endpoints\": {}}",
+		  "routes.json: backends.b.retry_on: element 1: \"429\" named twice");
+	parse_err("{\"backends\": {\"b\": {\"retry_budget_percent\": 101}}, \"endpoints\": {}}",
+		  "routes.json: backends.b.retry_budget_percent: must be an integer <= 100");
+	parse_err("{\"backends\": {\"b\": {\"health_check\": {\"path\": \"/h\", \"rise\": 0}}}, \"endpoints\": {}}",
+		  "routes.json: backends.b.health_check.rise: must be an integer >= 1");
+	parse_err("{\"backends\": {\"b\": {\"health_check\": {\"path\": \"/h\", \"fall\": 101}}}, \"endpoints\": {}}",
+		  "routes.json: backends.b.health_check.fall: must be an integer <= 100");
 	parse_err("{\"backends\": {\"b/c\": {}}, \"endpoints\": {}}",
 		  "~routes.json: backends.b/c: backend name must be non-empty");
 
@@ -351,11 +365,15 @@ static void assert_config_equal(const struct config *a, const struct config *b)
 		assert_int_equal(x->connect_timeout_ms, y->connect_timeout_ms);
 		assert_int_equal(x->request_timeout_ms, y->request_timeout_ms);
 		assert_int_equal(x->retries, y->retries);
+		assert_int_equal(x->retry_on, y->retry_on);
+		assert_int_equal(x->retry_budget_percent, y->retry_budget_percent);
 		assert_int_equal(x->policy, y->policy);
 		assert_int_equal(!x->hc_path, !y->hc_path);
 		if (x->hc_path) {
 			assert_string_equal(x->hc_path, y->hc_path);
 			assert_int_equal(x->hc_interval_ms, y->hc_interval_ms);
+			assert_int_equal(x->hc_rise, y->hc_rise);
+			assert_int_equal(x->hc_fall, y->hc_fall);
 		}
 		assert_int_equal(x->nreplicas, y->nreplicas);
 		for (size_t j = 0; j < x->nreplicas; j++) {
@@ -403,9 +421,12 @@ static void test_round_trip(void **state)
 	/* defaults are written out, absent optionals are not */
 	assert_non_null(strstr(a->json, "\"shadow-b\":{\"connect_timeout_ms\":1000,\"max_ongoing_requests\":100,"
 					"\"max_queued_requests\":1024,\"policy\":\"p2c\",\"queue_timeout_ms\":5000,"
-					"\"replicas\":{},\"request_timeout_ms\":60000,\"retries\":2}"));
+					"\"replicas\":{},\"request_timeout_ms\":60000,\"retries\":2,"
+					"\"retry_budget_percent\":20,"
+					"\"retry_on\":[\"connect-failure\",\"reset-before-response\"]}"));
 	assert_non_null(strstr(a->json, "\"methods\":[\"POST\",\"PUT\"]"));
-	assert_non_null(strstr(a->json, "\"health_check\":{\"interval_ms\":500,\"path\":\"/-/healthz\"}"));
+	assert_non_null(strstr(a->json, "\"retry_budget_percent\":50,\"retry_on\":[\"connect-failure\",\"503\"]"));
+	assert_non_null(strstr(a->json, "\"health_check\":{\"fall\":3,\"interval_ms\":500,\"path\":\"/-/healthz\",\"rise\":2}"));
 	assert_non_null(strstr(a->json, "\"max_body_bytes\":67108864"));
 	assert_null(strchr(a->json, '\n'));
 	config_unref(b);
@@ -420,6 +441,7 @@ static void test_round_trip(void **state)
 		" \"backends\": {\"shadow-b\": {},"
 		"  \"resnet-v1\": {\"replicas\": {\"r1\": \"127.0.0.1:9001\", \"r2\": \"127.0.0.1:9002\"},"
 		"   \"health_check\": {\"interval_ms\": 500, \"path\": \"/-/healthz\"}, \"retries\": 0,"
+		"   \"retry_budget_percent\": 50, \"retry_on\": [\"connect-failure\", \"503\"],"
 		"   \"request_timeout_ms\": 700, \"connect_timeout_ms\": 50, \"queue_timeout_ms\": 0,"
 		"   \"max_queued_requests\": 10, \"max_ongoing_requests\": 4},"
 		"  \"resnet-v2\": {\"replicas\": {\"r1\": \"localhost:9101\"}, \"policy\": \"round_robin\","

@@ -62,8 +62,10 @@ static uint16_t closed_port(void)
 }
 
 /* A snapshot with backend "b" probing "/h" every interval_ms, replicas
- * r0..r<n-1> on ports[]. */
-static struct config *make_config(const uint16_t *ports, size_t n, unsigned interval_ms)
+ * r0..r<n-1> on ports[], turning on the first probe that says so. */
+#define make_config(ports, n, interval_ms) make_config_rf(ports, n, interval_ms, 1, 1)
+static struct config *make_config_rf(const uint16_t *ports, size_t n, unsigned interval_ms,
+				     unsigned rise, unsigned fall)
 {
 	char doc[2048], err[512];
 	struct config *c = NULL;
@@ -71,8 +73,8 @@ static struct config *make_config(const uint16_t *ports, size_t n, unsigned inte
 
 	off = (size_t)snprintf(doc, sizeof(doc),
 			       "{\"backends\": {\"b\": {\"health_check\": {\"path\": \"/h\", "
-			       "\"interval_ms\": %u}, \"replicas\": {",
-			       interval_ms);
+			       "\"interval_ms\": %u, \"rise\": %u, \"fall\": %u}, \"replicas\": {",
+			       interval_ms, rise, fall);
 	for (size_t i = 0; i < n; i++)
 		off += (size_t)snprintf(doc + off, sizeof(doc) - off, "%s\"r%zu\": \"127.0.0.1:%u\"",
 					i ? ", " : "", i, (unsigned)ports[i]);
@@ -262,12 +264,78 @@ static void test_status_decides(void **state)
 	close(lfd);
 }
 
+/* rise 2, fall 3: a replica that fails now and then stays in; fall
+ * failures in a row take it out, and only rise successes in a row bring
+ * it back. The last probe's reason is kept whatever the state. */
+static void test_rise_and_fall(void **state)
+{
+	/* 1: a success, 0: a 503 */
+	static const struct {
+		int ok, healthy;
+		const char *reason;
+	} steps[] = {
+		{0, 1, "status 503"}, {0, 1, "status 503"}, {1, 1, "ok"},  /* flapping: in */
+		{0, 1, "status 503"}, {0, 1, "status 503"}, {0, 0, "status 503"}, /* fall */
+		{1, 0, "ok"}, {0, 0, "status 503"}, {1, 0, "ok"}, {1, 1, "ok"}, /* rise */
+	};
+	uint16_t port;
+	int lfd = listener(&port);
+	struct config *c = make_config_rf(&port, 1, 1000, 2, 3);
+	struct replica_state *rs = c->backends[0].replicas[0].state;
+	struct health h;
+	char why[96];
+	(void)state;
+
+	health_init_test(&h);
+	assert_int_equal(atomic_load(&rs->hc_result), 0);
+	assert_string_equal(health_reason(atomic_load(&rs->hc_result), why, sizeof(why)),
+			    "not probed yet");
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+		static const char bad[] = "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n";
+		struct capture cap;
+		char out[1024];
+		int fd;
+
+		capture_start(&cap);
+		if (h.nslots)
+			h.slots[0].last_ms = 0; /* due again */
+		health_round(&h, c, clock_now_ms());
+		fd = accept(lfd, NULL, NULL);
+		assert_true(fd >= 0);
+		if (steps[i].ok)
+			assert_int_equal(write(fd, ok, sizeof(ok) - 1), (ssize_t)sizeof(ok) - 1);
+		else
+			assert_int_equal(write(fd, bad, sizeof(bad) - 1), (ssize_t)sizeof(bad) - 1);
+		close(fd);
+		run_probes(&h, 2000);
+		capture_end(&cap, out, sizeof(out));
+		if ((int)atomic_load(&rs->healthy) != steps[i].healthy)
+			fail_msg("step %zu: healthy %u, want %d", i, atomic_load(&rs->healthy),
+				 steps[i].healthy);
+		assert_string_equal(health_reason(atomic_load(&rs->hc_result), why, sizeof(why)),
+				    steps[i].reason);
+		/* Only the changes are logged, with how many probes agreed. */
+		if (i == 5 && !strstr(out, "replica b/r0 is unhealthy (status 503): 3 probes in a row failed"))
+			fail_msg("step %zu: %s", i, out);
+		if (i == 9 && !strstr(out, "replica b/r0 is healthy: 2 probes in a row passed"))
+			fail_msg("step %zu: %s", i, out);
+		if (i != 5 && i != 9 && strstr(out, "replica b/r0"))
+			fail_msg("step %zu logged: %s", i, out);
+	}
+	assert_true(atomic_load(&rs->hc_changed_ms) > 0);
+	health_fini_test(&h);
+	config_unref(c);
+	close(lfd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_strdup_failure_skips_backend),
 		cmocka_unit_test(test_probes_are_concurrent),
 		cmocka_unit_test(test_status_decides),
+		cmocka_unit_test(test_rise_and_fall),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -250,6 +250,27 @@ static void up_respond(struct shard *s, struct request *req, int status)
 	up_respond_on(s, req->up, status);
 }
 
+/* The backoff before req's retry on another replica ends now (as the
+ * shard's timer wheel would fire it, RETRY_BACKOFF_BASE_MS later). */
+static void backoff_ends(struct shard *s, struct request *req)
+{
+	assert_true(timer_armed(&req->retry_timer));
+	assert_null(req->up);
+	assert_null(req->rs); /* no slot held while it waits */
+	timer_cancel(&s->tw, &req->retry_timer);
+	retry_fire(&req->retry_timer, s);
+}
+
+/* A final head with status and no body, which the owner may refuse (a
+ * retried 503 / 429: then the upstream is aborted, -1). */
+static int up_head_only(struct shard *s, struct request *req, int status)
+{
+	struct resp_head rh = {.status = status};
+
+	assert_non_null(req->up);
+	return req->up->ev->on_head(s, req, &rh);
+}
+
 /* An interim head. Returns the owner's on_interim result. */
 static int up_interim(struct shard *s, struct request *req, int status)
 {
@@ -393,7 +414,11 @@ static const char doc[] =
 	"              \"replicas\": {\"r1\": \"127.0.0.1:9201\", \"r2\": \"127.0.0.1:9202\"}},"
 	"  \"one\": {\"max_ongoing_requests\": 1, \"max_queued_requests\": 1,"
 	"           \"replicas\": {\"r1\": \"127.0.0.1:9301\"}},"
-	"  \"sb\": {\"replicas\": {\"r1\": \"127.0.0.1:9501\"}}"
+	"  \"sb\": {\"replicas\": {\"r1\": \"127.0.0.1:9501\"}},"
+	"  \"st\": {\"max_ongoing_requests\": 8, \"retries\": 2, \"retry_on\": [\"503\", \"429\"],"
+	"          \"retry_budget_percent\": 0, \"policy\": \"round_robin\","
+	"          \"replicas\": {\"r1\": \"127.0.0.1:9601\", \"r2\": \"127.0.0.1:9602\","
+	"                       \"r3\": \"127.0.0.1:9603\"}}"
 	"},"
 	" \"endpoints\": {"
 	"  \"x\": {\"route\": \"/x\", \"methods\": [\"GET\", \"POST\"], \"max_body_bytes\": 10,"
@@ -401,6 +426,7 @@ static const char doc[] =
 	"  \"t\": {\"route\": \"/t\", \"traffic\": {\"tight\": 1}},"
 	"  \"t2\": {\"route\": \"/t2\", \"traffic\": {\"tight2\": 1}},"
 	"  \"o\": {\"route\": \"/o\", \"traffic\": {\"one\": 1}},"
+	"  \"st\": {\"route\": \"/st\", \"traffic\": {\"st\": 1}},"
 	"  \"sh\": {\"route\": \"/sh\", \"traffic\": {\"b\": 1}, \"shadow\": {\"sb\": 1}}"
 	" }}";
 
@@ -733,7 +759,11 @@ static void test_connect_retry_other_then_502(void **state)
 	assert_non_null(req);
 	assert_int_equal(up.starts, 1);
 	up_fail(f->s, req, UP_FAIL_CONNECT, 0);
-	/* Retried on the other replica, and the client may send its body. */
+	/* Retried on the other replica after the backoff, and the client may
+	 * send its body. */
+	assert_int_equal(up.starts, 1);
+	assert_int_equal(ongoing(f, "b", up.ridx[0]), 0);
+	backoff_ends(f->s, req);
 	assert_int_equal(up.starts, 2);
 	assert_int_not_equal(up.ridx[1], up.ridx[0]);
 	assert_int_equal(up.fresh[1], 0);
@@ -755,7 +785,8 @@ static void test_dead_pooled_connection_retried_fresh(void **state)
 {
 	struct fx *f = *state;
 	struct client c;
-	struct request *req = start(f, &c, GET("/x"));
+	/* POST: a reset of the fresh connection is not retried elsewhere. */
+	struct request *req = start(f, &c, "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
 
 	assert_non_null(req);
 	up_fail(f->s, req, UP_FAIL_RESET, 1);
@@ -862,6 +893,7 @@ static void test_defect_a_retry_queue_full(void **state)
 	assert_true(queue_entry_queued(&c.req->qe));
 
 	up_fail(f->s, a.req, UP_FAIL_CONNECT, 0);
+	backoff_ends(f->s, a.req);
 	assert_failed_once(&a, 503);
 	assert_int_equal(by_reason(f, REQ_R_QUEUE_FULL), 1);
 	assert_int_equal(up.starts, 2);
@@ -892,6 +924,7 @@ static void test_defect_b_retry_start_fails(void **state)
 	ra = up.ridx[0];
 	up.start_rets[up.nscript] = -EMFILE; /* the next start */
 	up_fail(f->s, a.req, UP_FAIL_CONNECT, 0);
+	backoff_ends(f->s, a.req);
 	assert_int_equal(up.starts, 3);
 	assert_failed_once(&a, 502);
 	assert_int_equal(by_reason(f, REQ_R_UPSTREAM_CONNECT_FAILED), 1);
@@ -916,6 +949,7 @@ static void test_defect_b_queued_retry_start_fails(void **state)
 	rb = up.ridx[1];
 	assert_non_null(start(f, &c, GET("/t2"))); /* queued */
 	up_fail(f->s, a.req, UP_FAIL_CONNECT, 0);
+	backoff_ends(f->s, a.req);
 	/* max_queued_requests 2: a waits behind c. */
 	assert_non_null(a.req);
 	assert_string_equal(a.log, "");
@@ -1052,6 +1086,7 @@ static void test_keyed_retry_other_replica(void **state)
 		req = start(f, &c, head);
 		assert_non_null(req);
 		up_fail(f->s, req, UP_FAIL_CONNECT, 0);
+		backoff_ends(f->s, req);
 		assert_int_equal(up.starts, 2);
 		same += up.ridx[1] == up.ridx[0];
 		req_abandon(f->s, c.req, REQ_R_CLIENT_ABORT);
@@ -1059,6 +1094,169 @@ static void test_keyed_retry_other_replica(void **state)
 	if (same)
 		fail_msg("%d of 8 keyed connect-failure retries went back to the failed "
 			 "replica while the other one was free", same);
+}
+
+/* ---- retry_on, the retry budget, the backoff ---- */
+
+/* retry_decide over its inputs: the cause, retry_on, the method, tries
+ * left, what the request still may replay. */
+static void test_retry_decide_table(void **state)
+{
+	struct backend_cfg be = {.retries = 2, .retry_on = RETRY_ON_DEFAULT};
+	struct replica_state rs;
+	struct request r = {.be = &be, .idempotent = true, .rs = &rs};
+	(void)state;
+
+	assert_int_equal(retry_decide(&r, RETRY_CAUSE_CONNECT, 0), RETRY_OTHER);
+	assert_int_equal(retry_decide(&r, RETRY_CAUSE_RESET, 0), RETRY_OTHER);
+	assert_int_equal(retry_decide(&r, RETRY_CAUSE_503, 0), RETRY_NONE);
+	assert_int_equal(retry_decide(&r, RETRY_CAUSE_429, 0), RETRY_NONE);
+	assert_int_equal(retry_decide(&r, RETRY_CAUSE_TIMEOUT, 0), RETRY_NONE);
+	assert_int_equal(retry_decide(&r, RETRY_CAUSE_OTHER, 0), RETRY_NONE);
+	/* a dead pooled connection: fresh, once, whatever the method */
+	r.idempotent = false;
+	assert_int_equal(retry_decide(&r, RETRY_CAUSE_RESET, 1), RETRY_FRESH);
+	assert_int_equal(retry_decide(&r, RETRY_CAUSE_TIMEOUT, 1), RETRY_NONE);
+	r.flags = REQ_F_FRESH_DONE;
+	/* POST reset: may have run; a connect failure never reached it */
+	assert_int_equal(retry_decide(&r, RETRY_CAUSE_RESET, 1), RETRY_NONE);
+	assert_int_equal(retry_decide(&r, RETRY_CAUSE_RESET, 0), RETRY_NONE);
+	assert_int_equal(retry_decide(&r, RETRY_CAUSE_CONNECT, 0), RETRY_OTHER);
+	/* the idempotency rule holds whatever retry_on says */
+	be.retry_on = RETRY_ON_RESET | RETRY_ON_503 | RETRY_ON_429;
+	assert_int_equal(retry_decide(&r, RETRY_CAUSE_RESET, 0), RETRY_NONE);
+	assert_int_equal(retry_decide(&r, RETRY_CAUSE_CONNECT, 0), RETRY_NONE);
+	assert_int_equal(retry_decide(&r, RETRY_CAUSE_503, 0), RETRY_OTHER);
+	assert_int_equal(retry_decide(&r, RETRY_CAUSE_429, 0), RETRY_OTHER);
+	/* tries used up, or nothing kept to replay */
+	r.tries = 2;
+	assert_int_equal(retry_decide(&r, RETRY_CAUSE_503, 0), RETRY_NONE);
+	r.tries = 1;
+	r.flags |= REQ_F_NO_REPLAY;
+	assert_int_equal(retry_decide(&r, RETRY_CAUSE_503, 0), RETRY_NONE);
+	r.flags = 0;
+	be.retries = 0;
+	assert_int_equal(retry_decide(&r, RETRY_CAUSE_503, 0), RETRY_NONE);
+
+	assert_true(retry_idempotent(HTTP_GET) && retry_idempotent(HTTP_HEAD) &&
+		    retry_idempotent(HTTP_OPTIONS) && retry_idempotent(HTTP_TRACE) &&
+		    retry_idempotent(HTTP_PUT) && retry_idempotent(HTTP_DELETE));
+	assert_false(retry_idempotent(HTTP_POST) || retry_idempotent(HTTP_PATCH) ||
+		     retry_idempotent(HTTP_CONNECT));
+}
+
+static void test_budget_and_backoff_arithmetic(void **state)
+{
+	struct backend_state bs;
+	uint64_t rng = 12345;
+	(void)state;
+
+	/* the floor: a quiet backend may retry */
+	assert_true(retry_budget_allows(0, 1, 20));
+	assert_true(retry_budget_allows(2, 1, 20));
+	assert_false(retry_budget_allows(3, 1, 20));
+	assert_false(retry_budget_allows(3, 10, 0));
+	/* past the floor, the share */
+	assert_true(retry_budget_allows(19, 100, 20));
+	assert_false(retry_budget_allows(20, 100, 20));
+	assert_true(retry_budget_allows(99, 100, 100));
+	assert_false(retry_budget_allows(100, 100, 100));
+	assert_false(retry_budget_allows(UINT32_MAX, UINT32_MAX, 100)); /* no overflow */
+
+	memset(&bs, 0, sizeof(bs));
+	atomic_store(&bs.inflight, 20);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(retry_budget_take(&bs, 20), 1);
+	assert_int_equal(retry_budget_take(&bs, 20), 0);
+	assert_int_equal(atomic_load(&bs.retrying), 4);
+	retry_budget_put(&bs);
+	assert_int_equal(retry_budget_take(&bs, 20), 1);
+
+	/* backoff: base * attempt, upper half jittered, never 0 */
+	for (uint32_t a = 1; a <= 3; a++) {
+		uint32_t lo = UINT32_MAX, hi = 0;
+		for (int i = 0; i < 1000; i++) {
+			uint32_t d = retry_backoff_ms(&rng, a);
+			lo = d < lo ? d : lo;
+			hi = d > hi ? d : hi;
+		}
+		assert_true(lo >= RETRY_BACKOFF_BASE_MS * a / 2);
+		assert_true(hi <= RETRY_BACKOFF_BASE_MS * a);
+		assert_true(hi > lo); /* jittered */
+	}
+
+	assert_int_equal(retry_after_seconds("5", 1), 5);
+	assert_int_equal(retry_after_seconds(" 12 ", 4), 12);
+	assert_int_equal(retry_after_seconds("0", 1), 0);
+	assert_int_equal(retry_after_seconds("", 0), 0);
+	assert_int_equal(retry_after_seconds("-1", 2), 0);
+	assert_int_equal(retry_after_seconds("1.5", 3), 0);
+	assert_int_equal(retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", 29), 0);
+	assert_int_equal(retry_after_seconds("99999999999999999999", 20), RETRY_AFTER_MAX_S);
+}
+
+/* retry_on ["503", "429"]: the replica's 503 is never forwarded, the
+ * request goes to another replica after the backoff; the last try's 503
+ * (retries 2) goes to the client as is. */
+static void test_503_retried_then_forwarded(void **state)
+{
+	struct fx *f = *state;
+	struct client c, d;
+	struct request *req = start(f, &c, GET("/st"));
+
+	assert_int_equal(up_head_only(f->s, req, 503), -1);
+	assert_int_equal(up.aborts, 1);
+	assert_string_equal(c.log, "");
+	backoff_ends(f->s, req);
+	assert_int_equal(up.starts, 2);
+	assert_int_not_equal(up.ridx[1], up.ridx[0]);
+	assert_int_equal(up_head_only(f->s, req, 429), -1);
+	backoff_ends(f->s, req);
+	assert_int_equal(up.starts, 3);
+	assert_int_not_equal(up.ridx[2], up.ridx[0]);
+	assert_int_not_equal(up.ridx[2], up.ridx[1]);
+	req_body_done(f->s, req);
+	up_respond(f->s, req, 503); /* tries used up: the client gets it */
+	assert_string_equal(c.log, "head:503 end released ");
+	assert_int_equal(counter_get(&bmetrics(f, "st")->retries), 2);
+	assert_int_equal(atomic_load(&backend(f, "st")->state->retrying), 0);
+	assert_int_equal(atomic_load(&backend(f, "st")->state->inflight), 0);
+
+	/* The client leaves while its retry waits: the timer goes with it. */
+	req = start(f, &d, GET("/st"));
+	assert_int_equal(up_head_only(f->s, req, 503), -1);
+	assert_true(timer_armed(&req->retry_timer));
+	req_abandon(f->s, req, REQ_R_CLIENT_ABORT);
+	d.req = NULL;
+	assert_int_equal(f->s->tw.armed, 0);
+	assert_int_equal(atomic_load(&backend(f, "st")->state->retrying), 0);
+}
+
+/* retry_budget_percent 0: only the floor (3) of retries in flight; the
+ * fourth failing request gets its 503, counted as exhausted. */
+static void test_retry_budget_exhausted(void **state)
+{
+	struct fx *f = *state;
+	struct client c[4];
+
+	for (int i = 0; i < 4; i++)
+		assert_non_null(start(f, &c[i], GET("/st")));
+	assert_int_equal(atomic_load(&backend(f, "st")->state->inflight), 4);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(up_head_only(f->s, c[i].req, 503), -1);
+	assert_int_equal(atomic_load(&backend(f, "st")->state->retrying), 3);
+	assert_true(up_head_only(f->s, c[3].req, 503) >= 0); /* forwarded */
+	assert_int_equal(counter_get(&bmetrics(f, "st")->retry_budget_exhausted), 1);
+	assert_int_equal(counter_get(&bmetrics(f, "st")->retries), 3);
+	req_abandon(f->s, c[3].req, REQ_R_CLIENT_ABORT);
+	for (int i = 0; i < 3; i++) {
+		backoff_ends(f->s, c[i].req);
+		req_body_done(f->s, c[i].req);
+		up_respond(f->s, c[i].req, 200);
+	}
+	assert_int_equal(by_status(f, 200), 3);
+	assert_int_equal(atomic_load(&backend(f, "st")->state->retrying), 0);
+	assert_int_equal(atomic_load(&backend(f, "st")->state->inflight), 0);
 }
 
 /* ---- the access log line (req_log) ---- */
@@ -1086,6 +1284,7 @@ static void test_access_log_lines(void **state)
 	req = start(f, &a, "GET /x/1 HTTP/1.1\r\nHost: a\r\nX-Request-Id: cid-1\r\n\r\n");
 	assert_string_equal(req_id(req), "cid-1");
 	up_fail(f->s, req, UP_FAIL_CONNECT, 0);
+	backoff_ends(f->s, req);
 	req_body_done(f->s, req);
 	up_respond(f->s, req, 200);
 	/* 2: a dead pooled connection retried fresh, then 200. */
@@ -1197,6 +1396,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_defect_e_interim, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keyed_retry_other_replica, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_access_log_lines, setup, teardown),
+		cmocka_unit_test(test_retry_decide_table),
+		cmocka_unit_test(test_budget_and_backoff_arithmetic),
+		cmocka_unit_test_setup_teardown(test_503_retried_then_forwarded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_retry_budget_exhausted, setup, teardown),
 	};
 
 	http_settings_init(&settings);
