@@ -60,6 +60,7 @@ enum opt_kind {
 	O_POLICY,   /* p2c or round_robin */
 	O_STRING,   /* any string: the server validates it */
 	O_METHODS,  /* M[,M...] -> ["M", ...] */
+	O_LIST,     /* A[,B...] -> ["A", "B", ...]: the server validates the names */
 	O_WEIGHTS,  /* B=W[,B=W...] -> {"B": W, ...} */
 	O_REPLICA,  /* ID=HOST:PORT -> key.ID = "HOST:PORT" */
 };
@@ -126,9 +127,13 @@ static const struct set_opt backend_opts[] = {
 	{ "--connect-timeout-ms", "connect_timeout_ms", NULL, O_UINT32, NULL },
 	{ "--request-timeout-ms", "request_timeout_ms", NULL, O_UINT32, NULL },
 	{ "--retries", "retries", NULL, O_UINT32, NULL },
+	{ "--retry-on", "retry_on", NULL, O_LIST, NULL },
+	{ "--retry-budget-percent", "retry_budget_percent", NULL, O_UINT32, NULL },
 	{ "--policy", "policy", NULL, O_POLICY, NULL },
 	{ "--health-check", "health_check", "path", O_STRING, "none" },
 	{ "--health-interval-ms", "health_check", "interval_ms", O_UINT32, NULL },
+	{ "--health-rise", "health_check", "rise", O_UINT32, NULL },
+	{ "--health-fall", "health_check", "fall", O_UINT32, NULL },
 	{ "--replica", "replicas", NULL, O_REPLICA, NULL },
 	{ NULL, NULL, NULL, 0, NULL },
 };
@@ -167,6 +172,7 @@ static const struct field backend_fields[] = {
 	{ "max_ongoing_requests", "-" }, { "max_queued_requests", "-" },
 	{ "queue_timeout_ms", "-" },     { "connect_timeout_ms", "-" },
 	{ "request_timeout_ms", "-" },   { "retries", "-" },
+	{ "retry_on", "-" },             { "retry_budget_percent", "-" },
 	{ "policy", "-" },               { "health_check", "none" },
 	{ NULL, NULL },
 };
@@ -217,9 +223,11 @@ static const struct command commands[] = {
 	  "NAME [--max-ongoing N] [--max-queued N]\n"
 	  "[--queue-timeout-ms N] [--connect-timeout-ms N]\n"
 	  "[--request-timeout-ms N] [--retries N]\n"
+	  "[--retry-on C[,C...]] [--retry-budget-percent N]\n"
 	  "[--policy p2c|round_robin]\n"
 	  "[--health-check PATH|none]\n"
-	  "[--health-interval-ms N]\n"
+	  "[--health-interval-ms N] [--health-rise N]\n"
+	  "[--health-fall N]\n"
 	  "[--replica ID=HOST:PORT ...]",
 	  "Creates backend NAME (what is not given takes its default) or changes it.\n"
 	  SET_MERGE_HELP
@@ -228,10 +236,16 @@ static const struct command commands[] = {
 	  "  --queue-timeout-ms N     queue_timeout_ms: a queued request gets 503 after it\n"
 	  "  --connect-timeout-ms N   connect_timeout_ms, >= 1\n"
 	  "  --request-timeout-ms N   request_timeout_ms: idle timeout on the replica, >= 1\n"
-	  "  --retries N              retries: connect failures retried on another replica\n"
+	  "  --retries N              retries: tries on another replica after the first\n"
+	  "  --retry-on C[,C...]      retry_on: connect-failure, reset-before-response\n"
+	  "                           (idempotent methods only), 503, 429\n"
+	  "  --retry-budget-percent N retry_budget_percent: retries in flight, at most\n"
+	  "                           this share of the backend's requests (0..100)\n"
 	  "  --policy P               policy: p2c or round_robin\n"
 	  "  --health-check PATH      health_check.path; none removes the health check\n"
 	  "  --health-interval-ms N   health_check.interval_ms, >= 100 (needs a path)\n"
+	  "  --health-rise N          health_check.rise: successes in a row to turn healthy\n"
+	  "  --health-fall N          health_check.fall: failures in a row to turn unhealthy\n"
 	  "  --replica ID=HOST:PORT   adds replica ID or moves it (repeatable); the other\n"
 	  "                           replicas stay (replica rm removes one)\n",
 	  cmd_set, &backend_view },
@@ -282,7 +296,9 @@ static const struct command commands[] = {
 	  cmd_rm, &endpoint_view },
 	{ "stats", NULL, "",
 	  "One line per replica: BACKEND REPLICA ADDRESS ONGOING REQUESTS ERRORS STATE\n"
-	  "(ok, unhealthy, draining). --json: GET /v1/stats as the server sends it.\n",
+	  "(ok, unhealthy, draining, retry-after: out while its Retry-After lasts)\n"
+	  "LAST_PROBE (the last health probe's result, - without a health check).\n"
+	  "--json: GET /v1/stats as the server sends it.\n",
 	  cmd_stats, NULL },
 	{ "queues", NULL, "[--watch]",
 	  "One line per backend: BACKEND QUEUED ONGOING REPLICAS. --watch: a new view\n"
@@ -986,21 +1002,26 @@ static void print_queues(json_t *j)
 static void print_stats(json_t *j)
 {
 	static const char *const head[] = { "BACKEND", "REPLICA", "ADDRESS", "ONGOING",
-					    "REQUESTS", "ERRORS", "STATE" };
+					    "REQUESTS", "ERRORS", "STATE", "LAST_PROBE" };
 	json_t *bes = json_object_get(j, "backends"), *b, *r;
 	const char *bname, *rid;
 	struct table t;
 
-	table_init(&t, 7, head);
+	table_init(&t, 8, head);
 	json_object_foreach(bes, bname, b) {
 		json_object_foreach(json_object_get(b, "replicas"), rid, r) {
 			char o[32], q[32], e[32];
+			json_t *ra = json_object_get(r, "retry_after_ms");
 			const char *state = json_is_true(json_object_get(r, "draining")) ? "draining"
 					    : json_is_false(json_object_get(r, "healthy")) ? "unhealthy"
+					    : json_integer_value(ra) > 0 ? "retry-after"
 					    : "ok";
-			const char *row[7] = { bname, rid,
+			/* last: the reason has spaces ("status 503") */
+			const char *probe = json_string_value(
+				json_object_get(json_object_get(r, "health"), "reason"));
+			const char *row[8] = { bname, rid,
 					       json_string_value(json_object_get(r, "address")), o, q,
-					       e, state };
+					       e, state, probe ? probe : "-" };
 			fmt_int(o, sizeof(o), json_object_get(r, "ongoing"));
 			fmt_int(q, sizeof(q), json_object_get(r, "requests"));
 			fmt_int(e, sizeof(e), json_object_get(r, "errors"));
@@ -1402,7 +1423,10 @@ nomem:
 
 /* Parses "GET,POST" into *out, a new array of strings; a usage error when
  * empty. */
-static int parse_methods(const struct command *c, const char *opt, const char *s, json_t **out)
+/* A comma-separated list of names as a JSON array; what: the form, for
+ * the message of an empty one. */
+static int parse_list(const struct command *c, const char *opt, const char *s, const char *what,
+		      json_t **out)
 {
 	json_t *m = json_array();
 	char *copy = strdup(s), *save = NULL, *tok;
@@ -1419,7 +1443,7 @@ static int parse_methods(const struct command *c, const char *opt, const char *s
 	}
 	if (json_array_size(m) == 0) {
 		json_decref(m);
-		return usage_error(c, NULL, "%s: expected METHOD[,METHOD...] or any, got '%s'", opt, s);
+		return usage_error(c, NULL, "%s: expected %s, got '%s'", opt, what, s);
 	}
 	*out = m;
 	return 0;
@@ -1490,7 +1514,10 @@ static int parse_set_opts(const struct command *c, int argc, char **argv, json_t
 				v = json_text(val);
 				break;
 			case O_METHODS:
-				rc = parse_methods(c, o->opt, val, &v);
+				rc = parse_list(c, o->opt, val, "METHOD[,METHOD...] or any", &v);
+				break;
+			case O_LIST:
+				rc = parse_list(c, o->opt, val, "NAME[,NAME...]", &v);
 				break;
 			case O_WEIGHTS:
 				rc = parse_weights(c, o->opt, val, &v);

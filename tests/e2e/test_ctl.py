@@ -35,9 +35,13 @@ BACKEND_FLAGS = [
     ("connect_timeout_ms", "--connect-timeout-ms", "44", 44),
     ("request_timeout_ms", "--request-timeout-ms", "5555", 5555),
     ("retries", "--retries", "5", 5),
+    ("retry_on", "--retry-on", "503,connect-failure", ["connect-failure", "503"]),
+    ("retry_budget_percent", "--retry-budget-percent", "35", 35),
     ("policy", "--policy", "round_robin", "round_robin"),
     ("health_check.path", "--health-check", "/-/healthz", "/-/healthz"),
     ("health_check.interval_ms", "--health-interval-ms", "60000", 60000),
+    ("health_check.rise", "--health-rise", "4", 4),
+    ("health_check.fall", "--health-fall", "5", 5),
     ("replicas.x", "--replica", None, None),  # value: an address, set per test
 ]
 ENDPOINT_FLAGS = [
@@ -313,7 +317,7 @@ class CtlTest(harness.RRTestCase):
             self.assertEqual(v, want if arg is not None else spare, (key, got))
         # Every key config.c writes back has a flag (none was forgotten).
         self.assertEqual(sorted(got), sorted({k.partition(".")[0] for k, *_ in BACKEND_FLAGS}))
-        self.assertEqual(sorted(got["health_check"]), ["interval_ms", "path"])
+        self.assertEqual(sorted(got["health_check"]), ["fall", "interval_ms", "path", "rise"])
         # none removes the health check, and only it.
         self.ok("backend", "set", "N", "--health-check", "none")
         after = self.config()["backends"]["N"]
@@ -483,7 +487,7 @@ class CtlTest(harness.RRTestCase):
         self.assertEqual(rows[0], ["NAME", "REPLICAS", "MAX_ONGOING", "MAX_QUEUED",
                                    "QUEUE_TIMEOUT_MS", "RETRIES", "POLICY", "HEALTH_CHECK"])
         self.assertEqual(rows[1:], [
-            ["A", "2", "3", "1024", "5000", "1", "round_robin", "interval_ms=60000,path=/-/healthz"],
+            ["A", "2", "3", "1024", "5000", "1", "round_robin", "fall=3,interval_ms=60000,path=/-/healthz,rise=2"],
             ["B", "1", "100", "1024", "5000", "2", "p2c", "none"],
         ])
         j = json.loads(self.ok("--json", "backend", "list"))
@@ -495,10 +499,10 @@ class CtlTest(harness.RRTestCase):
         fields = rows[:rows.index([])] if [] in rows else rows
         self.assertEqual(fields[0], ["FIELD", "VALUE"])
         got = dict(fields[1:])
-        self.assertEqual(got["health_check"], "interval_ms=60000,path=/-/healthz")
+        self.assertEqual(got["health_check"], "fall=3,interval_ms=60000,path=/-/healthz,rise=2")
         for k, v in a.items():
             if k not in ("replicas", "health_check"):
-                self.assertEqual(got[k], str(v), k)
+                self.assertEqual(got[k], ",".join(v) if isinstance(v, list) else str(v), k)
         self.assertEqual(set(got), set(a) - {"replicas"})
         reps = rows[rows.index([]) + 1:]
         self.assertEqual(reps[0], ["REPLICA", "ADDRESS"])
@@ -506,7 +510,7 @@ class CtlTest(harness.RRTestCase):
         j = json.loads(self.ok("--json", "backend", "get", "A"))
         self.assertEqual((j["name"], j["backend"]), ("A", a))
         self.assertEqual(j["version"], json.loads(self.ok("--json", "backend", "list"))["version"])
-        got = dict(self.table(self.ok("backend", "get", "B"))[1:9])
+        got = dict(self.table(self.ok("backend", "get", "B"))[1:11])
         self.assertEqual(got["health_check"], "none")
 
     def test_endpoint_list_and_get(self):
