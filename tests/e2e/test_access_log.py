@@ -241,7 +241,8 @@ class EveryEndingTest(AccessLogCase):
         one("GET", "/raw/x", rid="rid-badresp", status=502, reason="upstream_bad_response",
             endpoint="raw", backend="raw", replica="raw1", retries=0)
         one("GET", "/rst/x", headers=[("X-Mock-Reset", "1")], rid="rid-reset", status=502,
-            reason="upstream_reset", endpoint="rst", backend="rst", replica="rs", retries=0)
+            reason="upstream_reset", endpoint="rst", backend="rst", replica="rs",
+            retries=2)  # a GET: retried on reset (retry_on's default), on its only replica
         r = one("GET", "/slow/x", headers=[("X-Mock-Delay-Ms", "3000")], rid="rid-504",
                 status=504, reason="upstream_timeout", endpoint="slow", backend="slow",
                 replica="m1", duration=(">=", 280.0), own_answer=True)

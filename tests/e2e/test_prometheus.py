@@ -392,13 +392,16 @@ class PrometheusTest(harness.RRTestCase):
             # every replica stays healthy here (test_access_log provokes it)
             self.assertEqual(v("ringroute_rejected_requests_total", backend=b,
                                reason="no_healthy_replica"), 0, b)
+            # a GET reset before any response byte is retried (retry_on's
+            # default): twice on the only replica (retries 2)
             self.assertEqual(v("ringroute_retries_total", backend=b),
-                             N_DEAD if b == "dead" else 0, b)
+                             {"dead": N_DEAD, "reset": 2 * N_RESET}.get(b, 0), b)
+            self.assertEqual(v("ringroute_retry_budget_exhausted_total", backend=b), 0, b)
             self.assertEqual(v("ringroute_backend_queued_requests", backend=b), 0, b)
         self.assertEqual(v("ringroute_backend_max_queued_requests", backend="gated"), 1)
         errors = {("dead", "x", "connect_failed"): 2 * N_DEAD,  # each tried twice
                   ("bad", "r", "bad_response"): N_BAD,
-                  ("reset", "r", "reset"): N_RESET,
+                  ("reset", "r", "reset"): 3 * N_RESET,  # the first try and 2 retries
                   ("stalled", "r", "connect_timeout"): 1,
                   ("silent", "r", "timeout"): 1}
         kinds = ("connect_failed", "connect_timeout", "reset", "timeout", "bad_response")
