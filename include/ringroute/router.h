@@ -29,13 +29,17 @@ double router_key_unit(const char *key, size_t len);
 uint64_t router_rand(uint64_t *state);
 double router_rand_unit(uint64_t *state);
 
-/* Whether a replica may be given new requests: healthy and not draining.
- * Advisory (either may change right after); shared by the replica choice
+/* Whether a replica may be given new requests: healthy, not draining and
+ * not ejected (outlier.h: one relaxed load unless it is ejected).
+ * Advisory (any may change right after); shared by the replica choice
  * and /readyz so both mean the same by "up". */
 static inline int router_replica_up(struct replica_state *r)
 {
+	uint64_t ejected = atomic_load_explicit(&r->ejected_until_ms, memory_order_relaxed);
+
 	return !atomic_load_explicit(&r->draining, memory_order_relaxed) &&
-	       atomic_load_explicit(&r->healthy, memory_order_relaxed);
+	       atomic_load_explicit(&r->healthy, memory_order_relaxed) &&
+	       (!ejected || !outlier_check_return(r, ejected));
 }
 
 /* Try to take one slot of a replica whose cap is max: 1 on success (ongoing
