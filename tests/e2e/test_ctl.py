@@ -38,6 +38,12 @@ BACKEND_FLAGS = [
     ("policy", "--policy", "round_robin", "round_robin"),
     ("health_check.path", "--health-check", "/-/healthz", "/-/healthz"),
     ("health_check.interval_ms", "--health-interval-ms", "60000", 60000),
+    ("outlier_detection.consecutive_failures", "--consecutive-failures", "3", 3),
+    ("outlier_detection.base_ejection_ms", "--base-ejection-ms", "1000", 1000),
+    ("outlier_detection.max_ejection_ms", "--max-ejection-ms", "9000", 9000),
+    ("outlier_detection.max_ejection_percent", "--max-ejection-percent", "34", 34),
+    ("outlier_detection.count_5xx", "--count-5xx", "true", True),
+    ("queue_when_unavailable", "--queue-when-unavailable", "true", True),
     ("replicas.x", "--replica", None, None),  # value: an address, set per test
 ]
 ENDPOINT_FLAGS = [
@@ -496,9 +502,12 @@ class CtlTest(harness.RRTestCase):
         self.assertEqual(fields[0], ["FIELD", "VALUE"])
         got = dict(fields[1:])
         self.assertEqual(got["health_check"], "interval_ms=60000,path=/-/healthz")
+        self.assertEqual(got["outlier_detection"],
+                         "base_ejection_ms=30000,consecutive_failures=5,count_5xx=false,"
+                         "max_ejection_ms=300000,max_ejection_percent=50")
         for k, v in a.items():
-            if k not in ("replicas", "health_check"):
-                self.assertEqual(got[k], str(v), k)
+            if k not in ("replicas", "health_check", "outlier_detection"):
+                self.assertEqual(got[k], json.dumps(v) if isinstance(v, bool) else str(v), k)
         self.assertEqual(set(got), set(a) - {"replicas"})
         reps = rows[rows.index([]) + 1:]
         self.assertEqual(reps[0], ["REPLICA", "ADDRESS"])
