@@ -69,18 +69,18 @@ def main():
             rows.append(res)
     print("%d client threads; first %d requests each, then %d each; 3 replicas, 1 bad\n"
           % (a.threads, a.warm, a.requests))
-    print("%-10s %-8s %12s %-22s %12s %-22s %7s" % ("fault", "ejection", "bad: first",
-                                                    "client errors: first", "bad: rest",
-                                                    "client errors: rest", "req/s"))
-    print("-" * 100)
+    print("%-10s %-8s %11s %-21s %10s %-21s %7s %9s"
+          % ("fault", "ejection", "bad: first", "client errors: first", "bad: rest",
+             "client errors: rest", "req/s", "req/s rest"))
+    print("-" * 106)
 
     def errs(e):
         return ", ".join("%s x%d" % ("cut" if k == 0 else k, v) for k, v in e.items()) or "none"
 
     for r in rows:
-        print("%-10s %-8s %11.1f%% %-22s %11.1f%% %-22s %7.0f"
+        print("%-10s %-8s %10.1f%% %-21s %9.1f%% %-21s %7.0f %9.0f"
               % (r["kind"], r["ejection"], 100 * r["share_first"], errs(r["errors_first"]),
-                 100 * r["share_rest"], errs(r["errors_rest"]), r["rps"]))
+                 100 * r["share_rest"], errs(r["errors_rest"]), r["rps"], r["rps_rest"]))
 
 
 if __name__ == "__main__":

@@ -165,17 +165,19 @@ def fault_run(starter, kind, outlier, threads, warm, per_thread):
             "first": len(first), "share_first": s1, "exch_first": n1,
             "errors_first": errors_of(first), "rest": len(rest), "share_rest": s2,
             "exch_rest": n2, "errors_rest": errors_of(rest),
-            "rps": (len(first) + len(rest)) / (wall1 + wall2), "rr": rr}
+            "rps": (len(first) + len(rest)) / (wall1 + wall2), "rps_rest": len(rest) / wall2,
+            "rr": rr}
 
 
 def report(res):
     sys.stderr.write(
         "outlier %-10s ejection %-3s: first %d requests: bad replica took %5.1f%% of %d "
-        "exchanges, client errors %s; next %d: %5.1f%% of %d, client errors %s; %.0f req/s\n"
+        "exchanges, client errors %s; next %d: %5.1f%% of %d, client errors %s; %.0f req/s "
+        "(%.0f in the next)\n"
         % (res["kind"], res["ejection"], res["first"], 100 * res["share_first"],
            res["exch_first"], res["errors_first"] or "none", res["rest"],
            100 * res["share_rest"], res["exch_rest"], res["errors_rest"] or "none",
-           res["rps"]))
+           res["rps"], res["rps_rest"]))
 
 
 def ctl_bin():
