@@ -240,6 +240,40 @@ class OutlierTest(harness.RRTestCase):
         self.assertEqual(errors_of(statuses), {})
         self.assertEqual(set(errors_of(warm)) - {504}, set())
 
+    def test_killed_replica_is_ejected(self):
+        # Connect failures are retried on another replica: clients see no
+        # error either way, but each one costs a connect attempt until the
+        # dead replica is out.
+        res = fault_run(self, "killed", {}, threads=8, warm=5, per_thread=30)
+        report(res)
+        rr = res["rr"]
+        self.assertEqual(res["errors_first"], {}, res)
+        self.assertEqual(res["errors_rest"], {}, res)
+        self.assertEqual(res["share_rest"], 0.0, res)
+        self.assertTrue(wait_stderr(rr, "replica b/bad ejected for 30000 ms after 5 "
+                                    "consecutive failures (connect_failed)"), rr.stderr_tail())
+
+    def test_slow_replica_is_ejected(self):
+        # Answers after its request timeout: each of its requests is a 504
+        # until 5 in a row eject it.
+        good = [self.mock("g1"), self.mock("g2")]
+        slow = self.mock("bad", delay_ms=600)
+        cfg = {"backends": {"b": backend(good + [slow], policy="round_robin",
+                                         request_timeout_ms=200)},
+               "endpoints": {"e": endpoint("/", {"b": 1.0})}}
+        rr = self.ringroute(cfg, shards=2, admin=True)
+        warm, _ = run_load(rr.port, 6, 5)
+        self.assertTrue(wait_stderr(rr, "replica b/bad ejected for 30000 ms after 5 "
+                                    "consecutive failures (timeout)"), rr.stderr_tail())
+        before = replica_requests(rr)
+        statuses, _ = run_load(rr.port, 6, 30)
+        sh, total = share(before, replica_requests(rr))
+        sys.stderr.write("outlier slow: warm-up errors %s; then it took %.1f%% of %d "
+                         "exchanges, client errors %s\n"
+                         % (errors_of(warm), 100 * sh, total, errors_of(statuses) or "none"))
+        self.assertEqual(sh, 0.0)
+        self.assertEqual(errors_of(statuses), {})
+
     def test_max_ejection_percent(self):
         # 2 of 3 replicas resetting, max_ejection_percent 50: one ejected,
         # the other keeps its requests (and its clients their 502s).
