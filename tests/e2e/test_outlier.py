@@ -274,6 +274,26 @@ class OutlierTest(harness.RRTestCase):
         self.assertEqual(sh, 0.0)
         self.assertEqual(errors_of(statuses), {})
 
+    def test_5xx_counts_only_with_count_5xx(self):
+        g1, g2 = self.mock("g1"), self.mock("g2")
+        e1, e2 = self.mock("e1", status=500), self.mock("e2", status=500)
+        od = {"consecutive_failures": 3}
+        cfg = {"backends": {
+            "on": backend([g1, e1], policy="round_robin",
+                          outlier_detection=dict(od, count_5xx=True)),
+            "off": backend([g2, e2], policy="round_robin", outlier_detection=od)},
+            "endpoints": {"on": endpoint("/on", {"on": 1.0}),
+                          "off": endpoint("/off", {"off": 1.0})}}
+        rr = self.ringroute(cfg, admin=True)
+        for i in range(12):
+            harness.http_once(rr.port, "GET", "/on/%d" % i)
+            harness.http_once(rr.port, "GET", "/off/%d" % i)
+        self.assertTrue(wait_stderr(rr, "replica on/e1 ejected for 30000 ms after 3 "
+                                    "consecutive failures (5xx)"), rr.stderr_tail())
+        self.assertNotIn("replica off/e2 ejected", rr.stderr())
+        self.assertTrue(replica_stats(rr, "on")["e1"]["ejected"])
+        self.assertFalse(replica_stats(rr, "off")["e2"]["ejected"])
+
     def test_max_ejection_percent(self):
         # 2 of 3 replicas resetting, max_ejection_percent 50: one ejected,
         # the other keeps its requests (and its clients their 502s).
