@@ -39,6 +39,14 @@
 #define DEF_HC_RISE         2
 #define DEF_HC_FALL         3
 #define MAX_HC_STREAK       100
+/* outlier_detection (docs/config.md): Envoy's defaults, except the percent
+ * (Envoy's 10% would never eject one of the usual 2..9 replicas). */
+#define DEF_OD_FAILURES     5
+#define MAX_OD_FAILURES     1000
+#define DEF_OD_BASE_MS      30000
+#define DEF_OD_MAX_MS       300000
+#define MAX_OD_MS           3600000
+#define DEF_OD_PERCENT      50
 
 /* Largest config file config_load_file() reads: a guard against pointing it
  * at something that is not a config, not a real limit. */
@@ -259,9 +267,14 @@ static const char **sorted_keys(json_t *obj, size_t *n)
 static const char *const backend_keys[] = {
 	"max_ongoing_requests", "max_queued_requests", "queue_timeout_ms",
 	"connect_timeout_ms", "request_timeout_ms", "retries", "policy",
-	"health_check", "replicas", "retry_on", "retry_budget_percent", NULL,
+	"health_check", "replicas", "retry_on", "retry_budget_percent", "outlier_detection",
+	"queue_when_unavailable", NULL,
 };
 static const char *const hc_keys[] = { "path", "interval_ms", "rise", "fall", NULL };
+static const char *const od_keys[] = {
+	"consecutive_failures", "base_ejection_ms", "max_ejection_ms", "max_ejection_percent",
+	"count_5xx", NULL,
+};
 static const char *const endpoint_keys[] = {
 	"route", "methods", "call_method", "max_body_bytes", "traffic", "shadow", NULL,
 };
@@ -395,6 +408,67 @@ static int parse_retry_policy(struct parse_ctx *ctx, struct backend_cfg *b, json
 	return 0;
 }
 
+/* An optional boolean key of obj into *out; def when absent. 0 or -EINVAL. */
+static int get_bool_key(struct parse_ctx *ctx, json_t *obj, const char *path, const char *key,
+			bool def, bool *out)
+{
+	json_t *v = json_object_get(obj, key);
+	char p[PATH_MAX_LEN];
+
+	if (!v) {
+		*out = def;
+		return 0;
+	}
+	if (!json_is_boolean(v))
+		return fail(ctx, join(p, sizeof(p), path, key), "must be true or false");
+	*out = json_is_true(v);
+	return 0;
+}
+
+/* get_uint for a uint32_t field. */
+static int get_u32_in(struct parse_ctx *ctx, json_t *obj, const char *path, const char *key,
+		      uint32_t min, uint32_t max, uint32_t def, uint32_t *out)
+{
+	uint64_t v;
+	int rc = get_uint(ctx, obj, path, key, min, max, def, &v);
+
+	if (rc == 0)
+		*out = (uint32_t)v;
+	return rc;
+}
+
+/* outlier_detection and queue_when_unavailable of backend obj (outlier.h),
+ * defaults filled in when absent (od NULL: jansson's getters find no key in
+ * it, so every field takes its default). 0 or -EINVAL. */
+static int parse_outlier(struct parse_ctx *ctx, struct backend_cfg *b, json_t *obj,
+			 const char *path)
+{
+	struct outlier_cfg *o = &b->outlier;
+	json_t *od = json_object_get(obj, "outlier_detection");
+	char op[PATH_MAX_LEN];
+	int rc;
+
+	join(op, sizeof(op), path, "outlier_detection");
+	if (od && !json_is_object(od))
+		return fail(ctx, op, "must be an object {\"consecutive_failures\": N, ...}");
+	if ((rc = check_keys(ctx, od, op, od_keys)) ||
+	    (rc = get_u32_in(ctx, od, op, "consecutive_failures", 0, MAX_OD_FAILURES,
+			     DEF_OD_FAILURES, &o->consecutive_failures)) ||
+	    (rc = get_u32_in(ctx, od, op, "base_ejection_ms", 1, MAX_OD_MS, DEF_OD_BASE_MS,
+			     &o->base_ejection_ms)))
+		return rc;
+	/* The cap may not be below the base: the first ejection would be cut. */
+	if ((rc = get_u32_in(ctx, od, op, "max_ejection_ms", o->base_ejection_ms, MAX_OD_MS,
+			     DEF_OD_MAX_MS > o->base_ejection_ms ? DEF_OD_MAX_MS : o->base_ejection_ms,
+			     &o->max_ejection_ms)) ||
+	    (rc = get_u32_in(ctx, od, op, "max_ejection_percent", 0, 100, DEF_OD_PERCENT,
+			     &o->max_ejection_percent)) ||
+	    (rc = get_bool_key(ctx, od, op, "count_5xx", false, &o->count_5xx)))
+		return rc;
+	return get_bool_key(ctx, obj, path, "queue_when_unavailable", false,
+			    &b->queue_when_unavailable);
+}
+
 static int parse_backend(struct parse_ctx *ctx, struct backend_cfg *b, json_t *obj,
 			 const char *path)
 {
@@ -460,6 +534,9 @@ static int parse_backend(struct parse_ctx *ctx, struct backend_cfg *b, json_t *o
 			b->hc_fall = (uint32_t)fall;
 		}
 	}
+
+	if ((rc = parse_outlier(ctx, b, obj, path)) != 0)
+		return rc;
 
 	v = json_object_get(obj, "replicas");
 	if (v && (rc = parse_replicas(ctx, b, v, path)) != 0)
@@ -690,6 +767,19 @@ static json_t *config_to_json(const struct config *c)
 			if (json_object_set_new(reps, b->replicas[j].id,
 						json_string(b->replicas[j].address)))
 				goto fail;
+		if (json_object_set_new(o, "outlier_detection",
+					json_pack("{s:I, s:I, s:I, s:I, s:b}", "consecutive_failures",
+						  (json_int_t)b->outlier.consecutive_failures,
+						  "base_ejection_ms",
+						  (json_int_t)b->outlier.base_ejection_ms,
+						  "max_ejection_ms",
+						  (json_int_t)b->outlier.max_ejection_ms,
+						  "max_ejection_percent",
+						  (json_int_t)b->outlier.max_ejection_percent,
+						  "count_5xx", b->outlier.count_5xx)) ||
+		    json_object_set_new(o, "queue_when_unavailable",
+					json_boolean(b->queue_when_unavailable)))
+			goto fail;
 		if (b->hc_path &&
 		    json_object_set_new(o, "health_check",
 					json_pack("{s:s, s:I, s:I, s:I}", "path", b->hc_path,

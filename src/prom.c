@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "ringroute/alloc.h"
+#include "ringroute/clock.h"
 #include "ringroute/proxy.h"
 #include "ringroute/request.h"
 #include "ringroute/shadow.h"
@@ -467,6 +468,23 @@ static void put_replicas(struct prom *w, struct proxy *p, const struct config *c
 	for (k = 0; k < n; k++)
 		prom_sample_u64(w, "ringroute_replica_healthy", &rows[k].l,
 				atomic_load(&rows[k].rs->healthy) != 0);
+	prom_family(w, "ringroute_replica_ejected", "gauge",
+		    "1 while outlier detection keeps the replica out of the choice, else 0.");
+	for (k = 0; k < n; k++)
+		prom_sample_u64(w, "ringroute_replica_ejected", &rows[k].l,
+				outlier_ms_left(rows[k].rs, clock_now_ms()) != 0);
+	prom_family(w, "ringroute_outlier_ejections_total", "counter",
+		    "Ejections of the replica by outlier detection, by the failure that caused "
+		    "them: connect_failed, reset, timeout, bad_response, 5xx.");
+	for (k = 0; k < n; k++) {
+		struct prom_labels l = rows[k].l;
+		l.k[l.n++] = "reason";
+		for (int e = 0; e < OUTLIER_REASONS; e++) {
+			l.v[2] = outlier_reason_name((enum outlier_reason)e);
+			prom_sample_u64(w, "ringroute_outlier_ejections_total", &l,
+					atomic_load(&rows[k].rs->outlier.ejections[e]));
+		}
+	}
 	prom_family(w, "ringroute_replica_requests_total", "counter",
 		    "Exchanges started with the replica: requests, retries and shadow copies.");
 	for (k = 0; k < n; k++)

@@ -251,16 +251,24 @@ json_t *proxy_stats_json(struct proxy *p)
 		for (size_t r = 0; r < b->nreplicas; r++) {
 			struct replica_state *rs = b->replicas[r].state;
 			struct pool_sum ps;
-			uint64_t er = 0;
+			uint64_t er = 0, left = outlier_ms_left(rs, clock_now_ms());
+			uint64_t ej = outlier_ejections(rs);
 			json_t *ro;
 			proxy_sum_replica(p, rs, &ps);
 			for (int k = 0; k < UP_ERR_COUNT; k++)
 				er += ps.errors[k];
-			ro = json_pack("{s:s,s:I,s:I,s:I,s:b,s:b}", "address", b->replicas[r].address,
-				       "ongoing", (json_int_t)atomic_load(&rs->ongoing), "requests",
+			/* last_ejection_reason: null until the first ejection. */
+			ro = json_pack("{s:s,s:I,s:I,s:I,s:b,s:b,s:b,s:I,s:I,s:s?}", "address",
+				       b->replicas[r].address, "ongoing",
+				       (json_int_t)atomic_load(&rs->ongoing), "requests",
 				       (json_int_t)ps.requests, "errors", (json_int_t)er, "healthy",
 				       atomic_load(&rs->healthy) != 0, "draining",
-				       atomic_load(&rs->draining) != 0);
+				       atomic_load(&rs->draining) != 0, "ejected", left != 0,
+				       "ejected_ms_left", (json_int_t)left, "ejections", (json_int_t)ej,
+				       "last_ejection_reason",
+				       ej ? outlier_reason_name((enum outlier_reason)atomic_load(
+						    &rs->outlier.last_reason))
+					  : NULL);
 			stats_replica_retry_health(ro, b, rs);
 			json_object_set_new(reps, b->replicas[r].id, ro);
 		}

@@ -121,6 +121,7 @@ static struct replica_state *replica_state_new(const char *key, const struct soc
 	atomic_init(&r->draining, 0);
 	atomic_init(&r->refs, 1);
 	atomic_init(&r->ewma_us, 0);
+	atomic_init(&r->ejected_until_ms, 0); /* the rest of outlier: zeroed above */
 	if (addr)
 		r->addr = *addr;
 	list_init(&r->reg_node);

@@ -8,6 +8,7 @@
 #include "ringroute/accesslog.h"
 #include "ringroute/alloc.h"
 #include "ringroute/clock.h"
+#include "ringroute/outlier.h"
 #include "ringroute/retry.h"
 #include "ringroute/router.h"
 #include "ringroute/shadow.h"
@@ -38,6 +39,7 @@ static const char *const reason_names[REQ_R_COUNT] = {
 _Static_assert(REQ_R_COUNT <= METRICS_REASONS, "metrics by_reason is too small");
 
 static int req_start_upstream(struct shard *s, struct request *req, int fresh);
+static bool backend_serving(const struct backend_cfg *be);
 static void req_cut_upstream(struct shard *s, struct request *req);
 static void retry_fire(struct timer *t, void *ctx);
 
@@ -311,13 +313,20 @@ static int pick_replica(struct shard *s, struct request *req)
 					 &s->rr_cursor, req->tried_mask);
 }
 
-/* Queue req for its backend. Returns 1 (queued) or 0 (ended: 503). */
+/* Queue req for its backend. Returns 1 (queued) or 0 (ended: 503). Fails
+ * fast while no replica is up: a wait would only end in the queue timeout,
+ * unless the backend asks to wait for one (queue_when_unavailable). */
 static int req_enqueue(struct shard *s, struct request *req)
 {
 	const struct backend_cfg *be = req->be;
 	uint64_t now = clock_now_us();
-	int rc = queue_add(s, be->state, be->max_queued, &req->qe, now, be->queue_timeout_ms);
+	int rc;
 
+	if (!be->queue_when_unavailable && !backend_serving(be)) {
+		req_fail(s, req, 503, REQ_R_NO_HEALTHY_REPLICA, "no healthy replica");
+		return 0;
+	}
+	rc = queue_add(s, be->state, be->max_queued, &req->qe, now, be->queue_timeout_ms);
 	if (rc == -ENOSPC) {
 		req_fail(s, req, 503, REQ_R_QUEUE_FULL, "backend overloaded: queue full");
 		return 0;
@@ -496,16 +505,15 @@ static int req_refresh(struct shard *s, struct request *req)
 	return moved;
 }
 
-/* May any replica of be take requests (healthy, not draining)? A request
- * that times out in the queue of a backend without one says so. */
+/* May any replica of be take requests (router_replica_up: healthy, not
+ * draining, not ejected)? A request that times out in the queue of a
+ * backend without one says so; without queue_when_unavailable it is not
+ * queued at all. */
 static bool backend_serving(const struct backend_cfg *be)
 {
-	for (size_t i = 0; i < be->nreplicas; i++) {
-		const struct replica_state *rs = be->replicas[i].state;
-		if (atomic_load_explicit(&rs->healthy, memory_order_relaxed) &&
-		    !atomic_load_explicit(&rs->draining, memory_order_relaxed))
+	for (size_t i = 0; i < be->nreplicas; i++)
+		if (router_replica_up(be->replicas[i].state))
 			return true;
-	}
 	return false;
 }
 
@@ -525,7 +533,10 @@ int req_retry_queued(struct shard *s)
 			uint32_t before;
 			int r;
 
-			if (now >= e->deadline_us) {
+			/* A queued request of a backend whose replicas all
+			 * went down fails now (fail fast), as a new one would. */
+			if (now >= e->deadline_us ||
+			    (!req->be->queue_when_unavailable && !backend_serving(req->be))) {
 				req_unqueue(s, req);
 				if (backend_serving(req->be))
 					req_fail(s, req, 503, REQ_R_QUEUE_TIMEOUT,
@@ -612,6 +623,12 @@ static int req_up_head(struct shard *s, void *owner, const struct resp_head *rh)
 	req->t_first_us = clock_now_us();
 	retry_forbid(s, req); /* a retry is no longer possible */
 	req->status = rh->status;
+	if (req->ridx >= 0) { /* the replica answered: outlier ejection's success */
+		if (rh->status >= 500 && req->be->outlier.count_5xx)
+			outlier_failure(req->be, (size_t)req->ridx, OUTLIER_5XX, clock_now_ms());
+		else
+			outlier_success(req->be, (size_t)req->ridx);
+	}
 	mode = req->cops->on_head(s, req, rh);
 	if (mode < 0) {
 		req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
@@ -714,6 +731,19 @@ static int req_retry_other(struct shard *s, struct request *req)
 	return 1;
 }
 
+/* What outlier ejection calls failure f; -1: not the replica's fault. */
+static int outlier_reason_of(enum up_failure f)
+{
+	switch (f) {
+	case UP_FAIL_CONNECT: return OUTLIER_CONNECT_FAILED;
+	case UP_FAIL_RESET: return OUTLIER_RESET;
+	case UP_FAIL_TIMEOUT: return OUTLIER_TIMEOUT;
+	case UP_FAIL_BAD_RESPONSE: return OUTLIER_BAD_RESPONSE;
+	case UP_FAIL_NO_MEMORY: break;
+	}
+	return -1;
+}
+
 static void req_up_failed(struct shard *s, void *owner, enum up_failure f, int reused)
 {
 	struct request *req = owner;
@@ -731,6 +761,11 @@ static void req_up_failed(struct shard *s, void *owner, enum up_failure f, int r
 		}
 		act = retry_decide(req, RETRY_CAUSE_CONNECT, 0);
 	}
+	/* A reused connection's failure retried fresh above says nothing of
+	 * the replica (the pool's connection went stale); this one does. */
+	if (req->ridx >= 0 && outlier_reason_of(f) >= 0)
+		outlier_failure(req->be, (size_t)req->ridx, (enum outlier_reason)outlier_reason_of(f),
+				clock_now_ms());
 	if (act == RETRY_OTHER && req_retry_other(s, req))
 		return;
 	release_slot(s, req);

@@ -58,6 +58,7 @@ enum opt_kind {
 	O_UINT32,   /* an integer 0..2^32-1 */
 	O_UINT63,   /* an integer 0..2^63-1 */
 	O_POLICY,   /* p2c or round_robin */
+	O_BOOL,     /* true or false */
 	O_STRING,   /* any string: the server validates it */
 	O_METHODS,  /* M[,M...] -> ["M", ...] */
 	O_LIST,     /* A[,B...] -> ["A", "B", ...]: the server validates the names */
@@ -134,6 +135,12 @@ static const struct set_opt backend_opts[] = {
 	{ "--health-interval-ms", "health_check", "interval_ms", O_UINT32, NULL },
 	{ "--health-rise", "health_check", "rise", O_UINT32, NULL },
 	{ "--health-fall", "health_check", "fall", O_UINT32, NULL },
+	{ "--consecutive-failures", "outlier_detection", "consecutive_failures", O_UINT32, NULL },
+	{ "--base-ejection-ms", "outlier_detection", "base_ejection_ms", O_UINT32, NULL },
+	{ "--max-ejection-ms", "outlier_detection", "max_ejection_ms", O_UINT32, NULL },
+	{ "--max-ejection-percent", "outlier_detection", "max_ejection_percent", O_UINT32, NULL },
+	{ "--count-5xx", "outlier_detection", "count_5xx", O_BOOL, NULL },
+	{ "--queue-when-unavailable", "queue_when_unavailable", NULL, O_BOOL, NULL },
 	{ "--replica", "replicas", NULL, O_REPLICA, NULL },
 	{ NULL, NULL, NULL, 0, NULL },
 };
@@ -174,6 +181,7 @@ static const struct field backend_fields[] = {
 	{ "request_timeout_ms", "-" },   { "retries", "-" },
 	{ "retry_on", "-" },             { "retry_budget_percent", "-" },
 	{ "policy", "-" },               { "health_check", "none" },
+	{ "outlier_detection", "-" },    { "queue_when_unavailable", "-" },
 	{ NULL, NULL },
 };
 
@@ -228,6 +236,9 @@ static const struct command commands[] = {
 	  "[--health-check PATH|none]\n"
 	  "[--health-interval-ms N] [--health-rise N]\n"
 	  "[--health-fall N]\n"
+	  "[--consecutive-failures N] [--base-ejection-ms N]\n"
+	  "[--max-ejection-ms N] [--max-ejection-percent N]\n"
+	  "[--count-5xx true|false] [--queue-when-unavailable true|false]\n"
 	  "[--replica ID=HOST:PORT ...]",
 	  "Creates backend NAME (what is not given takes its default) or changes it.\n"
 	  SET_MERGE_HELP
@@ -246,6 +257,15 @@ static const struct command commands[] = {
 	  "  --health-interval-ms N   health_check.interval_ms, >= 100 (needs a path)\n"
 	  "  --health-rise N          health_check.rise: successes in a row to turn healthy\n"
 	  "  --health-fall N          health_check.fall: failures in a row to turn unhealthy\n"
+	  "  --consecutive-failures N outlier_detection.consecutive_failures: failures\n"
+	  "                           in a row that eject a replica; 0: no ejection\n"
+	  "  --base-ejection-ms N     outlier_detection.base_ejection_ms: the first\n"
+	  "                           ejection; the k-th in a row lasts k times it\n"
+	  "  --max-ejection-ms N      outlier_detection.max_ejection_ms: its cap\n"
+	  "  --max-ejection-percent N outlier_detection.max_ejection_percent, 0..100\n"
+	  "  --count-5xx B            outlier_detection.count_5xx: 5xx answers are failures\n"
+	  "  --queue-when-unavailable B  queue_when_unavailable: while no replica is up,\n"
+	  "                           queue (true) instead of 503 at once (false)\n"
 	  "  --replica ID=HOST:PORT   adds replica ID or moves it (repeatable); the other\n"
 	  "                           replicas stay (replica rm removes one)\n",
 	  cmd_set, &backend_view },
@@ -296,7 +316,7 @@ static const struct command commands[] = {
 	  cmd_rm, &endpoint_view },
 	{ "stats", NULL, "",
 	  "One line per replica: BACKEND REPLICA ADDRESS ONGOING REQUESTS ERRORS STATE\n"
-	  "(ok, unhealthy, draining, retry-after: out while its Retry-After lasts)\n"
+	  "(ok, unhealthy, draining, ejected, retry-after: out while its Retry-After lasts)\n"
 	  "LAST_PROBE (the last health probe's result, - without a health check).\n"
 	  "--json: GET /v1/stats as the server sends it.\n",
 	  cmd_stats, NULL },
@@ -1014,6 +1034,7 @@ static void print_stats(json_t *j)
 			json_t *ra = json_object_get(r, "retry_after_ms");
 			const char *state = json_is_true(json_object_get(r, "draining")) ? "draining"
 					    : json_is_false(json_object_get(r, "healthy")) ? "unhealthy"
+					    : json_is_true(json_object_get(r, "ejected")) ? "ejected"
 					    : json_integer_value(ra) > 0 ? "retry-after"
 					    : "ok";
 			/* last: the reason has spaces ("status 503") */
@@ -1509,6 +1530,12 @@ static int parse_set_opts(const struct command *c, int argc, char **argv, json_t
 					return usage_error(c, NULL, "%s: expected p2c or round_robin, got '%s'",
 							   o->opt, val);
 				v = json_string(val);
+				break;
+			case O_BOOL:
+				if (strcmp(val, "true") && strcmp(val, "false"))
+					return usage_error(c, NULL, "%s: expected true or false, got '%s'",
+							   o->opt, val);
+				v = json_boolean(!strcmp(val, "true"));
 				break;
 			case O_STRING:
 				v = json_text(val);

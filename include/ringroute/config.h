@@ -12,10 +12,12 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "ringroute/list.h"
+#include "ringroute/outlier.h"
 
 #define RR_MAX_SHARDS 64
 #define RR_DEFAULT_MAX_BODY (64ull << 20)
@@ -30,7 +32,8 @@ struct replica_state {
 	_Atomic uint32_t draining;  /* removed from config: no new requests */
 	_Atomic uint32_t refs;      /* snapshots + in-flight requests */
 	_Atomic uint64_t ewma_us;   /* response latency, for reports */
-	char pad[64 - 4 * 4 - 8];
+	_Atomic uint64_t ejected_until_ms; /* 0, or ejected until then (outlier.h) */
+	char pad[64 - 4 * 4 - 8 - 8];
 	/* cold part */
 	char *key;                  /* "backend/id@host:port" (registry key) */
 	struct sockaddr_in addr;
@@ -49,6 +52,7 @@ struct replica_state {
 	_Atomic(struct upstream_pool *) pools[RR_MAX_SHARDS];
 	struct list reg_node;       /* in replica_registry.replicas */
 	struct replica_registry *reg; /* owner, set once; NULL: private, freed by last unref */
+	struct outlier_state outlier; /* the rest of the ejection state (outlier.h) */
 } __attribute__((aligned(64)));
 
 /* Shared by all shards: per-backend queue bookkeeping (issue 3). */
@@ -120,6 +124,8 @@ struct backend_cfg {
 	char *hc_path;                /* NULL: no health check */
 	uint32_t hc_interval_ms;
 	uint32_t hc_rise, hc_fall;    /* probes in a row that turn it healthy, unhealthy */
+	struct outlier_cfg outlier;   /* outlier_detection */
+	bool queue_when_unavailable;  /* queue (not 503 at once) while no replica is up */
 	size_t nreplicas;
 	struct replica_cfg *replicas;
 	struct backend_state *state;  /* referenced */

@@ -58,7 +58,8 @@ enum req_reason {
 	REQ_R_UPSTREAM_BAD_RESPONSE,
 	REQ_R_NO_MEMORY,
 	REQ_R_SHUTDOWN,
-	REQ_R_NO_HEALTHY_REPLICA,   /* queue timeout while no replica of the backend was healthy */
+	REQ_R_NO_HEALTHY_REPLICA,   /* no replica of the backend up: at once, or at the queue
+	                             * timeout with queue_when_unavailable */
 	REQ_R_COUNT,
 };
 const char *req_reason_name(enum req_reason r);

@@ -372,15 +372,15 @@ class RawUpstream:
     it returns the exact bytes to send; returning None closes the connection
     without answering. After each response the connection stays open for the
     next request unless close_after is set. Every request is kept in
-    self.requests."""
+    self.requests. port: the loopback port to listen on (0: any free one)."""
 
-    def __init__(self, respond, close_after=False):
+    def __init__(self, respond, close_after=False, port=0):
         self.respond = respond
         self.close_after = close_after
         self.requests = []
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.bind(("127.0.0.1", port))
         self.lsock.listen(64)
         self.port = self.lsock.getsockname()[1]
         self.addr = "127.0.0.1:%d" % self.port

@@ -154,7 +154,7 @@ class EveryEndingTest(AccessLogCase):
                                  "d2": "127.0.0.1:%d" % free_port()}, retries=2),
                 "mixed": backend({"d1": "127.0.0.1:%d" % free_port(), "m1": m1.addr},
                                  retries=2, policy="round_robin"),
-                "sick": backend([sick], queue_timeout_ms=200,
+                "sick": backend([sick], queue_timeout_ms=200, queue_when_unavailable=True,
                                 health_check={"path": "/health", "interval_ms": 100}),
             },
             "endpoints": {

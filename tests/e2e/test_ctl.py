@@ -42,6 +42,12 @@ BACKEND_FLAGS = [
     ("health_check.interval_ms", "--health-interval-ms", "60000", 60000),
     ("health_check.rise", "--health-rise", "4", 4),
     ("health_check.fall", "--health-fall", "5", 5),
+    ("outlier_detection.consecutive_failures", "--consecutive-failures", "3", 3),
+    ("outlier_detection.base_ejection_ms", "--base-ejection-ms", "1000", 1000),
+    ("outlier_detection.max_ejection_ms", "--max-ejection-ms", "9000", 9000),
+    ("outlier_detection.max_ejection_percent", "--max-ejection-percent", "34", 34),
+    ("outlier_detection.count_5xx", "--count-5xx", "true", True),
+    ("queue_when_unavailable", "--queue-when-unavailable", "true", True),
     ("replicas.x", "--replica", None, None),  # value: an address, set per test
 ]
 ENDPOINT_FLAGS = [
@@ -500,9 +506,13 @@ class CtlTest(harness.RRTestCase):
         self.assertEqual(fields[0], ["FIELD", "VALUE"])
         got = dict(fields[1:])
         self.assertEqual(got["health_check"], "fall=3,interval_ms=60000,path=/-/healthz,rise=2")
+        self.assertEqual(got["outlier_detection"],
+                         "base_ejection_ms=30000,consecutive_failures=5,count_5xx=false,"
+                         "max_ejection_ms=300000,max_ejection_percent=50")
         for k, v in a.items():
-            if k not in ("replicas", "health_check"):
-                self.assertEqual(got[k], ",".join(v) if isinstance(v, list) else str(v), k)
+            if k not in ("replicas", "health_check", "outlier_detection"):
+                self.assertEqual(got[k], ",".join(v) if isinstance(v, list) else
+                                 json.dumps(v) if isinstance(v, bool) else str(v), k)
         self.assertEqual(set(got), set(a) - {"replicas"})
         reps = rows[rows.index([]) + 1:]
         self.assertEqual(reps[0], ["REPLICA", "ADDRESS"])

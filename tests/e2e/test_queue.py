@@ -286,10 +286,12 @@ class DisconnectShards2Test(DisconnectTest):
 
 
 class NoReplicaTest(QueueCase):
+    """A backend without replicas queues only with queue_when_unavailable
+    (without, it fails fast: test_outlier.py)."""
     SHARDS = 2
 
     def test_no_replicas_queue_until_timeout(self):
-        self.start(None, queue_timeout_ms=300)
+        self.start(None, queue_timeout_ms=300, queue_when_unavailable=True)
         c = self.client(self.rr.port)
         t0 = time.monotonic()
         r = c.request("GET", "/x", timeout=5)
@@ -302,7 +304,8 @@ class NoReplicaTest(QueueCase):
     def test_replica_added_in_time_serves_queued(self):
         sock = harness.control_sock_path()
         try:
-            self.start(None, queue_timeout_ms=8000, extra=["--control", sock])
+            self.start(None, queue_timeout_ms=8000, queue_when_unavailable=True,
+                       extra=["--control", sock])
             with harness.UnixClient(sock) as u:
                 ok = u.request("GET", "/v1/config").status == 200
         except (harness.StartError, OSError, harness.ConnectionClosed) as e:

@@ -420,7 +420,10 @@ static void test_round_trip(void **state)
 	assert_config_equal(a, b);
 	/* defaults are written out, absent optionals are not */
 	assert_non_null(strstr(a->json, "\"shadow-b\":{\"connect_timeout_ms\":1000,\"max_ongoing_requests\":100,"
-					"\"max_queued_requests\":1024,\"policy\":\"p2c\",\"queue_timeout_ms\":5000,"
+					"\"max_queued_requests\":1024,\"outlier_detection\":{\"base_ejection_ms\":30000,"
+					"\"consecutive_failures\":5,\"count_5xx\":false,\"max_ejection_ms\":300000,"
+					"\"max_ejection_percent\":50},\"policy\":\"p2c\",\"queue_timeout_ms\":5000,"
+					"\"queue_when_unavailable\":false,"
 					"\"replicas\":{},\"request_timeout_ms\":60000,\"retries\":2,"
 					"\"retry_budget_percent\":20,"
 					"\"retry_on\":[\"connect-failure\",\"reset-before-response\"]}"));

@@ -401,10 +401,12 @@ static const struct req_client_ops client_ops = {
 
 /* ---- the fake shard ---- */
 
+/* b's replicas fail on purpose test after test: outlier ejection (tested in
+ * test_outlier.c) is off there so that a choice depends only on the test. */
 static const char doc[] =
 	"{\"backends\": {"
 	"  \"b\": {\"max_ongoing_requests\": 4, \"max_queued_requests\": 4, \"retries\": 1,"
-	"         \"policy\": \"round_robin\","
+	"         \"policy\": \"round_robin\", \"outlier_detection\": {\"consecutive_failures\": 0},"
 	"         \"replicas\": {\"r1\": \"127.0.0.1:9001\", \"r2\": \"127.0.0.1:9002\"}},"
 	"  \"tight\": {\"max_ongoing_requests\": 1, \"max_queued_requests\": 1, \"retries\": 1,"
 	"             \"policy\": \"round_robin\","
