@@ -79,6 +79,9 @@ class RetryPolicyTest(harness.RRTestCase):
         reps = {r.name.decode(): r.addr for r in replicas if isinstance(r, Replica)}
         reps.update({k: v for r in replicas if isinstance(r, tuple) for k, v in [r]})
         kw.setdefault("policy", "round_robin")
+        # Retries alone: outlier ejection would take the failing replicas
+        # out after a few failures (test_outlier.py tests it beside retries).
+        kw.setdefault("outlier_detection", {"consecutive_failures": 0})
         cfg = {"backends": {"b": backend(reps, **kw)},
                "endpoints": {"e": endpoint("/", {"b": 1.0})}}
         return self.ringroute(cfg, admin=True)
