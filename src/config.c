@@ -288,7 +288,7 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 	for (size_t i = 0; i < n; i++) {
 		struct replica_cfg *r = &b->replicas[i];
 		json_t *v = json_object_get(obj, ids[i]);
-		char ip[INET_ADDRSTRLEN], why[128];
+		char ip[ADDR_STRLEN], why[128];
 		char *key = NULL;
 
 		join(rp, sizeof(rp), p, ids[i]);
@@ -300,28 +300,28 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 			rc = fail(ctx, rp, "must be a string \"host:port\"");
 			goto out;
 		}
-		if (addr_parse(json_string_value(v), strlen(json_string_value(v)), 0, &r->addr, why,
-			       sizeof(why))) {
+		if (addr_parse_sa(json_string_value(v), strlen(json_string_value(v)),
+				  ADDR_F_IPV6 | ADDR_F_UNIX, &r->addr, why, sizeof(why))) {
 			rc = fail(ctx, rp,
-				  "bad address \"%s\": expected IPv4:port or localhost:port, port 1..65535 (%s)",
+				  "bad address \"%s\": expected IPV4:PORT, localhost:PORT, [IPV6]:PORT "
+				  "(port 1..65535) or unix:/PATH (%s)",
 				  json_string_value(v), why);
 			goto out;
 		}
 		/* One server behind two ids would get two slots' worth of
 		 * max_ongoing_requests, each id counting only its own: the cap
-		 * the operator wrote would be doubled. Resolved addresses are
-		 * compared, so "localhost:N" and "127.0.0.1:N" are one. Ids are
+		 * the operator wrote would be doubled. Parsed addresses are
+		 * compared, so "localhost:N" and "127.0.0.1:N", or "[::1]:N"
+		 * and "[0:0::1]:N", are one. Ids are
 		 * visited in sorted order: the later id of a pair is reported,
 		 * whatever the key order. */
 		for (size_t j = 0; j < i; j++) {
 			const struct replica_cfg *o = &b->replicas[j];
-			if (o->addr.sin_addr.s_addr == r->addr.sin_addr.s_addr &&
-			    o->addr.sin_port == r->addr.sin_port) {
-				inet_ntop(AF_INET, &r->addr.sin_addr, ip, sizeof(ip));
+			if (addr_equal(&o->addr, &r->addr)) {
 				rc = fail(ctx, rp,
-					  "same address %s:%u as %s.%s: two replicas on one address would "
+					  "same address %s as %s.%s: two replicas on one address would "
 					  "double its max_ongoing_requests",
-					  ip, (unsigned)ntohs(r->addr.sin_port), p, o->id);
+					  addr_format(&r->addr, ip, sizeof(ip)), p, o->id);
 				goto out;
 			}
 		}
@@ -333,9 +333,8 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 		}
 		/* The key uses the resolved address, so "localhost:9000" and
 		 * "127.0.0.1:9000" share one state (they are one server). */
-		inet_ntop(AF_INET, &r->addr.sin_addr, ip, sizeof(ip));
-		if (asprintf(&key, "%s/%s@%s:%u", b->name, r->id, ip,
-			     (unsigned)ntohs(r->addr.sin_port)) < 0) {
+		if (asprintf(&key, "%s/%s@%s", b->name, r->id,
+			     addr_format(&r->addr, ip, sizeof(ip))) < 0) {
 			rc = fail_nomem(ctx, rp);
 			goto out;
 		}

@@ -104,7 +104,7 @@ void registry_destroy(struct replica_registry *reg)
 
 /* Allocates a fresh replica state (refs 1, healthy) for key/addr; its node is
  * self-linked (not on a list). NULL on allocation failure. */
-static struct replica_state *replica_state_new(const char *key, const struct sockaddr_in *addr)
+static struct replica_state *replica_state_new(const char *key, const struct rr_addr *addr)
 {
 	struct replica_state *r = NULL;
 
@@ -131,7 +131,7 @@ static struct replica_state *replica_state_new(const char *key, const struct soc
  * An existing state is returned as is: its counters, health and draining
  * flag are the proxy's business, not the parser's. */
 struct replica_state *registry_replica(struct replica_registry *reg, const char *key,
-				       const struct sockaddr_in *addr)
+				       const struct rr_addr *addr)
 {
 	struct replica_state *r;
 	struct list *pos;

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ringroute/addr.h"
 #include "ringroute/list.h"
 
 #define RR_MAX_SHARDS 64
@@ -32,8 +33,8 @@ struct replica_state {
 	_Atomic uint64_t ewma_us;   /* response latency, for reports */
 	char pad[64 - 4 * 4 - 8];
 	/* cold part */
-	char *key;                  /* "backend/id@host:port" (registry key) */
-	struct sockaddr_in addr;
+	char *key;                  /* "backend/id@ADDRESS" (registry key, addr_format) */
+	struct rr_addr addr;
 	/* Created lazily by each shard (release store); the control thread
 	 * reads them for stats (acquire load). */
 	_Atomic(struct upstream_pool *) pools[RR_MAX_SHARDS];
@@ -72,7 +73,7 @@ void registry_destroy(struct replica_registry *reg);
 /* Returns the state for key with one more reference, creating it if needed;
  * NULL on allocation failure. reg may be NULL: then a private state is made. */
 struct replica_state *registry_replica(struct replica_registry *reg, const char *key,
-				       const struct sockaddr_in *addr);
+				       const struct rr_addr *addr);
 struct backend_state *registry_backend(struct replica_registry *reg, const char *name);
 void registry_replica_unref(struct replica_state *r);
 void registry_backend_unref(struct backend_state *b);
@@ -87,8 +88,8 @@ enum backend_policy {
 
 struct replica_cfg {
 	char *id;
-	char *address;                /* "host:port" as written */
-	struct sockaddr_in addr;
+	char *address;                /* as written: "host:port", "[v6]:port", "unix:/path" */
+	struct rr_addr addr;
 	struct replica_state *state;  /* referenced */
 };
 
