@@ -45,10 +45,42 @@ static int parse_unix(const char *path, size_t plen, struct rr_addr *out, char *
 	return 0;
 }
 
-/* See addr.h. The last ':' splits ADDR from PORT, so "::1:80" is refused
- * (an IPv6 address needs its brackets), not misread. */
-int addr_parse_sa(const char *s, size_t len, unsigned flags, struct rr_addr *out, char *err,
-		  size_t errlen)
+/* 1 if s is a well-formed DNS name (see addr.h). The last label must not
+ * be all digits, so "256.0.0.1" stays a bad IPv4 address, not a name. */
+static int name_ok(const char *s)
+{
+	size_t label = 0, total = strlen(s);
+	bool digits = true;
+
+	if (total == 0 || total > ADDR_NAME_MAX - 1 || s[0] == '.')
+		return 0;
+	for (; *s; s++) {
+		char ch = *s;
+		if (ch == '.') {
+			if (label == 0)
+				return 0;
+			if (s[1])
+				digits = true;
+			label = 0;
+			continue;
+		}
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '-' || ch == '_'))
+			return 0;
+		if (ch < '0' || ch > '9')
+			digits = false;
+		if (++label > 63)
+			return 0;
+	}
+	return !digits;
+}
+
+/* The one parser behind addr_parse_sa and addr_parse_name (name: where a
+ * DNS name goes, or NULL when none is allowed). The last ':' splits ADDR
+ * from PORT, so "::1:80" is refused (an IPv6 address needs its brackets),
+ * not misread. */
+static int parse(const char *s, size_t len, unsigned flags, struct rr_addr *out, char *name,
+		 char *err, size_t errlen)
 {
 	const char *colon = NULL;
 	char host[INET6_ADDRSTRLEN + 16];
@@ -56,8 +88,9 @@ int addr_parse_sa(const char *s, size_t len, unsigned flags, struct rr_addr *out
 	unsigned long port = 0;
 	size_t hlen, plen;
 	unsigned long minport = (flags & ADDR_F_PORT0) ? 0 : 1;
-	const char *what = (flags & ADDR_F_IPV6) ? "an IPv4 address, [IPv6] or localhost"
-						 : "an IPv4 address or localhost";
+	const char *what = !name ? ((flags & ADDR_F_IPV6) ? "an IPv4 address, [IPv6] or localhost"
+						       : "an IPv4 address or localhost")
+				 : "an IPv4 address, [IPv6], localhost or a DNS name";
 
 	if ((flags & ADDR_F_UNIX) && len >= 5 && memcmp(s, "unix:", 5) == 0)
 		return parse_unix(s + 5, len - 5, out, err, errlen);
@@ -95,6 +128,15 @@ int addr_parse_sa(const char *s, size_t len, unsigned flags, struct rr_addr *out
 	}
 	if (port < minport || port > 65535)
 		return addr_fail(err, errlen, "port %lu out of range %lu..65535", port, minport);
+	if (name && hlen < ADDR_NAME_MAX && hlen >= sizeof(host)) {
+		memcpy(name, s, hlen);
+		name[hlen] = '\0';
+		if (name_ok(name)) {
+			a.u.in.sin_port = htons((uint16_t)port);
+			*out = a;
+			return ADDR_IS_NAME;
+		}
+	}
 	if (hlen >= sizeof(host))
 		return addr_fail(err, errlen, "address too long (not %s)", what);
 	memcpy(host, s, hlen);
@@ -119,10 +161,32 @@ int addr_parse_sa(const char *s, size_t len, unsigned flags, struct rr_addr *out
 	} else if (strcmp(host, "localhost") == 0) {
 		a.u.in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	} else if (inet_pton(AF_INET, host, &a.u.in.sin_addr) != 1) {
+		if (name && name_ok(host)) {
+			memcpy(name, host, hlen + 1);
+			a = (struct rr_addr){ 0 };
+			a.u.in.sin_port = htons((uint16_t)port);
+			*out = a;
+			return ADDR_IS_NAME;
+		}
 		return addr_fail(err, errlen, "'%s' is not %s", host, what);
 	}
 	*out = a;
 	return 0;
+}
+
+/* See addr.h. */
+int addr_parse_sa(const char *s, size_t len, unsigned flags, struct rr_addr *out, char *err,
+		  size_t errlen)
+{
+	return parse(s, len, flags & ~(unsigned)ADDR_F_NAME, out, NULL, err, errlen);
+}
+
+/* See addr.h. */
+int addr_parse_name(const char *s, size_t len, unsigned flags, struct rr_addr *out,
+		    char host[ADDR_NAME_MAX], char *err, size_t errlen)
+{
+	host[0] = '\0'; /* "" unless a name */
+	return parse(s, len, flags, out, (flags & ADDR_F_NAME) ? host : NULL, err, errlen);
 }
 
 /* See addr.h. */

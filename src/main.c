@@ -17,6 +17,7 @@
 #include "ringroute/addr.h"
 #include "ringroute/alloc.h"
 #include "ringroute/control.h"
+#include "ringroute/dns.h"
 #include "ringroute/health.h"
 #include "ringroute/proxy.h"
 #include "ringroute/service.h"
@@ -319,6 +320,7 @@ int main(int argc, char **argv)
 	struct sockaddr_in addr;
 	char why[128];
 	struct control *ctl = NULL;
+	struct dns *dns = NULL;
 	struct health *health = NULL;
 	struct config_watch *watch = NULL;
 	struct service svc;
@@ -423,6 +425,12 @@ int main(int argc, char **argv)
 		code = 1;
 		goto out_stop;
 	}
+	ret = dns_start(p, &dns);
+	if (ret) {
+		log_error("cannot start the DNS refresh: %s", strerror(-ret));
+		code = 1;
+		goto out_stop;
+	}
 	if (p->opt.watch_config && config_watch_start(p->opt.config_path, &watch)) {
 		code = 1;
 		goto out_stop;
@@ -475,6 +483,7 @@ out_stop:
 	proxy_stop_shards(p);
 	wait_shards(p, p->opt.drain_timeout_ms);
 	health_stop(health);
+	dns_stop(dns);
 	if (ctl)
 		control_stop(ctl);
 	if (shards_running(p)) {

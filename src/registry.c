@@ -47,6 +47,7 @@ void registry_init(struct replica_registry *reg)
 	pthread_mutex_init(&reg->lock, NULL);
 	list_init(&reg->replicas);
 	list_init(&reg->backends);
+	dns_cache_init(&reg->dns);
 }
 
 /* Frees every state whose refcount is zero and returns how many states
@@ -100,6 +101,7 @@ void registry_destroy(struct replica_registry *reg)
 	}
 	pthread_mutex_unlock(&reg->lock);
 	pthread_mutex_destroy(&reg->lock);
+	dns_cache_destroy(&reg->dns);
 }
 
 /* Allocates a fresh replica state (refs 1, healthy) for key/addr; its node is

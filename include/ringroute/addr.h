@@ -19,7 +19,11 @@ enum {
 	ADDR_F_PORT0 = 1u << 1, /* port 0 allowed (bind: the kernel picks one) */
 	ADDR_F_IPV6  = 1u << 2, /* "[IPV6]:PORT" allowed (addr_parse_sa only) */
 	ADDR_F_UNIX  = 1u << 3, /* "unix:/path" allowed (addr_parse_sa only) */
+	ADDR_F_NAME  = 1u << 4, /* "NAME:PORT", a DNS name (addr_parse_name only) */
 };
+
+/* The longest DNS name (RFC 1035: 253 characters written out) + NUL. */
+#define ADDR_NAME_MAX 254
 
 /* A socket address of any family ringroute connects to, with the length
  * connect() wants (for AF_UNIX: up to the path's NUL, not the whole
@@ -45,6 +49,16 @@ struct rr_addr {
  * The caller puts the input and its own context around that reason. */
 int addr_parse_sa(const char *s, size_t len, unsigned flags, struct rr_addr *out, char *err,
 		  size_t errlen);
+
+/* Same, where a DNS name is allowed too (flags has ADDR_F_NAME): a host
+ * that is no literal but a well-formed name (labels of letters, digits,
+ * '-' and '_', at most 63 bytes each, the last not all digits) returns
+ * ADDR_IS_NAME with host (ADDR_NAME_MAX bytes) holding it and out holding
+ * only the port (family AF_UNSPEC, port in out->u.in.sin_port); else
+ * host is "". */
+#define ADDR_IS_NAME 1
+int addr_parse_name(const char *s, size_t len, unsigned flags, struct rr_addr *out,
+		    char host[ADDR_NAME_MAX], char *err, size_t errlen);
 
 /* The IPv4-only form, for the listeners and clients that bind or connect
  * IPv4 sockets: addr_parse_sa without ADDR_F_IPV6 / ADDR_F_UNIX. */

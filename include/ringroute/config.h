@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "ringroute/addr.h"
+#include "ringroute/dns.h"
 #include "ringroute/list.h"
 
 #define RR_MAX_SHARDS 64
@@ -64,6 +65,7 @@ struct replica_registry {
 	pthread_mutex_t lock;
 	struct list replicas;
 	struct list backends;
+	struct dns_cache dns;         /* names of replica addresses (dns.h) */
 };
 
 void registry_init(struct replica_registry *reg);
@@ -86,8 +88,13 @@ enum backend_policy {
 	POLICY_RR,        /* round robin over replicas with a free slot */
 };
 
+/* A replica address with a DNS name stands for one replica per address the
+ * name resolves to, each with id "ID/ADDRESS" (spec_id: ID, the key the
+ * document has; host: the name). */
 struct replica_cfg {
 	char *id;
+	char *spec_id;                /* the id written in the document, when it differs from id; else NULL */
+	char *host;                   /* the DNS name of address, or NULL for a literal */
 	char *address;                /* as written: "host:port", "[v6]:port", "unix:/path" */
 	struct rr_addr addr;
 	struct replica_state *state;  /* referenced */
@@ -137,6 +144,8 @@ struct config {
 	size_t nendpoints;
 	struct endpoint_cfg *endpoints; /* sorted: longest route first */
 	char *json;                   /* canonical JSON text of this snapshot */
+	uint32_t dns_refresh_ms;      /* names re-resolved this often */
+	uint64_t dns_gen;             /* registry dns.gen when built: older means names changed */
 };
 
 /* Parse and validate a whole config document.

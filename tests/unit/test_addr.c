@@ -151,12 +151,52 @@ static void test_families(void **state)
 	assert_non_null(strstr(err, "longer than 107 bytes"));
 }
 
+/* DNS names: well-formed ones come back as ADDR_IS_NAME with the port;
+ * literals stay literals; malformed names and digit-only last labels are
+ * refused; without ADDR_F_NAME a name is an error. */
+static void test_names(void **state)
+{
+	const unsigned f = ADDR_F_IPV6 | ADDR_F_UNIX | ADDR_F_NAME;
+	struct rr_addr a;
+	char host[ADDR_NAME_MAX], err[128];
+	static const char *const bad[] = {
+		"example..com:80", ".x:80", "a b:80", "x!:80", "256.0.0.1:80", "1.2.3:80",
+		"model.test:0", "model.test:", "model.test",
+	};
+	(void)state;
+
+	assert_int_equal(addr_parse_name("model.ns.svc.cluster.local:8000", 31, f, &a, host, err,
+					 sizeof(err)), ADDR_IS_NAME);
+	assert_string_equal(host, "model.ns.svc.cluster.local");
+	assert_int_equal(ntohs(a.u.in.sin_port), 8000);
+	assert_int_equal(a.u.sa.sa_family, AF_UNSPEC);
+	assert_int_equal(addr_parse_name("my_svc-1.test.:1", 16, f, &a, host, err, sizeof(err)),
+			 ADDR_IS_NAME);
+	assert_string_equal(host, "my_svc-1.test.");
+	assert_int_equal(addr_parse_name("127.0.0.1:80", 12, f, &a, host, err, sizeof(err)), 0);
+	assert_string_equal(host, "");
+	assert_int_equal(addr_parse_name("localhost:80", 12, f, &a, host, err, sizeof(err)), 0);
+	assert_int_equal(a.u.sa.sa_family, AF_INET);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (addr_parse_name(bad[i], strlen(bad[i]), f, &a, host, err, sizeof(err)) != -EINVAL)
+			fail_msg("accepted '%s'", bad[i]);
+	assert_int_equal(addr_parse_name("model.test:80", 13, ADDR_F_IPV6, &a, host, err, sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "not an IPv4 address, [IPv6] or localhost"));
+	char longname[300];
+	memset(longname, 'a', 70);
+	strcpy(longname + 70, ".test:80");
+	assert_int_equal(addr_parse_name(longname, strlen(longname), f, &a, host, err, sizeof(err)),
+			 -EINVAL); /* a label over 63 bytes */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_good),
 		cmocka_unit_test(test_bad),
 		cmocka_unit_test(test_families),
+		cmocka_unit_test(test_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

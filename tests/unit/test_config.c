@@ -231,7 +231,7 @@ static void test_semantic_errors(void **state)
 
 	/* addresses */
 	static const char *const bad_addr[] = {
-		"127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:", ":80", "example.com:80",
+		"127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:", ":80", "example..com:80",
 		"127.0.0.1:80x", "127.0.0.1:+80", "256.0.0.1:80", "::1:80", "localhost:999999",
 	};
 	for (size_t i = 0; i < sizeof(bad_addr) / sizeof(bad_addr[0]); i++) {
