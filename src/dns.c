@@ -138,11 +138,14 @@ static int resolve(const char *host, struct rr_addr **out, size_t *n, char *err,
 		ares_socket_t socks[ARES_GETSOCK_MAXNUM];
 		struct pollfd pfd[ARES_GETSOCK_MAXNUM];
 		struct timeval tv, *tvp;
-		int bits = ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM), np = 0, ms;
+		/* The bits by hand, unsigned: ARES_GETSOCK_WRITABLE shifts an int
+		 * 1 into its sign bit for the last socket. */
+		unsigned bits = (unsigned)ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM);
+		int np = 0, ms;
 
 		for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
-			short ev = (short)((ARES_GETSOCK_READABLE(bits, i) ? POLLIN : 0) |
-					   (ARES_GETSOCK_WRITABLE(bits, i) ? POLLOUT : 0));
+			short ev = (short)(((bits >> i) & 1u ? POLLIN : 0) |
+					   ((bits >> (i + ARES_GETSOCK_MAXNUM)) & 1u ? POLLOUT : 0));
 			if (ev)
 				pfd[np++] = (struct pollfd){ .fd = socks[i], .events = ev };
 		}
@@ -247,6 +250,7 @@ int dns_lookup(struct dns_cache *dc, const char *host, struct rr_addr **out, siz
 		e = calloc(1, sizeof(*e));
 		if (e && (e->host = strdup(host)) && (e->addrs = addrs_dup(addrs, na))) {
 			e->n = na;
+			list_init(&e->node);
 			list_push_back(&dc->names, &e->node);
 		} else if (e) {
 			free(e->host);
