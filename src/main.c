@@ -480,10 +480,10 @@ out_stop:
 	/* The admin port answers (/readyz 503, /metrics) until the shards are
 	 * done; the listeners close first. */
 	config_watch_stop(watch);
+	dns_stop(dns); /* no refresh reaches shards that are stopping */
 	proxy_stop_shards(p);
 	wait_shards(p, p->opt.drain_timeout_ms);
 	health_stop(health);
-	dns_stop(dns);
 	if (ctl)
 		control_stop(ctl);
 	if (shards_running(p)) {
