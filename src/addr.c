@@ -224,6 +224,16 @@ char *addr_format(const struct rr_addr *a, char *buf, size_t n)
 	return buf;
 }
 
+/* See addr.h. */
+uint16_t addr_port(const struct rr_addr *a)
+{
+	if (a->u.sa.sa_family == AF_INET)
+		return ntohs(a->u.in.sin_port);
+	if (a->u.sa.sa_family == AF_INET6)
+		return ntohs(a->u.in6.sin6_port);
+	return 0;
+}
+
 /* See addr.h. The parser zeroes every byte it does not set, so comparing
  * the parts that name the address is enough (and independent of padding). */
 bool addr_equal(const struct rr_addr *a, const struct rr_addr *b)

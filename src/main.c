@@ -317,7 +317,7 @@ static void wait_shards(struct proxy *p, uint32_t timeout_ms)
 int main(int argc, char **argv)
 {
 	struct proxy *p;
-	struct sockaddr_in addr;
+	struct rr_addr addr;
 	char why[128];
 	struct control *ctl = NULL;
 	struct dns *dns = NULL;
@@ -338,8 +338,8 @@ int main(int argc, char **argv)
 		mi_free(p);
 		return ret > 0 ? 0 : 2;
 	}
-	if (addr_parse(p->opt.listen, strlen(p->opt.listen), ADDR_F_ANY | ADDR_F_PORT0, &addr, why,
-		       sizeof(why))) {
+	if (addr_parse_sa(p->opt.listen, strlen(p->opt.listen), ADDR_F_ANY | ADDR_F_PORT0 | ADDR_F_IPV6,
+			  &addr, why, sizeof(why))) {
 		log_error("--listen: expected ADDR:PORT, got '%s': %s",
 			p->opt.listen, why);
 		mi_free(p);
@@ -393,9 +393,9 @@ int main(int argc, char **argv)
 		}
 		if (i == 0) {
 			/* Port 0: every shard shares the port the first one got. */
-			socklen_t len = sizeof(addr);
-			getsockname(p->shards[0]->listen_fd, (struct sockaddr *)&addr, &len);
-			p->listen_port = ntohs(addr.sin_port);
+			socklen_t len = sizeof(addr.u);
+			getsockname(p->shards[0]->listen_fd, &addr.u.sa, &len);
+			p->listen_port = addr_port(&addr);
 		}
 		p->shards[i]->peers = p->shards;
 		p->shards[i]->config = c;

@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -68,6 +69,9 @@ int addr_parse(const char *s, size_t len, unsigned flags, struct sockaddr_in *ou
 /* Writes a in canonical form ("127.0.0.1:80", "[::1]:80", "unix:/p") to
  * buf (ADDR_STRLEN bytes are always enough); returns buf. */
 char *addr_format(const struct rr_addr *a, char *buf, size_t n);
+
+/* The port of an IPv4 or IPv6 address, in host order (0 for others). */
+uint16_t addr_port(const struct rr_addr *a);
 
 /* true when a and b are one socket address (same family, address, port or
  * path): what makes two replicas one server. */

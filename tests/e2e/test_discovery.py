@@ -145,6 +145,31 @@ class AddressFormsTest(harness.RRTestCase):
                                                                    "interval_ms": 100}))
         self.assertEqual(self.serve_ids(rr, 20), {"v6": 20})
 
+    def test_ipv6_listeners(self):
+        """--listen and --admin on [::1]: clients over IPv6, their address
+        forwarded as X-Forwarded-For."""
+        if not have_ipv6_loopback():
+            self.skipTest("no ::1 on this machine")
+        m = self.mock("v4")
+        alog = os.path.join(tempfile.mkdtemp(prefix="rr-disco-"), "access.log")
+        rr = self.ringroute(config({"r1": m.addr}), admin=True,
+                            extra=["--listen", "[::1]:0", "--admin", "[::1]:0",
+                                   "--access-log", alog])
+        with harness.Client(rr.port, host="::1") as c:
+            r = c.request("POST", "/api", body=b"{}")
+            self.assertEqual(r.status, 200, r.raw())
+            self.assertEqual(r.json()["headers"]["x-forwarded-for"], "::1")
+        s = socket.create_connection(("::1", rr.admin_port), timeout=5)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertTrue(s.recv(100).startswith(b"HTTP/1.1 200"))
+        s.close()
+        harness.wait_for(lambda: os.path.getsize(alog) > 0, 5, "an access log line")
+        with open(alog) as f:
+            self.assertRegex(f.read().split()[1], r"^\[::1\]:\d+$")
+        # IPv4 clients do not reach a listener bound to ::1
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", rr.port), timeout=2).close()
+
     def test_unix_replica(self):
         path = os.path.join(tempfile.mkdtemp(prefix="rr-disco-"), "m.sock")
         m = self.mock("ux", listen="unix:" + path)
