@@ -20,6 +20,7 @@ struct dns {
 	pthread_mutex_t lock;         /* guards stop, with cond */
 	pthread_cond_t cond;          /* CLOCK_MONOTONIC */
 	bool stop;
+	char last_err[1024];          /* the last refused rebuild, logged once */
 };
 
 /* One pass: drop the names the current snapshot no longer uses, refresh
@@ -27,8 +28,9 @@ struct dns {
  * it again from its own document (the same parse as any change; the cache
  * answers every name) and apply it unless another change came first
  * (then the next pass sees that one). */
-static void refresh_pass(struct proxy *p)
+static void refresh_pass(struct dns *d)
 {
+	struct proxy *p = d->p;
 	struct dns_cache *dc = &p->registry.dns;
 	struct config *cur = proxy_config_get(p), *next = NULL;
 	char **hosts = NULL;
@@ -54,11 +56,18 @@ static void refresh_pass(struct proxy *p)
 	free(hosts);
 	if (cur->dns_gen != atomic_load(&dc->gen)) {
 		if (config_parse(cur->json, strlen(cur->json), "dns refresh", &p->registry, &next, err,
-				 sizeof(err)))
-			log_warn("dns: the new addresses make no valid config, kept the old ones: %s",
-				 err);
-		else if (proxy_change_from(p, cur, next, err, sizeof(err)) && next)
-			log_warn("dns: applying the new addresses: %s", err);
+				 sizeof(err))) {
+			/* Tried again every pass (the next set may be fine);
+			 * said once while the reason stays the same. */
+			if (strcmp(err, d->last_err))
+				log_warn("dns: the new addresses make no valid config, kept the old "
+					 "ones: %s", err);
+			snprintf(d->last_err, sizeof(d->last_err), "%s", err);
+		} else {
+			d->last_err[0] = '\0';
+			if (proxy_change_from(p, cur, next, err, sizeof(err)) && next)
+				log_warn("dns: applying the new addresses: %s", err);
+		}
 	}
 	config_unref(cur);
 }
@@ -85,7 +94,7 @@ static void *dns_main(void *arg)
 		if (d->stop)
 			break;
 		pthread_mutex_unlock(&d->lock);
-		refresh_pass(d->p);
+		refresh_pass(d);
 		pthread_mutex_lock(&d->lock);
 	}
 	pthread_mutex_unlock(&d->lock);

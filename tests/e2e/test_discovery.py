@@ -360,6 +360,32 @@ class DNSTest(harness.RRTestCase):
         self.assertIn(path + ": backends.b.replicas.m: cannot resolve nosuch.test: "
                       "Domain name not found", err)
 
+    def test_name_on_a_literal_replicas_address(self):
+        """A name resolving to the address another replica of the backend
+        already has is the duplicate-address error: at start it stops
+        ringroute; found by a refresh, it is logged (once) and the old
+        addresses stay."""
+        port = free_port_on("127.0.0.2", "127.0.0.3")
+        self.dns.set("model.test", ["127.0.0.2"])
+        cfg = config({"a": "127.0.0.2:%d" % port, "m": "model.test:%d" % port})
+        path = harness.write_config(cfg)
+        import subprocess
+        p = subprocess.run([harness.ringroute_bin(), "--config", path, "--listen", "127.0.0.1:0"],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+                           env=dict(os.environ, **self.env))
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(b"backends.b.replicas.m: same address 127.0.0.2:%d as backends.b.replicas.a"
+                      % port, p.stderr)
+        self.mock("a", listen="127.0.0.2:%d" % port)
+        self.mock("m", listen="127.0.0.3:%d" % port)
+        self.dns.set("model.test", ["127.0.0.3"])
+        rr = self.start({"a": "127.0.0.2:%d" % port, "m": "model.test:%d" % port})
+        self.dns.set("model.test", ["127.0.0.2"])
+        harness.wait_stderr(rr, "dns: the new addresses make no valid config, kept the old ones")
+        time.sleep(0.5)  # two more passes: not said again
+        self.assertEqual(rr.stderr().count("make no valid config"), 1)
+        self.assertEqual(self.replica_ids(rr), ["a", "m/127.0.0.3:%d" % port])
+
     def test_edit_with_unresolvable_name_refused(self):
         port = free_port_on("127.0.0.2")
         self.mock("a", listen="127.0.0.2:%d" % port)
