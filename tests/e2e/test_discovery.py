@@ -143,7 +143,9 @@ class AddressFormsTest(harness.RRTestCase):
         self.assertTrue(m.addr.startswith("[::1]:"), m.addr)
         rr = self.ringroute(config({"r1": m.addr}, health_check={"path": "/-/healthz",
                                                                    "interval_ms": 100}))
+        time.sleep(0.35)  # a few probes, over IPv6 too
         self.assertEqual(self.serve_ids(rr, 20), {"v6": 20})
+        self.assertNotIn("unhealthy", rr.stderr())
 
     def test_ipv6_listeners(self):
         """--listen and --admin on [::1]: clients over IPv6, their address
@@ -175,7 +177,12 @@ class AddressFormsTest(harness.RRTestCase):
         m = self.mock("ux", listen="unix:" + path)
         rr = self.ringroute(config({"r1": m.addr}, health_check={"path": "/-/healthz",
                                                                    "interval_ms": 100}))
+        time.sleep(0.35)  # a few probes, over the unix socket too
         self.assertEqual(self.serve_ids(rr, 20), {"ux": 20})
+        self.assertNotIn("unhealthy", rr.stderr())
+        # The server goes away: the probes say so.
+        m.stop()
+        harness.wait_stderr(rr, "replica b/r1 is unhealthy")
 
     def test_unix_and_tcp_together(self):
         """One backend mixing families: both serve, the cap counts each."""
