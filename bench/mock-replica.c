@@ -23,6 +23,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <netdb.h>
@@ -31,6 +32,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +41,7 @@
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1708,6 +1711,7 @@ static void usage(FILE *f)
 {
 	fputs("usage: mock-replica [options]\n"
 	      "  --listen HOST:PORT        default 127.0.0.1:0; prints 'READY <port>' once listening\n"
+	      "  --listen unix:/PATH       a unix stream socket instead (READY 0; removed at exit)\n"
 	      "  --id NAME                 default mock (X-Mock-Id header, \"id\" field)\n"
 	      "  --threads N               event loops on SO_REUSEPORT listeners, default 1\n"
 	      "  --delay-ms F              service delay per request, default 0\n"
@@ -1836,8 +1840,10 @@ static int mock_parse_args(struct mock_opts *o, int argc, char **argv)
 	return 0;
 }
 
-/* Resolve HOST:PORT ("[v6]:port" too; an empty host is the wildcard).
- * Returns 0 or -EINVAL (message printed). */
+/* Resolve HOST:PORT ("[v6]:port" too; an empty host is the wildcard), or
+ * unix:/path (a stream socket on this machine; a stale file at the path is
+ * removed first, as a restarted server would). Returns 0 or -EINVAL
+ * (message printed). */
 static int mock_resolve(const char *spec, struct sockaddr_storage *ss, socklen_t *len)
 {
 	char host[256];
@@ -1846,6 +1852,19 @@ static int mock_resolve(const char *spec, struct sockaddr_storage *ss, socklen_t
 	struct addrinfo hints, *res = NULL;
 	int rc;
 
+	if (strncmp(spec, "unix:", 5) == 0) {
+		struct sockaddr_un *un = (struct sockaddr_un *)ss;
+		size_t plen = strlen(spec + 5);
+
+		if (plen == 0 || plen >= sizeof(un->sun_path))
+			goto bad;
+		memset(ss, 0, sizeof(*ss));
+		un->sun_family = AF_UNIX;
+		memcpy(un->sun_path, spec + 5, plen);
+		*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen + 1);
+		unlink(un->sun_path);
+		return 0;
+	}
 	colon = strrchr(spec, ':');
 	if (!colon)
 		goto bad;
@@ -1873,7 +1892,7 @@ static int mock_resolve(const char *spec, struct sockaddr_storage *ss, socklen_t
 	freeaddrinfo(res);
 	return 0;
 bad:
-	fprintf(stderr, "mock-replica: --listen wants HOST:PORT, got '%s'\n", spec);
+	fprintf(stderr, "mock-replica: --listen wants HOST:PORT or unix:/PATH, got '%s'\n", spec);
 	return -EINVAL;
 }
 
@@ -1900,8 +1919,15 @@ fail:
 	return err;
 }
 
+/* The port of ss; for a unix socket, a dummy 0 (READY prints 0). */
 static uint16_t *ss_port(struct sockaddr_storage *ss)
 {
+	static __thread uint16_t none;
+
+	if (ss->ss_family == AF_UNIX) {
+		none = 0;
+		return &none;
+	}
 	if (ss->ss_family == AF_INET6)
 		return &((struct sockaddr_in6 *)ss)->sin6_port;
 	return &((struct sockaddr_in *)ss)->sin_port;
@@ -1981,7 +2007,13 @@ int main(int argc, char **argv)
 	if (!ctx.loops)
 		goto out;
 	for (unsigned i = 0; i < n; i++) {
-		int fd = mock_listen_one(&ss, sslen, n > 1);
+		/* A unix path binds once (SO_REUSEPORT does not spread unix
+		 * sockets): the other loops share the first one's socket, each
+		 * with its own descriptor, and race for accepts. */
+		int fd = ss.ss_family == AF_UNIX && i > 0 ? fcntl(ctx.loops[0].lfd, F_DUPFD_CLOEXEC, 0)
+							  : mock_listen_one(&ss, sslen, n > 1 && ss.ss_family != AF_UNIX);
+		if (fd < 0 && ss.ss_family == AF_UNIX && i > 0)
+			fd = -errno;
 		if (fd < 0) {
 			fprintf(stderr, "mock-replica: listen on %s: %s\n", ctx.opt.listen, strerror(-fd));
 			goto out;
@@ -2033,6 +2065,8 @@ out:
 	free(ctx.loops);
 	if (ctx.stop_fd >= 0)
 		close(ctx.stop_fd);
+	if (ctx.nloops && ss.ss_family == AF_UNIX)
+		unlink(((struct sockaddr_un *)&ss)->sun_path);
 	free(ctx.id_json);
 	return rc;
 }

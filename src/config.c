@@ -205,6 +205,8 @@ static void config_free(struct config *c)
 			struct replica_cfg *r = &b->replicas[j];
 			registry_replica_unref(r->state);
 			free(r->id);
+			free(r->spec_id);
+			free(r->host);
 			free(r->address);
 		}
 		free(b->replicas);
@@ -279,14 +281,56 @@ static const char *const endpoint_keys[] = {
 	"route", "methods", "call_method", "max_body_bytes", "traffic", "shadow", NULL,
 };
 
+/* The addresses one document entry stands for: one for a literal, one per
+ * address of a DNS name (port set). 0 with *out (malloc'ed) and *n, or
+ * -errno with ctx->err set (bad address, unresolvable name). */
+static int replica_addrs(struct parse_ctx *ctx, const char *rp, const char *value,
+			 struct rr_addr **out, size_t *n, char host[ADDR_NAME_MAX])
+{
+	struct rr_addr a;
+	char why[256];
+	int rc = addr_parse_name(value, strlen(value), ADDR_F_IPV6 | ADDR_F_UNIX | ADDR_F_NAME, &a,
+				 host, why, sizeof(why));
+
+	if (rc < 0)
+		return fail(ctx, rp,
+			    "bad address \"%s\": expected IPV4:PORT, localhost:PORT, [IPV6]:PORT, "
+			    "NAME:PORT (port 1..65535) or unix:/PATH (%s)",
+			    value, why);
+	if (rc == 0) {
+		*out = malloc(sizeof(**out));
+		if (!*out)
+			return fail_nomem(ctx, rp);
+		**out = a;
+		*n = 1;
+		return 0;
+	}
+	/* Off the shards: the control thread, main at start, or dns.c. */
+	rc = dns_lookup(ctx->reg ? &ctx->reg->dns : NULL, host, out, n, why, sizeof(why));
+	if (rc == -ENOMEM)
+		return fail_nomem(ctx, rp);
+	if (rc)
+		return fail(ctx, rp, "cannot resolve %s: %s", host, why);
+	for (size_t i = 0; i < *n; i++) {
+		if ((*out)[i].u.sa.sa_family == AF_INET6)
+			(*out)[i].u.in6.sin6_port = a.u.in.sin_port;
+		else
+			(*out)[i].u.in.sin_port = a.u.in.sin_port;
+	}
+	return 0;
+}
+
 /* Fills b (zeroed, name already set) from its JSON object. 0 or -errno with
- * ctx->err set; partial contents are left for config_free. */
+ * ctx->err set; partial contents are left for config_free. An id whose
+ * address is a DNS name becomes one replica per address, "ID/ADDRESS"
+ * (ids cannot hold '/', so these never collide with a written id). */
 static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *obj,
 			  const char *path)
 {
 	char p[PATH_MAX_LEN], rp[PATH_MAX_LEN];
 	const char **ids = NULL;
-	size_t n;
+	struct rr_addr **addrs = NULL;
+	size_t *naddrs = NULL, n, total = 0;
 	int rc = 0;
 
 	join(p, sizeof(p), path, "replicas");
@@ -297,17 +341,15 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 		return fail_nomem(ctx, p);
 	if (n == 0)
 		return 0;
-	b->replicas = calloc(n, sizeof(*b->replicas));
-	if (!b->replicas) {
+	addrs = calloc(n, sizeof(*addrs));
+	naddrs = calloc(n, sizeof(*naddrs));
+	if (!addrs || !naddrs) {
 		rc = fail_nomem(ctx, p);
 		goto out;
 	}
-	b->nreplicas = n;
 	for (size_t i = 0; i < n; i++) {
-		struct replica_cfg *r = &b->replicas[i];
 		json_t *v = json_object_get(obj, ids[i]);
-		char ip[INET_ADDRSTRLEN], why[128];
-		char *key = NULL;
+		char host[ADDR_NAME_MAX];
 
 		join(rp, sizeof(rp), p, ids[i]);
 		if (!name_ok(ids[i])) {
@@ -318,53 +360,84 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 			rc = fail(ctx, rp, "must be a string \"host:port\"");
 			goto out;
 		}
-		if (addr_parse(json_string_value(v), strlen(json_string_value(v)), 0, &r->addr, why,
-			       sizeof(why))) {
-			rc = fail(ctx, rp,
-				  "bad address \"%s\": expected IPv4:port or localhost:port, port 1..65535 (%s)",
-				  json_string_value(v), why);
+		rc = replica_addrs(ctx, rp, json_string_value(v), &addrs[i], &naddrs[i], host);
+		if (rc)
 			goto out;
-		}
-		/* One server behind two ids would get two slots' worth of
-		 * max_ongoing_requests, each id counting only its own: the cap
-		 * the operator wrote would be doubled. Resolved addresses are
-		 * compared, so "localhost:N" and "127.0.0.1:N" are one. Ids are
-		 * visited in sorted order: the later id of a pair is reported,
-		 * whatever the key order. */
-		for (size_t j = 0; j < i; j++) {
-			const struct replica_cfg *o = &b->replicas[j];
-			if (o->addr.sin_addr.s_addr == r->addr.sin_addr.s_addr &&
-			    o->addr.sin_port == r->addr.sin_port) {
-				inet_ntop(AF_INET, &r->addr.sin_addr, ip, sizeof(ip));
-				rc = fail(ctx, rp,
-					  "same address %s:%u as %s.%s: two replicas on one address would "
-					  "double its max_ongoing_requests",
-					  ip, (unsigned)ntohs(r->addr.sin_port), p, o->id);
+		total += naddrs[i];
+	}
+	b->replicas = calloc(total, sizeof(*b->replicas));
+	if (!b->replicas) {
+		rc = fail_nomem(ctx, p);
+		goto out;
+	}
+	b->nreplicas = total;
+	total = 0;
+	for (size_t i = 0; i < n; i++) {
+		const char *value = json_string_value(json_object_get(obj, ids[i]));
+		char host[ADDR_NAME_MAX], why[8];
+		struct rr_addr port;
+
+		join(rp, sizeof(rp), p, ids[i]);
+		addr_parse_name(value, strlen(value), ADDR_F_IPV6 | ADDR_F_UNIX | ADDR_F_NAME, &port,
+				host, why, sizeof(why));
+		for (size_t k = 0; k < naddrs[i]; k++) {
+			struct replica_cfg *r = &b->replicas[total++];
+			char ip[ADDR_STRLEN];
+			char *key = NULL;
+
+			r->addr = addrs[i][k];
+			addr_format(&r->addr, ip, sizeof(ip));
+			/* One server behind two ids would get two slots' worth
+			 * of max_ongoing_requests, each id counting only its
+			 * own: the cap the operator wrote would be doubled.
+			 * Parsed addresses are compared, so "localhost:N" and
+			 * "127.0.0.1:N", or "[::1]:N" and "[0:0::1]:N", are one
+			 * (and so is a name resolving to a literal's address).
+			 * Ids are visited in sorted order: the later id of a
+			 * pair is reported, whatever the key order. */
+			for (size_t j = 0; j + 1 < total; j++) {
+				const struct replica_cfg *o = &b->replicas[j];
+				if (addr_equal(&o->addr, &r->addr)) {
+					rc = fail(ctx, rp,
+						  "same address %s as %s.%s: two replicas on one address "
+						  "would double its max_ongoing_requests",
+						  ip, p, o->spec_id ? o->spec_id : o->id);
+					goto out;
+				}
+			}
+			r->address = strdup(value);
+			if (host[0]) {
+				r->host = strdup(host);
+				r->spec_id = strdup(ids[i]);
+				if (asprintf(&r->id, "%s/%s", ids[i], ip) < 0)
+					r->id = NULL;
+			} else {
+				r->id = strdup(ids[i]);
+			}
+			if (!r->id || !r->address || (host[0] && (!r->host || !r->spec_id))) {
+				rc = fail_nomem(ctx, rp);
+				goto out;
+			}
+			/* The key uses the parsed address, so "localhost:9000"
+			 * and "127.0.0.1:9000" share one state (they are one
+			 * server). */
+			if (asprintf(&key, "%s/%s@%s", b->name, r->id, ip) < 0) {
+				rc = fail_nomem(ctx, rp);
+				goto out;
+			}
+			r->state = registry_replica(ctx->reg, key, &r->addr);
+			free(key);
+			if (!r->state) {
+				rc = fail_nomem(ctx, rp);
 				goto out;
 			}
 		}
-		r->id = strdup(ids[i]);
-		r->address = strdup(json_string_value(v));
-		if (!r->id || !r->address) {
-			rc = fail_nomem(ctx, rp);
-			goto out;
-		}
-		/* The key uses the resolved address, so "localhost:9000" and
-		 * "127.0.0.1:9000" share one state (they are one server). */
-		inet_ntop(AF_INET, &r->addr.sin_addr, ip, sizeof(ip));
-		if (asprintf(&key, "%s/%s@%s:%u", b->name, r->id, ip,
-			     (unsigned)ntohs(r->addr.sin_port)) < 0) {
-			rc = fail_nomem(ctx, rp);
-			goto out;
-		}
-		r->state = registry_replica(ctx->reg, key, &r->addr);
-		free(key);
-		if (!r->state) {
-			rc = fail_nomem(ctx, rp);
-			goto out;
-		}
 	}
 out:
+	for (size_t i = 0; addrs && i < n; i++)
+		free(addrs[i]);
+	free(addrs);
+	free(naddrs);
 	free(ids);
 	return rc;
 }
@@ -734,7 +807,8 @@ static json_t *config_to_json(const struct config *c)
 
 	if (!root || !bs || !es)
 		goto fail;
-	if (json_object_set(root, "backends", bs) || json_object_set(root, "endpoints", es))
+	if (json_object_set(root, "backends", bs) || json_object_set(root, "endpoints", es) ||
+	    json_object_set_new(root, "dns_refresh_ms", json_integer(c->dns_refresh_ms)))
 		goto fail;
 	for (size_t i = 0; i < c->nbackends; i++) {
 		const struct backend_cfg *b = &c->backends[i];
@@ -764,7 +838,9 @@ static json_t *config_to_json(const struct config *c)
 					goto fail;
 		}
 		for (size_t j = 0; j < b->nreplicas; j++)
-			if (json_object_set_new(reps, b->replicas[j].id,
+			if (json_object_set_new(reps,
+						b->replicas[j].spec_id ? b->replicas[j].spec_id
+								       : b->replicas[j].id,
 						json_string(b->replicas[j].address)))
 				goto fail;
 		if (json_object_set_new(o, "outlier_detection",
@@ -834,7 +910,8 @@ fail:
 	return NULL;
 }
 
-static const char *const top_keys[] = { "backends", "endpoints", NULL };
+static const char *const top_keys[] = { "backends", "endpoints", "dns_refresh_ms", NULL };
+#define MIN_DNS_REFRESH 100
 
 /* Builds the snapshot from a parsed document. */
 static int config_build(struct parse_ctx *ctx, json_t *root, struct config **out)
@@ -865,6 +942,14 @@ static int config_build(struct parse_ctx *ctx, json_t *root, struct config **out
 		return fail_nomem(ctx, "(top level)");
 	atomic_init(&c->refs, 1);
 	c->version = 1;
+	/* Read before any lookup: a set changed during this parse makes the
+	 * snapshot out of date, and the next refresh builds it again. */
+	c->dns_gen = ctx->reg ? atomic_load(&ctx->reg->dns.gen) : 0;
+	if ((rc = get_u32(ctx, root, "", "dns_refresh_ms", MIN_DNS_REFRESH, DNS_DEFAULT_REFRESH_MS,
+			  &c->dns_refresh_ms)) != 0) {
+		config_free(c);
+		return rc;
+	}
 
 	names = sorted_keys(bs, &n);
 	if (!names && n) {

@@ -1,5 +1,6 @@
 /* What a change changed, in words, for the process log (log.h): compares
- * the canonical JSON of two snapshots section by section. */
+ * the canonical JSON of two snapshots section by section, then the
+ * replicas DNS names stand for (which the JSON does not show). */
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
@@ -74,6 +75,46 @@ static void diff_section(json_t *a, json_t *b, const char *noun, struct strbuf *
 	}
 }
 
+/* 1 if b has a replica with id. */
+static int has_replica(const struct backend_cfg *b, const char *id)
+{
+	for (size_t i = 0; i < b->nreplicas; i++)
+		if (strcmp(b->replicas[i].id, id) == 0)
+			return 1;
+	return 0;
+}
+
+/* Appends "backend B resolved (replicas.ID/ADDRESS added, ... removed)"
+ * for every backend whose DNS names stand for other addresses than
+ * before: a change the documents, being equal, do not show. */
+static void diff_resolved(const struct config *old, const struct config *new,
+			  struct strbuf *out)
+{
+	for (size_t i = 0; i < new->nbackends; i++) {
+		const struct backend_cfg *b = &new->backends[i], *a = config_backend(old, b->name);
+		int first = 1;
+
+		if (!a)
+			continue;
+		for (int pass = 0; pass < 2; pass++) {
+			const struct backend_cfg *x = pass ? a : b, *y = pass ? b : a;
+			for (size_t j = 0; j < x->nreplicas; j++) {
+				if (!x->replicas[j].host || has_replica(y, x->replicas[j].id))
+					continue;
+				if (first) {
+					sep(out);
+					sb_printf(out, "backend %s resolved (", b->name);
+				}
+				sb_printf(out, "%sreplicas.%s %s", first ? "" : ", ", x->replicas[j].id,
+					  pass ? "removed" : "added");
+				first = 0;
+			}
+		}
+		if (!first)
+			sb_puts(out, ")");
+	}
+}
+
 /* See config.h. */
 int config_diff(const struct config *old, const struct config *new, struct strbuf *out)
 {
@@ -90,6 +131,12 @@ int config_diff(const struct config *old, const struct config *new, struct strbu
 		     out);
 	diff_section(json_object_get(a, "endpoints"), json_object_get(b, "endpoints"),
 		     "endpoint", out);
+	if (old)
+		diff_resolved(old, new, out);
+	if (old && old->dns_refresh_ms != new->dns_refresh_ms) {
+		sep(out);
+		sb_printf(out, "dns_refresh_ms %u", (unsigned)new->dns_refresh_ms);
+	}
 	if (out->len == len0)
 		sb_puts(out, "nothing changed");
 	json_decref(a);

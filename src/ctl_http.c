@@ -710,31 +710,31 @@ fail_close:
 }
 
 /* Binds the admin TCP listener on "ADDR:PORT" (IPv4 literal, localhost,
- * "*" or empty for any; port 0 picks one). Returns the fd (and *port) or
+ * [IPv6], "*" or empty for any; port 0 picks one). Returns the fd (and *port) or
  * -errno with a message on stderr. */
 static int http_listen_tcp(const char *spec, uint16_t *port)
 {
-	struct sockaddr_in sa;
-	socklen_t sl = sizeof(sa);
+	struct rr_addr sa;
+	socklen_t sl = sizeof(sa.u);
 	char why[128];
 	int fd, one = 1, rc;
 
-	if (addr_parse(spec, strlen(spec), ADDR_F_ANY | ADDR_F_PORT0, &sa, why, sizeof(why))) {
+	if (addr_parse_sa(spec, strlen(spec), ADDR_F_ANY | ADDR_F_PORT0 | ADDR_F_IPV6, &sa, why,
+			  sizeof(why))) {
 		log_error("--admin: expected ADDR:PORT, got '%s': %s", spec, why);
 		return -EINVAL;
 	}
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = socket(sa.u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 64) ||
-	    getsockname(fd, (struct sockaddr *)&sa, &sl)) {
+	if (bind(fd, &sa.u.sa, sa.len) || listen(fd, 64) || getsockname(fd, &sa.u.sa, &sl)) {
 		rc = -errno;
 		log_error("--admin %s: %s", spec, strerror(-rc));
 		close(fd);
 		return rc;
 	}
-	*port = ntohs(sa.sin_port);
+	*port = addr_port(&sa);
 	return fd;
 }
 

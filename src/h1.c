@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ringroute/addr.h"
 #include "ringroute/alloc.h"
 #include "ringroute/bufring.h"
 #include "ringroute/request.h"
@@ -399,8 +400,8 @@ static const struct sock_ops h1_sock_ops = {
 void h1_accept(struct shard *s, int fd)
 {
 	struct h1_conn *c;
-	struct sockaddr_in peer;
-	socklen_t plen = sizeof(peer);
+	struct rr_addr peer;
+	socklen_t plen = sizeof(peer.u);
 	int one = 1;
 
 	pthread_once(&h1_settings_once, h1_settings_init);
@@ -412,9 +413,14 @@ void h1_accept(struct shard *s, int fd)
 	}
 	c->s = s;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (getpeername(fd, (struct sockaddr *)&peer, &plen) == 0 && peer.sin_family == AF_INET) {
-		inet_ntop(AF_INET, &peer.sin_addr, c->ip, sizeof(c->ip));
-		c->port = ntohs(peer.sin_port);
+	if (getpeername(fd, &peer.u.sa, &plen))
+		peer.u.sa.sa_family = AF_UNSPEC;
+	if (peer.u.sa.sa_family == AF_INET) {
+		inet_ntop(AF_INET, &peer.u.in.sin_addr, c->ip, sizeof(c->ip));
+		c->port = addr_port(&peer);
+	} else if (peer.u.sa.sa_family == AF_INET6 && plen >= sizeof(peer.u.in6)) {
+		inet_ntop(AF_INET6, &peer.u.in6.sin6_addr, c->ip, sizeof(c->ip));
+		c->port = addr_port(&peer);
 	} else {
 		strcpy(c->ip, "unknown");
 	}

@@ -172,7 +172,7 @@ static int probe_start(struct health *h, struct config *c, const struct backend_
 		     "GET %s HTTP/1.1\r\nHost: ringroute-health\r\nConnection: close\r\n\r\n",
 		     b->hc_path);
 	pr->req_len = n > 0 && (size_t)n < sizeof(pr->req) ? (size_t)n : 0;
-	pr->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	pr->fd = socket(r->addr.u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (!pr->req_len) {
 		probe_fail(pr, HEALTH_PATH, 0);
 		return 0;
@@ -181,7 +181,7 @@ static int probe_start(struct health *h, struct config *c, const struct backend_
 		probe_fail(pr, HEALTH_IO, errno);
 		return 0;
 	}
-	if (connect(pr->fd, (const struct sockaddr *)&r->addr, sizeof(r->addr)) == 0)
+	if (connect(pr->fd, &r->addr.u.sa, r->addr.len) == 0)
 		pr->phase = PROBE_SENDING;
 	else if (errno == EINPROGRESS)
 		pr->phase = PROBE_CONNECTING;

@@ -17,6 +17,7 @@
 #include "ringroute/addr.h"
 #include "ringroute/alloc.h"
 #include "ringroute/control.h"
+#include "ringroute/dns.h"
 #include "ringroute/health.h"
 #include "ringroute/proxy.h"
 #include "ringroute/service.h"
@@ -316,9 +317,10 @@ static void wait_shards(struct proxy *p, uint32_t timeout_ms)
 int main(int argc, char **argv)
 {
 	struct proxy *p;
-	struct sockaddr_in addr;
+	struct rr_addr addr;
 	char why[128];
 	struct control *ctl = NULL;
+	struct dns *dns = NULL;
 	struct health *health = NULL;
 	struct config_watch *watch = NULL;
 	struct service svc;
@@ -336,8 +338,8 @@ int main(int argc, char **argv)
 		mi_free(p);
 		return ret > 0 ? 0 : 2;
 	}
-	if (addr_parse(p->opt.listen, strlen(p->opt.listen), ADDR_F_ANY | ADDR_F_PORT0, &addr, why,
-		       sizeof(why))) {
+	if (addr_parse_sa(p->opt.listen, strlen(p->opt.listen), ADDR_F_ANY | ADDR_F_PORT0 | ADDR_F_IPV6,
+			  &addr, why, sizeof(why))) {
 		log_error("--listen: expected ADDR:PORT, got '%s': %s",
 			p->opt.listen, why);
 		mi_free(p);
@@ -391,9 +393,9 @@ int main(int argc, char **argv)
 		}
 		if (i == 0) {
 			/* Port 0: every shard shares the port the first one got. */
-			socklen_t len = sizeof(addr);
-			getsockname(p->shards[0]->listen_fd, (struct sockaddr *)&addr, &len);
-			p->listen_port = ntohs(addr.sin_port);
+			socklen_t len = sizeof(addr.u);
+			getsockname(p->shards[0]->listen_fd, &addr.u.sa, &len);
+			p->listen_port = addr_port(&addr);
 		}
 		p->shards[i]->peers = p->shards;
 		p->shards[i]->config = c;
@@ -420,6 +422,12 @@ int main(int argc, char **argv)
 	ret = health_start(p, &health);
 	if (ret) {
 		log_error("cannot start health checks: %s", strerror(-ret));
+		code = 1;
+		goto out_stop;
+	}
+	ret = dns_start(p, &dns);
+	if (ret) {
+		log_error("cannot start the DNS refresh: %s", strerror(-ret));
 		code = 1;
 		goto out_stop;
 	}
@@ -472,6 +480,7 @@ out_stop:
 	/* The admin port answers (/readyz 503, /metrics) until the shards are
 	 * done; the listeners close first. */
 	config_watch_stop(watch);
+	dns_stop(dns); /* no refresh reaches shards that are stopping */
 	proxy_stop_shards(p);
 	wait_shards(p, p->opt.drain_timeout_ms);
 	health_stop(health);

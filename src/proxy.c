@@ -75,9 +75,22 @@ void proxy_count_change(struct proxy *p, bool ok)
 
 int proxy_change(struct proxy *p, struct config *c, char *err, size_t errlen)
 {
+	return proxy_change_from(p, NULL, c, err, errlen);
+}
+
+int proxy_change_from(struct proxy *p, const struct config *base, struct config *c, char *err,
+		      size_t errlen)
+{
 	int ret;
 
 	pthread_mutex_lock(&p->config_lock);
+	if (base && p->config != base) {
+		/* Another change came first: c was built from an old document. */
+		pthread_mutex_unlock(&p->config_lock);
+		config_unref(c);
+		snprintf(err, errlen, "another change came first");
+		return -EAGAIN;
+	}
 	c->version = (p->config ? p->config->version : 0) + 1;
 	if (p->opt.state_path) {
 		ret = write_atomic(p->opt.state_path, c->json, err, errlen);

@@ -47,6 +47,7 @@ void registry_init(struct replica_registry *reg)
 	pthread_mutex_init(&reg->lock, NULL);
 	list_init(&reg->replicas);
 	list_init(&reg->backends);
+	dns_cache_init(&reg->dns);
 }
 
 /* Frees every state whose refcount is zero and returns how many states
@@ -100,11 +101,12 @@ void registry_destroy(struct replica_registry *reg)
 	}
 	pthread_mutex_unlock(&reg->lock);
 	pthread_mutex_destroy(&reg->lock);
+	dns_cache_destroy(&reg->dns);
 }
 
 /* Allocates a fresh replica state (refs 1, healthy) for key/addr; its node is
  * self-linked (not on a list). NULL on allocation failure. */
-static struct replica_state *replica_state_new(const char *key, const struct sockaddr_in *addr)
+static struct replica_state *replica_state_new(const char *key, const struct rr_addr *addr)
 {
 	struct replica_state *r = NULL;
 
@@ -132,7 +134,7 @@ static struct replica_state *replica_state_new(const char *key, const struct soc
  * An existing state is returned as is: its counters, health and draining
  * flag are the proxy's business, not the parser's. */
 struct replica_state *registry_replica(struct replica_registry *reg, const char *key,
-				       const struct sockaddr_in *addr)
+				       const struct rr_addr *addr)
 {
 	struct replica_state *r;
 	struct list *pos;

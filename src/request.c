@@ -204,13 +204,19 @@ static void req_log(struct shard *s, struct request *req)
 	now = clock_now_us();
 	memset(&r, 0, sizeof(r));
 	if (req->peer_ip) {
-		/* "ip:port" on every line: no printf */
-		size_t n = strnlen(req->peer_ip, sizeof(client) - 7);
+		/* "ip:port" ("[ip]:port" for IPv6) on every line: no printf */
+		size_t len = strnlen(req->peer_ip, sizeof(client) - 9), n = 0;
+		int v6 = memchr(req->peer_ip, ':', len) != NULL;
 		char digits[5];
 		int k = 0;
 		unsigned v = req->peer_port;
 
-		memcpy(client, req->peer_ip, n);
+		if (v6)
+			client[n++] = '[';
+		memcpy(client + n, req->peer_ip, len);
+		n += len;
+		if (v6)
+			client[n++] = ']';
 		client[n++] = ':';
 		do
 			digits[k++] = (char)('0' + v % 10);

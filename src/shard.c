@@ -299,7 +299,7 @@ static void *shard_main(void *arg)
 	return NULL;
 }
 
-int shard_create(struct proxy *p, unsigned id, const struct sockaddr_in *addr,
+int shard_create(struct proxy *p, unsigned id, const struct rr_addr *addr,
 		 struct shard **out)
 {
 	struct shard *s = mi_zalloc_aligned(sizeof(*s), 64);
@@ -323,14 +323,14 @@ int shard_create(struct proxy *p, unsigned id, const struct sockaddr_in *addr,
 	list_init(&s->clients);
 	metrics_shard_init(&s->metrics);
 	sem_init(&s->started, 0, 0);
-	s->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	s->listen_fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (s->listen_fd < 0) {
 		ret = -errno;
 		goto err;
 	}
 	setsockopt(s->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	setsockopt(s->listen_fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-	if (bind(s->listen_fd, (const struct sockaddr *)addr, sizeof(*addr)) ||
+	if (bind(s->listen_fd, &addr->u.sa, addr->len) ||
 	    listen(s->listen_fd, 4096)) {
 		ret = -errno;
 		goto err_fd;

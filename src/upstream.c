@@ -189,10 +189,10 @@ static const struct sock_ops up_sock_ops = {
 
 /* A new connection to addr. Returns it, or NULL with *err = -errno. */
 static struct upstream *up_connect(struct shard *s, struct upstream_pool *pool,
-				   struct replica_state *rs, const struct sockaddr_in *addr,
+				   struct replica_state *rs, const struct rr_addr *addr,
 				   uint32_t timeout_ms, int *err)
 {
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+	int fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
 	struct io_uring_sqe *sqe;
 	struct upstream *up;
 
@@ -200,7 +200,8 @@ static struct upstream *up_connect(struct shard *s, struct upstream_pool *pool,
 		*err = -errno;
 		return NULL;
 	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (addr->u.sa.sa_family != AF_UNIX)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	up = mi_zalloc(sizeof(*up));
 	if (!up) {
 		close(fd);
@@ -234,7 +235,7 @@ static struct upstream *up_connect(struct shard *s, struct upstream_pool *pool,
 	up->pool = pool;
 	timer_init(&up->timer, up_timeout);
 	up->sk.flags |= SK_F_CONNECTING;
-	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)addr, sizeof(*addr));
+	io_uring_prep_connect(sqe, fd, &addr->u.sa, addr->len);
 	io_uring_sqe_set_data64(sqe, sock_ud(OP_CONNECT, &up->sk));
 	up->sk.sqes++;
 	timer_arm(&s->tw, &up->timer, timeout_ms);
@@ -242,7 +243,7 @@ static struct upstream *up_connect(struct shard *s, struct upstream_pool *pool,
 }
 
 int upstream_start(struct shard *s, const struct upstream_req *ur, struct replica_state *rs,
-		   const struct sockaddr_in *addr, int fresh, struct upstream **out)
+		   const struct rr_addr *addr, int fresh, struct upstream **out)
 {
 	struct upstream_pool *pool;
 	struct upstream *up = NULL;

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ringroute/addr.h"
+#include "ringroute/dns.h"
 #include "ringroute/list.h"
 #include "ringroute/outlier.h"
 
@@ -35,8 +37,8 @@ struct replica_state {
 	_Atomic uint64_t ejected_until_ms; /* 0, or ejected until then (outlier.h) */
 	char pad[64 - 4 * 4 - 8 - 8];
 	/* cold part */
-	char *key;                  /* "backend/id@host:port" (registry key) */
-	struct sockaddr_in addr;
+	char *key;                  /* "backend/id@ADDRESS" (registry key, addr_format) */
+	struct rr_addr addr;
 	/* Retry-After of its last 503/429 (request.c): no new requests before
 	 * this clock_now_ms(); 0 when none. Cold: read only while choosing. */
 	_Atomic uint64_t not_before_ms;
@@ -80,6 +82,7 @@ struct replica_registry {
 	pthread_mutex_t lock;
 	struct list replicas;
 	struct list backends;
+	struct dns_cache dns;         /* names of replica addresses (dns.h) */
 };
 
 void registry_init(struct replica_registry *reg);
@@ -89,7 +92,7 @@ void registry_destroy(struct replica_registry *reg);
 /* Returns the state for key with one more reference, creating it if needed;
  * NULL on allocation failure. reg may be NULL: then a private state is made. */
 struct replica_state *registry_replica(struct replica_registry *reg, const char *key,
-				       const struct sockaddr_in *addr);
+				       const struct rr_addr *addr);
 struct backend_state *registry_backend(struct replica_registry *reg, const char *name);
 void registry_replica_unref(struct replica_state *r);
 void registry_backend_unref(struct backend_state *b);
@@ -102,10 +105,15 @@ enum backend_policy {
 	POLICY_RR,        /* round robin over replicas with a free slot */
 };
 
+/* A replica address with a DNS name stands for one replica per address the
+ * name resolves to, each with id "ID/ADDRESS" (spec_id: ID, the key the
+ * document has; host: the name). */
 struct replica_cfg {
 	char *id;
-	char *address;                /* "host:port" as written */
-	struct sockaddr_in addr;
+	char *spec_id;                /* the id written in the document, when it differs from id; else NULL */
+	char *host;                   /* the DNS name of address, or NULL for a literal */
+	char *address;                /* as written: "host:port", "[v6]:port", "unix:/path" */
+	struct rr_addr addr;
 	struct replica_state *state;  /* referenced */
 };
 
@@ -158,6 +166,8 @@ struct config {
 	size_t nendpoints;
 	struct endpoint_cfg *endpoints; /* sorted: longest route first */
 	char *json;                   /* canonical JSON text of this snapshot */
+	uint32_t dns_refresh_ms;      /* names re-resolved this often */
+	uint64_t dns_gen;             /* registry dns.gen when built: older means names changed */
 };
 
 /* Parse and validate a whole config document.

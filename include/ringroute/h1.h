@@ -54,7 +54,7 @@ struct h1_conn {
 	uint32_t head_bytes;       /* bytes of the current request head received */
 	struct timer timer;        /* header / keep-alive idle timeout */
 	struct list all;           /* in shard.clients */
-	char ip[INET_ADDRSTRLEN];
+	char ip[INET6_ADDRSTRLEN];
 	uint16_t port;             /* the client's, for the access log (ip:port) */
 };
 

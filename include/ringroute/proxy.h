@@ -72,6 +72,11 @@ struct proxy {
  * the caller's reference. Takes config_lock itself. Returns 0, or -errno
  * with err set when the state file could not be written (nothing changed). */
 int proxy_change(struct proxy *p, struct config *c, char *err, size_t errlen);
+/* The same, only if the current snapshot is still base (a change built
+ * from base's document, e.g. its names resolved again, must not undo an
+ * edit made meanwhile): else -EAGAIN, c dropped, nothing changed. */
+int proxy_change_from(struct proxy *p, const struct config *base, struct config *c, char *err,
+		      size_t errlen);
 
 /* Load path and apply it as one change (SIGHUP). Returns 0, or -errno
  * with err set (the file does not load, or as proxy_change). Callers that

@@ -90,7 +90,7 @@ struct shard {
 /* Create shard id (listener on addr with SO_REUSEPORT; the ring and the
  * buffer ring are made by the shard's own thread). Returns 0 or -errno; on
  * error nothing is left allocated. */
-int shard_create(struct proxy *p, unsigned id, const struct sockaddr_in *addr,
+int shard_create(struct proxy *p, unsigned id, const struct rr_addr *addr,
 		 struct shard **out);
 /* Start the shard's thread (pinned to CPU id % online CPUs when
  * p->opt.pin). Returns 0 or the -errno of its ring set-up. */

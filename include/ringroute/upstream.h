@@ -141,7 +141,7 @@ struct upstream {
  * queue ur's head and body. Returns 0 and *out, or -errno (nothing
  * started); never calls an event from inside. */
 int upstream_start(struct shard *s, const struct upstream_req *ur, struct replica_state *rs,
-		   const struct sockaddr_in *addr, int fresh, struct upstream **out);
+		   const struct rr_addr *addr, int fresh, struct upstream **out);
 /* Queue body bytes of the request (bid BID_NONE: copied). 0 or -errno. */
 int upstream_body(struct shard *s, struct upstream *up, uint32_t bid, const char *p, size_t len);
 /* Is the replica slow to take the body (more than SINK_HIGH queued)? */

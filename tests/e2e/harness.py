@@ -239,16 +239,22 @@ for _s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
 
 
 class Mock(Proc):
-    """mock-replica --listen 127.0.0.1:0 --id ID [options]."""
+    """mock-replica --listen 127.0.0.1:0 --id ID [options]. listen: another
+    address ("[::1]:0", "unix:/path"); addr is what a config names it by
+    (port None for a unix socket, so stats() needs a TCP mock)."""
 
-    def __init__(self, id, **opts):
-        argv = [mock_bin(), "--listen", "127.0.0.1:0", "--id", id]
+    def __init__(self, id, listen="127.0.0.1:0", **opts):
+        argv = [mock_bin(), "--listen", listen, "--id", id]
         for k, v in opts.items():
             argv += ["--" + k.replace("_", "-"), str(v)]
         super().__init__(argv, "mock-" + id)
         self.id = id
         self.port = int(self.expect_line(r"^READY (\d+)").group(1))
-        self.addr = "127.0.0.1:%d" % self.port
+        if listen.startswith("unix:"):
+            self.port = None
+            self.addr = listen
+        else:
+            self.addr = "%s:%d" % (listen.rsplit(":", 1)[0], self.port)
 
     def stats(self):
         r = http_once(self.port, "GET", "/-/stats")

@@ -148,7 +148,7 @@ class ControlSocketTest(ControlCase):
         r = self.config()
         self.assertIn("application/json", r.header("content-type"), r)
         doc = r.json()
-        self.assertEqual(sorted(doc), ["backends", "endpoints"], r)
+        self.assertEqual(sorted(doc), ["backends", "dns_refresh_ms", "endpoints"], r)
         self.assertEqual(doc["backends"]["A"]["replicas"], {"m1": self.m1.addr}, r)
         self.assertEqual(doc["backends"]["A"]["policy"], "round_robin", r)
         self.assertEqual(doc["endpoints"]["e"]["route"], "/e", r)

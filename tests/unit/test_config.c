@@ -101,9 +101,9 @@ static void test_parse_full(void **state)
 	assert_int_equal(b->nreplicas, 2);
 	assert_string_equal(b->replicas[0].id, "r1");
 	assert_string_equal(b->replicas[0].address, "127.0.0.1:9001");
-	assert_int_equal(ntohs(b->replicas[0].addr.sin_port), 9001);
-	assert_int_equal(b->replicas[0].addr.sin_family, AF_INET);
-	assert_int_equal(ntohl(b->replicas[0].addr.sin_addr.s_addr), 0x7f000001);
+	assert_int_equal(ntohs(b->replicas[0].addr.u.in.sin_port), 9001);
+	assert_int_equal(b->replicas[0].addr.u.in.sin_family, AF_INET);
+	assert_int_equal(ntohl(b->replicas[0].addr.u.in.sin_addr.s_addr), 0x7f000001);
 	assert_string_equal(b->replicas[0].state->key, "resnet-v1/r1@127.0.0.1:9001");
 	assert_int_equal(atomic_load(&b->replicas[0].state->healthy), 1);
 	assert_int_equal(atomic_load(&b->replicas[0].state->ongoing), 0);
@@ -115,7 +115,7 @@ static void test_parse_full(void **state)
 	assert_int_equal(b->max_ongoing, 8);
 	assert_null(b->hc_path);
 	assert_string_equal(b->replicas[0].address, "localhost:9101");
-	assert_int_equal(ntohl(b->replicas[0].addr.sin_addr.s_addr), 0x7f000001);
+	assert_int_equal(ntohl(b->replicas[0].addr.u.in.sin_addr.s_addr), 0x7f000001);
 	/* the key uses the resolved address */
 	assert_string_equal(b->replicas[0].state->key, "resnet-v2/r1@127.0.0.1:9101");
 
@@ -245,7 +245,7 @@ static void test_semantic_errors(void **state)
 
 	/* addresses */
 	static const char *const bad_addr[] = {
-		"127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:", ":80", "example.com:80",
+		"127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:", ":80", "example..com:80",
 		"127.0.0.1:80x", "127.0.0.1:+80", "256.0.0.1:80", "::1:80", "localhost:999999",
 	};
 	for (size_t i = 0; i < sizeof(bad_addr) / sizeof(bad_addr[0]); i++) {
@@ -514,7 +514,7 @@ static void test_registry_survives_swap(void **state)
 static void test_private_states(void **state)
 {
 	(void)state;
-	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct rr_addr sa = { .len = sizeof(struct sockaddr_in), .u.in.sin_family = AF_INET };
 	struct replica_state *r = registry_replica(NULL, "b/r@1.2.3.4:5", &sa);
 	struct backend_state *b = registry_backend(NULL, "b");
 

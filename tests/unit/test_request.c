@@ -128,7 +128,7 @@ static struct request *owner_req(const struct upstream *u)
 }
 
 int upstream_start(struct shard *s, const struct upstream_req *ur, struct replica_state *rs,
-		   const struct sockaddr_in *addr, int fresh, struct upstream **out)
+		   const struct rr_addr *addr, int fresh, struct upstream **out)
 {
 	struct request *req = ur->ev == &req_up_events ? ur->owner : NULL;
 	struct upstream *u;
