@@ -511,14 +511,16 @@ static int req_refresh(struct shard *s, struct request *req)
 	return moved;
 }
 
-/* May any replica of be take requests (router_replica_up: healthy, not
- * draining, not ejected)? A request that times out in the queue of a
- * backend without one says so; without queue_when_unavailable it is not
- * queued at all. */
+/* Is any replica of be able to serve (router_replica_able: healthy, not
+ * ejected)? A request that times out in the queue of a backend without one
+ * says so; without queue_when_unavailable it is not queued at all (fail
+ * fast). Draining and Retry-After replicas count as able: a live change
+ * drains the old replicas before every shard has the new snapshot, and a
+ * request must then wait for it, not fail (test_threads.py). */
 static bool backend_serving(const struct backend_cfg *be)
 {
 	for (size_t i = 0; i < be->nreplicas; i++)
-		if (router_replica_up(be->replicas[i].state))
+		if (router_replica_able(be->replicas[i].state))
 			return true;
 	return false;
 }

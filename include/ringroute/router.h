@@ -30,20 +30,29 @@ double router_key_unit(const char *key, size_t len);
 uint64_t router_rand(uint64_t *state);
 double router_rand_unit(uint64_t *state);
 
-/* Whether a replica may be given new requests: healthy, not draining, not
- * ejected (outlier.h: one relaxed load unless it is ejected) and past the
- * Retry-After of its last 503/429 (not_before_ms; the clock is read only
- * while one is set). Advisory (any may change right after); shared by the
- * replica choice and /readyz so both mean the same by "up". */
-static inline int router_replica_up(struct replica_state *r)
+/* Whether a replica is able to serve at all: healthy and not ejected
+ * (outlier.h: one relaxed load unless it is ejected). A draining replica is
+ * able: draining is a deliberate step (a replica removed by a change whose
+ * snapshot a shard has not picked up yet, an operator's drain), so a
+ * backend whose able replicas all drain queues rather than failing fast. */
+static inline int router_replica_able(struct replica_state *r)
 {
 	uint64_t ejected = atomic_load_explicit(&r->ejected_until_ms, memory_order_relaxed);
+
+	return atomic_load_explicit(&r->healthy, memory_order_relaxed) &&
+	       (!ejected || !outlier_check_return(r, ejected));
+}
+
+/* Whether a replica may be given new requests: able (above), not draining
+ * and past the Retry-After of its last 503/429 (not_before_ms; the clock is
+ * read only while one is set). Advisory (any may change right after);
+ * shared by the replica choice and /readyz so both mean the same by "up". */
+static inline int router_replica_up(struct replica_state *r)
+{
 	uint64_t nb = atomic_load_explicit(&r->not_before_ms, memory_order_relaxed);
 
 	return !atomic_load_explicit(&r->draining, memory_order_relaxed) &&
-	       atomic_load_explicit(&r->healthy, memory_order_relaxed) &&
-	       (!ejected || !outlier_check_return(r, ejected)) &&
-	       (!nb || clock_now_ms() >= nb);
+	       router_replica_able(r) && (!nb || clock_now_ms() >= nb);
 }
 
 /* Try to take one slot of a replica whose cap is max: 1 on success (ongoing
