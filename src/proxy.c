@@ -139,14 +139,14 @@ int proxy_set_instance(struct proxy *p, uint32_t index, uint32_t count, char *er
 		goto out;
 	atomic_store(&p->instance_index, index);
 	atomic_store(&p->instance_count, count);
-	log_info("instance %u of %u (was %u of %u): caps shared anew", (unsigned)index,
-		 (unsigned)count, (unsigned)old_i, (unsigned)old_n);
 	ret = change_locked(p, next, err, errlen);
 	if (ret && p->config != next) {
 		/* Not applied (the state file): the shares in force stay. */
 		atomic_store(&p->instance_index, old_i);
 		atomic_store(&p->instance_count, old_n);
 	} else {
+		log_info("instance %u of %u (was %u of %u): caps shared anew", (unsigned)index,
+			 (unsigned)count, (unsigned)old_i, (unsigned)old_n);
 		ret = 0;
 	}
 out:

@@ -9,12 +9,15 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "ringroute/config.h"
 #include "ringroute/instance.h"
+#include "ringroute/proxy.h"
+#include "ringroute/xring.h"
 
 static struct sockaddr_in sa(const char *ip, uint16_t port)
 {
@@ -162,6 +165,64 @@ static void test_peers_spec(void **state)
 	assert_int_equal(ntohs(v[0].sin_port), 81);
 }
 
+/* proxy_set_instance: the same document, new shares, one more version;
+ * the same I/N again changes nothing; a change that cannot be applied
+ * (the state file) leaves the shares in force. No shards: publishing
+ * reaches nobody, which is all this needs. */
+static void test_set_instance(void **state)
+{
+	const char *doc = "{\"backends\": {\"a\": {\"max_ongoing_requests\": 5,"
+			  " \"max_queued_requests\": 7, \"replicas\": {\"r\": \"127.0.0.1:9\"}}},"
+			  " \"endpoints\": {\"e\": {\"route\": \"/\", \"traffic\": {\"a\": 1}}}}";
+	struct proxy p;
+	struct config *c = NULL;
+	char err[256];
+	const struct backend_cfg *a;
+	char *json0;
+
+	(void)state;
+	memset(&p, 0, sizeof(p));
+	registry_init(&p.registry);
+	pthread_mutex_init(&p.config_lock, NULL);
+	pthread_mutex_init(&p.xring_lock, NULL);
+	assert_int_equal(config_parse(doc, strlen(doc), "t", &p.registry, &c, err, sizeof(err)), 0);
+	c->version = 1;
+	p.config = c;
+	atomic_store(&p.instance_index, 0);
+	atomic_store(&p.instance_count, 1);
+	json0 = strdup(c->json);
+
+	assert_int_equal(proxy_set_instance(&p, 1, 3, err, sizeof(err)), 0);
+	a = config_backend(p.config, "a");
+	assert_int_equal(p.config->version, 2);
+	assert_int_equal(a->max_ongoing, 2); /* 5 among 3: 2, 2, 1 */
+	assert_int_equal(a->max_queued, 2);  /* 7 among 3: 3, 2, 2 */
+	assert_int_equal(a->max_ongoing_cfg, 5);
+	assert_string_equal(p.config->json, json0);
+	assert_int_equal(proxy_set_instance(&p, 1, 3, err, sizeof(err)), 0);
+	assert_int_equal(p.config->version, 2); /* nothing changed */
+	/* Later snapshots (edits, reloads) take the shares as well. */
+	c = NULL;
+	assert_int_equal(config_parse(doc, strlen(doc), "t", &p.registry, &c, err, sizeof(err)), 0);
+	proxy_change(&p, c, err, sizeof(err));
+	assert_int_equal(p.config->version, 3);
+	assert_int_equal(config_backend(p.config, "a")->max_ongoing, 2);
+	/* Not applied: the state file cannot be written. */
+	p.opt.state_path = "/nonexistent-dir/state.json";
+	assert_int_not_equal(proxy_set_instance(&p, 2, 3, err, sizeof(err)), 0);
+	assert_int_equal(atomic_load(&p.instance_index), 1);
+	assert_int_equal(atomic_load(&p.instance_count), 3);
+	assert_int_equal(p.config->version, 3);
+	assert_int_equal(config_backend(p.config, "a")->max_ongoing, 2);
+
+	free(json0);
+	config_unref(p.config);
+	xring_destroy(&p);
+	registry_destroy(&p.registry);
+	pthread_mutex_destroy(&p.config_lock);
+	pthread_mutex_destroy(&p.xring_lock);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -170,6 +231,7 @@ int main(void)
 		cmocka_unit_test(test_derive_same_order_everywhere),
 		cmocka_unit_test(test_derive_loopback_ports),
 		cmocka_unit_test(test_peers_spec),
+		cmocka_unit_test(test_set_instance),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
