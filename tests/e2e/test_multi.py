@@ -13,7 +13,8 @@ max_queued_requests no instance queues more than its share and all of
 them together no more than the configured bound. SIGHUP reloads and
 control API edits take the share as well; /v1/stats and /metrics show both
 numbers. --peers with the literal form (all on 127.0.0.1: the listen port
-tells them apart) derives the same indexes.
+tells them apart) derives the same indexes; the DNS form resolves through
+getaddrinfo (localhost, from the hosts file).
 
 Skipped (77) when haproxy is not installed (tools/deps installs it).
 """
@@ -305,6 +306,23 @@ class MultiTest(harness.RRTestCase):
         self.assertEqual(self.stats(lone)["instance"], {"index": 0, "count": 1})
         self.assertTrue(harness.wait_stderr(lone, "none of the 3 peers is this instance"),
                         lone.stderr_tail())
+
+    def test_peers_dns(self):
+        # The DNS form through getaddrinfo: localhost comes from the hosts
+        # file (no server needed), one address, so this instance is 0 of 1
+        # and found; the helper thread's later rounds change nothing.
+        m = self.mock("d")
+        cfg = {"backends": {"b": backend([m], max_ongoing_requests=5)},
+               "endpoints": {"e": endpoint("/", {"b": 1.0})}}
+        port = harness.free_port()
+        rr = self.ringroute(cfg, admin=True, extra=["--listen", "127.0.0.1:%d" % port,
+                                                    "--peers", "dns:localhost:%d" % port])
+        st = self.stats(rr)
+        self.assertEqual(st["instance"], {"index": 0, "count": 1}, st)
+        self.assertEqual(st["backends"]["b"]["instance_max_ongoing_requests"], 5)
+        self.assertIn("instance 0 of 1", rr.stderr())
+        self.assertNotIn("none of the", rr.stderr())
+        self.assertEqual(self.client(rr.port).request("GET", "/d").status, 200)
 
     def test_flags_refused(self):
         cfg = {"backends": {"b": backend({"r": "127.0.0.1:%d" % harness.free_port()})},
