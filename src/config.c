@@ -563,6 +563,9 @@ static int parse_backend(struct parse_ctx *ctx, struct backend_cfg *b, json_t *o
 	    (rc = get_u32(ctx, obj, path, "retries", 0, DEF_RETRIES, &b->retries)) ||
 	    (rc = parse_retry_policy(ctx, b, obj, path)))
 		return rc;
+	/* Alone until instance_apply says otherwise: the whole caps. */
+	b->max_ongoing_cfg = b->max_ongoing;
+	b->max_queued_cfg = b->max_queued;
 
 	b->policy = POLICY_P2C;
 	v = json_object_get(obj, "policy");
@@ -814,8 +817,8 @@ static json_t *config_to_json(const struct config *c)
 		const struct backend_cfg *b = &c->backends[i];
 		json_t *reps = json_object();
 		json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:o*}",
-				      "max_ongoing_requests", (json_int_t)b->max_ongoing,
-				      "max_queued_requests", (json_int_t)b->max_queued,
+				      "max_ongoing_requests", (json_int_t)b->max_ongoing_cfg,
+				      "max_queued_requests", (json_int_t)b->max_queued_cfg,
 				      "queue_timeout_ms", (json_int_t)b->queue_timeout_ms,
 				      "connect_timeout_ms", (json_int_t)b->connect_timeout_ms,
 				      "request_timeout_ms", (json_int_t)b->request_timeout_ms,

@@ -19,6 +19,7 @@
 #include "ringroute/control.h"
 #include "ringroute/dns.h"
 #include "ringroute/health.h"
+#include "ringroute/instance.h"
 #include "ringroute/proxy.h"
 #include "ringroute/service.h"
 #include "ringroute/shard.h"
@@ -34,7 +35,8 @@ enum opt_id {
 	O_CONFIG = 256, O_LISTEN, O_SHARDS, O_CONTROL, O_ADMIN, O_STATE, O_REPORT_URL,
 	O_REPORT_INTERVAL, O_DRAIN_TIMEOUT, O_HEADER_TIMEOUT, O_PIN, O_LOG_FORMAT,
 	O_LOG_LEVEL, O_ACCESS_LOG, O_ACCESS_LOG_FORMAT, O_ACCESS_LOG_BUFFER, O_VERSION, O_HELP,
-	O_DRAIN_DELAY, O_READY_HEALTHY, O_WATCH_CONFIG,
+	O_DRAIN_DELAY, O_READY_HEALTHY, O_WATCH_CONFIG, O_INSTANCE_INDEX, O_INSTANCE_COUNT,
+	O_PEERS,
 };
 
 struct flag {
@@ -80,6 +82,12 @@ static const struct flag flags[] = {
 	 "Format of the access log lines (fields in docs/operations.md)."},
 	{"access-log-buffer", O_ACCESS_LOG_BUFFER, "KIB", "1024",
 	 "Access log lines each shard may hold while the file is behind; past it lines are dropped and counted."},
+	{"instance-index", O_INSTANCE_INDEX, "I", "0",
+	 "This instance's index among --instance-count (a StatefulSet ordinal): it enforces its share of every cap."},
+	{"instance-count", O_INSTANCE_COUNT, "N", "1",
+	 "Instances sharing every replica's max_ongoing_requests and every max_queued_requests exactly."},
+	{"peers", O_PEERS, "SPEC", NULL,
+	 "dns:NAME:PORT or ADDR:PORT,...: the instance index and count come from this peer set, resolved every 2 s (this instance: its own address and listen port)."},
 	{"version", O_VERSION, NULL, NULL,
 	 "Print the version, the git commit and the kernel's io_uring features, then exit."},
 	{"help", O_HELP, NULL, NULL, "Print this help, then exit."},
@@ -142,7 +150,7 @@ static int parse_args(int argc, char **argv, struct proxy_options *o)
 	struct option longopts[NFLAGS + 1];
 	enum log_format log_fmt = LOG_F_TEXT;
 	enum log_level log_min = LOG_L_INFO;
-	int ch, idx;
+	int ch, idx, instance_set = 0;
 	unsigned long v;
 
 	memset(longopts, 0, sizeof(longopts));
@@ -158,6 +166,7 @@ static int parse_args(int argc, char **argv, struct proxy_options *o)
 	o->pin = -1;
 	o->access_log_format = ACCESSLOG_TEXT;
 	o->access_log_buffer_kb = ACCESSLOG_BUFFER_KB_DEFAULT;
+	o->instance_count = 1;
 	opterr = 0; /* getopt's own messages carry no timestamp: ours below */
 	while ((ch = getopt_long(argc, argv, ":c:l:s:h", longopts, &idx)) != -1) {
 		switch (ch) {
@@ -236,6 +245,33 @@ static int parse_args(int argc, char **argv, struct proxy_options *o)
 			}
 			o->access_log_buffer_kb = (uint32_t)v;
 			break;
+		case O_INSTANCE_INDEX:
+			if (parse_uint(optarg, INSTANCE_MAX_PEERS - 1, &v)) {
+				log_error("--instance-index: expected 0..%d, got '%s'",
+					  INSTANCE_MAX_PEERS - 1, optarg);
+				return -EINVAL;
+			}
+			o->instance_index = (uint32_t)v;
+			instance_set = 1;
+			break;
+		case O_INSTANCE_COUNT:
+			if (parse_uint(optarg, INSTANCE_MAX_PEERS, &v) || v == 0) {
+				log_error("--instance-count: expected 1..%d, got '%s'",
+					  INSTANCE_MAX_PEERS, optarg);
+				return -EINVAL;
+			}
+			o->instance_count = (uint32_t)v;
+			instance_set = 1;
+			break;
+		case O_PEERS: {
+			char why[256];
+			if (instance_peers_check(optarg, why, sizeof(why))) {
+				log_error("--peers: %s, got '%s'", why, optarg);
+				return -EINVAL;
+			}
+			o->peers = optarg;
+			break;
+		}
 		case O_VERSION:
 			version_print(stdout);
 			return 1;
@@ -257,6 +293,16 @@ static int parse_args(int argc, char **argv, struct proxy_options *o)
 	}
 	if (!o->config_path && !o->state_path) {
 		log_error("--config FILE is required (try --help)");
+		return -EINVAL;
+	}
+	if (o->instance_index >= o->instance_count) {
+		log_error("--instance-index %u: expected below --instance-count %u",
+			  (unsigned)o->instance_index, (unsigned)o->instance_count);
+		return -EINVAL;
+	}
+	if (o->peers && instance_set) {
+		log_error("--peers derives the instance index and count: "
+			  "not with --instance-index/--instance-count");
 		return -EINVAL;
 	}
 	if (o->watch_config && !o->config_path) {
@@ -323,6 +369,7 @@ int main(int argc, char **argv)
 	struct dns *dns = NULL;
 	struct health *health = NULL;
 	struct config_watch *watch = NULL;
+	struct instance_peers *peers = NULL;
 	struct service svc;
 	uint16_t admin_port = 0;
 	sigset_t set;
@@ -354,6 +401,10 @@ int main(int argc, char **argv)
 		goto out_registry;
 	}
 	p->config = c;
+	/* --peers starts as 0 of 1 until it finds itself (below). */
+	atomic_store(&p->instance_index, p->opt.instance_index);
+	atomic_store(&p->instance_count, p->opt.instance_count);
+	instance_apply(c, p->opt.instance_index, p->opt.instance_count);
 	service_init(&svc, p);
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	p->nshards = p->opt.nshards ? p->opt.nshards : (unsigned)(ncpu > 0 ? ncpu : 1);
@@ -403,6 +454,24 @@ int main(int argc, char **argv)
 	}
 	for (unsigned i = 0; i < p->nshards; i++)
 		p->shards[i]->proxy_nshards = p->nshards;
+	if (p->opt.peers) {
+		/* The listen port is known now; no shard runs yet, so the first
+		 * snapshot can still take the shares it starts with. */
+		uint32_t pi, pn;
+		char perr[256];
+		if (instance_peers_find(p, &pi, &pn, perr, sizeof(perr)) == 0) {
+			atomic_store(&p->instance_index, pi);
+			atomic_store(&p->instance_count, pn);
+			instance_apply(c, pi, pn);
+		} else {
+			log_warn("--peers: %s; starting as instance 0 of 1", perr);
+		}
+		log_info("instance %u of %u", (unsigned)atomic_load(&p->instance_index),
+			 (unsigned)atomic_load(&p->instance_count));
+	} else if (p->opt.instance_count > 1) {
+		log_info("instance %u of %u", (unsigned)p->opt.instance_index,
+			 (unsigned)p->opt.instance_count);
+	}
 	for (unsigned i = 0; i < p->nshards; i++) {
 		ret = shard_start(p->shards[i]);
 		if (ret) {
@@ -432,6 +501,11 @@ int main(int argc, char **argv)
 		goto out_stop;
 	}
 	if (p->opt.watch_config && config_watch_start(p->opt.config_path, &watch)) {
+		code = 1;
+		goto out_stop;
+	}
+	if (p->opt.peers && (ret = instance_peers_start(p, &peers))) {
+		log_error("cannot start --peers: %s", strerror(-ret));
 		code = 1;
 		goto out_stop;
 	}
@@ -480,6 +554,7 @@ out_stop:
 	/* The admin port answers (/readyz 503, /metrics) until the shards are
 	 * done; the listeners close first. */
 	config_watch_stop(watch);
+	instance_peers_stop(peers); /* no re-share while the shards stop */
 	dns_stop(dns); /* no refresh reaches shards that are stopping */
 	proxy_stop_shards(p);
 	wait_shards(p, p->opt.drain_timeout_ms);

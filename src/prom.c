@@ -276,6 +276,16 @@ static void put_process_state(struct prom *w, struct proxy *p, const struct conf
 	prom_family(w, "ringroute_config_version", "gauge",
 		    "Version of the current configuration: one more with every applied change.");
 	prom_sample_u64(w, "ringroute_config_version", NULL, c->version);
+	prom_family(w, "ringroute_instance", "gauge",
+		    "Always 1: this instance's index and the instance count sharing every cap "
+		    "(--instance-index/--instance-count or --peers) are its labels.");
+	{
+		char idx[16], cnt[16];
+		struct prom_labels il = {2, {"index", "count"}, {idx, cnt}};
+		snprintf(idx, sizeof(idx), "%u", (unsigned)atomic_load(&p->instance_index));
+		snprintf(cnt, sizeof(cnt), "%u", (unsigned)atomic_load(&p->instance_count));
+		prom_sample_u64(w, "ringroute_instance", &il, 1);
+	}
 	prom_family(w, "ringroute_config_reloads_total", "counter",
 		    "Configuration changes (control API writes, SIGHUP reloads) by result: "
 		    "ok (applied) or error (refused).");
@@ -373,10 +383,17 @@ static void put_backends(struct prom *w, struct proxy *p, const struct config *c
 				atomic_load(&c->backends[i].state->queued));
 	}
 	prom_family(w, "ringroute_backend_max_queued_requests", "gauge",
-		    "The backend's max_queued_requests: more waiting requests are refused.");
+		    "The backend's max_queued_requests as configured, for all instances together.");
 	for (size_t i = 0; i < c->nbackends; i++) {
 		l.v[0] = c->backends[i].name;
 		prom_sample_u64(w, "ringroute_backend_max_queued_requests", &l,
+				c->backends[i].max_queued_cfg);
+	}
+	prom_family(w, "ringroute_backend_instance_max_queued_requests", "gauge",
+		    "This instance's share of max_queued_requests: more waiting requests are refused.");
+	for (size_t i = 0; i < c->nbackends; i++) {
+		l.v[0] = c->backends[i].name;
+		prom_sample_u64(w, "ringroute_backend_instance_max_queued_requests", &l,
 				c->backends[i].max_queued);
 	}
 	prom_family(w, "ringroute_rejected_requests_total", "counter",
@@ -426,7 +443,7 @@ static void put_backends(struct prom *w, struct proxy *p, const struct config *c
 struct replica_row {
 	struct prom_labels l;         /* backend, replica */
 	struct replica_state *rs;
-	uint32_t max_ongoing;
+	uint32_t max_ongoing, max_ongoing_cfg; /* this instance's share, configured */
 	struct pool_sum ps;
 };
 
@@ -449,6 +466,7 @@ static void put_replicas(struct prom *w, struct proxy *p, const struct config *c
 				.l = {2, {"backend", "replica"}, {b->name, b->replicas[r].id}},
 				.rs = b->replicas[r].state,
 				.max_ongoing = b->max_ongoing,
+				.max_ongoing_cfg = b->max_ongoing_cfg,
 			};
 			proxy_sum_replica(p, rows[k].rs, &rows[k].ps);
 		}
@@ -459,9 +477,15 @@ static void put_replicas(struct prom *w, struct proxy *p, const struct config *c
 		prom_sample_u64(w, "ringroute_replica_ongoing_requests", &rows[k].l,
 				atomic_load(&rows[k].rs->ongoing));
 	prom_family(w, "ringroute_replica_max_ongoing_requests", "gauge",
-		    "The replica's cap on requests in flight (its backend's max_ongoing_requests).");
+		    "The replica's cap on requests in flight (its backend's max_ongoing_requests), "
+		    "for all instances together.");
 	for (k = 0; k < n; k++)
 		prom_sample_u64(w, "ringroute_replica_max_ongoing_requests", &rows[k].l,
+				rows[k].max_ongoing_cfg);
+	prom_family(w, "ringroute_replica_instance_max_ongoing_requests", "gauge",
+		    "This instance's share of the replica's cap: what it sends the replica at most.");
+	for (k = 0; k < n; k++)
+		prom_sample_u64(w, "ringroute_replica_instance_max_ongoing_requests", &rows[k].l,
 				rows[k].max_ongoing);
 	prom_family(w, "ringroute_replica_healthy", "gauge",
 		    "1 while the replica passes its health check (always, without one), else 0.");

@@ -15,6 +15,7 @@
 #include "ringroute/health.h"
 
 #include "ringroute/http.h"
+#include "ringroute/instance.h"
 #include "ringroute/log.h"
 #include "ringroute/proxy.h"
 #include "ringroute/strbuf.h"
@@ -73,29 +74,27 @@ void proxy_count_change(struct proxy *p, bool ok)
 	atomic_fetch_add_explicit(ok ? &p->changes_ok : &p->changes_failed, 1, memory_order_relaxed);
 }
 
-int proxy_change(struct proxy *p, struct config *c, char *err, size_t errlen)
-{
-	return proxy_change_from(p, NULL, c, err, errlen);
-}
-
-int proxy_change_from(struct proxy *p, const struct config *base, struct config *c, char *err,
-		      size_t errlen)
+/* The change itself, config_lock held (proxy_change_from, and the re-share
+ * of proxy_set_instance, which holds the lock across its parse). base: see
+ * proxy_change_from. Takes over the reference to c. */
+static int change_locked(struct proxy *p, const struct config *base, struct config *c,
+			 char *err, size_t errlen)
 {
 	int ret;
 
-	pthread_mutex_lock(&p->config_lock);
 	if (base && p->config != base) {
 		/* Another change came first: c was built from an old document. */
-		pthread_mutex_unlock(&p->config_lock);
 		config_unref(c);
 		snprintf(err, errlen, "another change came first");
 		return -EAGAIN;
 	}
+	/* Every snapshot enforces this instance's share of the caps: edits,
+	 * reloads, DNS refreshes and re-shares alike. */
+	instance_apply(c, atomic_load(&p->instance_index), atomic_load(&p->instance_count));
 	c->version = (p->config ? p->config->version : 0) + 1;
 	if (p->opt.state_path) {
 		ret = write_atomic(p->opt.state_path, c->json, err, errlen);
 		if (ret) {
-			pthread_mutex_unlock(&p->config_lock);
 			config_unref(c);
 			proxy_count_change(p, false);
 			return ret;
@@ -113,12 +112,62 @@ int proxy_change_from(struct proxy *p, const struct config *base, struct config 
 		p->on_change(p, c);
 	/* States only older snapshots named go once nothing holds them. */
 	registry_collect(&p->registry);
-	pthread_mutex_unlock(&p->config_lock);
 	/* A shard that could not be told still takes c at its next message:
 	 * the change is current either way. */
 	proxy_count_change(p, true);
 	if (ret)
 		snprintf(err, errlen, "could not reach every shard: %s", strerror(-ret));
+	return ret;
+}
+
+int proxy_change_from(struct proxy *p, const struct config *base, struct config *c, char *err,
+		      size_t errlen)
+{
+	int ret;
+
+	pthread_mutex_lock(&p->config_lock);
+	ret = change_locked(p, base, c, err, errlen);
+	pthread_mutex_unlock(&p->config_lock);
+	return ret;
+}
+
+int proxy_change(struct proxy *p, struct config *c, char *err, size_t errlen)
+{
+	return proxy_change_from(p, NULL, c, err, errlen);
+}
+
+int proxy_set_instance(struct proxy *p, uint32_t index, uint32_t count, char *err,
+		       size_t errlen)
+{
+	uint32_t old_i, old_n;
+	struct config *next = NULL;
+	int ret = 0;
+
+	pthread_mutex_lock(&p->config_lock);
+	old_i = atomic_load(&p->instance_index);
+	old_n = atomic_load(&p->instance_count);
+	if (old_i == index && old_n == count)
+		goto out;
+	/* The same document, new shares: a change like any other, so the
+	 * shards take it the one way they take every snapshot. */
+	ret = config_parse(p->config->json, strlen(p->config->json), "config", &p->registry,
+			   &next, err, errlen);
+	if (ret)
+		goto out;
+	atomic_store(&p->instance_index, index);
+	atomic_store(&p->instance_count, count);
+	ret = change_locked(p, NULL, next, err, errlen);
+	if (ret && p->config != next) {
+		/* Not applied (the state file): the shares in force stay. */
+		atomic_store(&p->instance_index, old_i);
+		atomic_store(&p->instance_count, old_n);
+	} else {
+		log_info("instance %u of %u (was %u of %u): caps shared anew", (unsigned)index,
+			 (unsigned)count, (unsigned)old_i, (unsigned)old_n);
+		ret = 0;
+	}
+out:
+	pthread_mutex_unlock(&p->config_lock);
 	return ret;
 }
 
@@ -286,8 +335,14 @@ json_t *proxy_stats_json(struct proxy *p)
 			json_object_set_new(reps, b->replicas[r].id, ro);
 		}
 		proxy_sum_backend(p, b->state, &bsum);
-		bo = json_pack("{s:I,s:I,s:o}", "queued", (json_int_t)atomic_load(&b->state->queued),
-			       "max_ongoing_requests", (json_int_t)b->max_ongoing, "replicas", reps);
+		/* The configured caps, and the share of them this instance
+		 * enforces (instance.h): equal when it runs alone. */
+		bo = json_pack("{s:I,s:I,s:I,s:I,s:I,s:o}", "queued",
+			       (json_int_t)atomic_load(&b->state->queued), "max_ongoing_requests",
+			       (json_int_t)b->max_ongoing_cfg, "max_queued_requests",
+			       (json_int_t)b->max_queued_cfg, "instance_max_ongoing_requests",
+			       (json_int_t)b->max_ongoing, "instance_max_queued_requests",
+			       (json_int_t)b->max_queued, "replicas", reps);
 		if (bo) {
 			json_object_set_new(bo, "retries", json_integer((json_int_t)bsum.retries));
 			json_object_set_new(bo, "retry_budget_exhausted",
@@ -320,6 +375,10 @@ json_t *proxy_stats_json(struct proxy *p)
 	}
 	json_object_set_new(out, "version", json_integer((json_int_t)c->version));
 	json_object_set_new(out, "shards", json_integer(p->nshards));
+	json_object_set_new(out, "instance",
+			    json_pack("{s:I,s:I}", "index",
+				      (json_int_t)atomic_load(&p->instance_index), "count",
+				      (json_int_t)atomic_load(&p->instance_count)));
 	json_object_set_new(out, "connections_accepted", json_integer((json_int_t)sh.accepted));
 	json_object_set_new(out, "requests", json_integer((json_int_t)sh.requests));
 	json_object_set_new(out, "backends", bes);

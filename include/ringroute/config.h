@@ -120,8 +120,13 @@ struct replica_cfg {
 struct backend_cfg {
 	char *name;
 	uint32_t index;               /* position in config.backends */
-	uint32_t max_ongoing;         /* max_ongoing_requests, >= 1 */
-	uint32_t max_queued;          /* max_queued_requests, 0 = no queueing */
+	/* The caps the router enforces: this instance's share of the
+	 * configured ones (instance.h; all of them when it runs alone).
+	 * max_ongoing 0: this instance sends the backend nothing. */
+	uint32_t max_ongoing;
+	uint32_t max_queued;          /* 0 = no queueing */
+	uint32_t max_ongoing_cfg;     /* max_ongoing_requests as configured, >= 1 */
+	uint32_t max_queued_cfg;      /* max_queued_requests as configured */
 	uint32_t queue_timeout_ms;
 	uint32_t connect_timeout_ms;
 	uint32_t request_timeout_ms;

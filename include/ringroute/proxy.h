@@ -37,6 +37,9 @@ struct proxy_options {
 	const char *access_log;     /* --access-log PATH ("-": stdout) or NULL */
 	enum accesslog_format access_log_format; /* --access-log-format, default text */
 	uint32_t access_log_buffer_kb; /* --access-log-buffer, per shard */
+	uint32_t instance_index;    /* --instance-index, default 0 */
+	uint32_t instance_count;    /* --instance-count, default 1 */
+	const char *peers;          /* --peers dns:NAME:PORT | ADDR:PORT,... or NULL */
 };
 
 /* Where the process is in its life, for /readyz (service.c). */
@@ -64,6 +67,11 @@ struct proxy {
 	 * by proxy_count_change from the control and the main thread. */
 	_Atomic uint64_t changes_ok, changes_failed;
 	struct accesslog *alog;      /* --access-log, or NULL; outlives the shards */
+	/* This instance is instance_index of instance_count (instance.h):
+	 * written under config_lock by proxy_set_instance, read by
+	 * proxy_change to share the caps of every snapshot; atomic for the
+	 * readers that only show them (stats, /metrics). */
+	_Atomic uint32_t instance_index, instance_count;
 };
 
 /* Apply a validated change: c becomes the current snapshot (version one
@@ -77,6 +85,15 @@ int proxy_change(struct proxy *p, struct config *c, char *err, size_t errlen);
  * edit made meanwhile): else -EAGAIN, c dropped, nothing changed. */
 int proxy_change_from(struct proxy *p, const struct config *base, struct config *c, char *err,
 		      size_t errlen);
+
+/* This instance becomes index of count (count >= 1, index < count):
+ * when that differs from the current I/N, the current document is built
+ * again with the new shares (instance_apply) and applied as one change
+ * (the state file, the version, the shards: as any edit). Takes
+ * config_lock itself. 0 (also when nothing changed), or -errno with err
+ * set (then the previous I/N still hold). */
+int proxy_set_instance(struct proxy *p, uint32_t index, uint32_t count, char *err,
+		       size_t errlen);
 
 /* Load path and apply it as one change (SIGHUP). Returns 0, or -errno
  * with err set (the file does not load, or as proxy_change). Callers that

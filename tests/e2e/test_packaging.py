@@ -83,9 +83,9 @@ def port_of(addr):
     return int(addr.rsplit(":", 1)[1])
 
 
-def load_manifests():
+def load_manifests(d=K8S):
     docs = []
-    files = sorted(glob.glob(os.path.join(K8S, "*.yaml")) + glob.glob(os.path.join(K8S, "*.yml")))
+    files = sorted(glob.glob(os.path.join(d, "*.yaml")) + glob.glob(os.path.join(d, "*.yml")))
     for path in files:
         with open(path) as f:
             for d in yaml.safe_load_all(f):
@@ -218,6 +218,72 @@ class K8sTest(harness.RRTestCase):
             self.assertTrue(harness.wait_stderr(rr, "is unhealthy"), rr.stderr_tail())
             r = harness.http_once(rr.admin_port, "GET", ready)
             self.assertEqual(r.status, 503, r)
+
+
+class MultiK8sTest(K8sTest):
+    """packaging/k8s/multi: a StatefulSet whose instances share every cap
+    (--peers on a headless Service). The pod checks of K8sTest hold for it
+    too; the routes are the top-level ConfigMap."""
+
+    @classmethod
+    def setUpClass(cls):
+        harness.RRTestCase.setUpClass.__func__(cls)
+        cls.files, cls.docs = load_manifests(os.path.join(K8S, "multi"))
+        _, top = load_manifests()
+        by_kind = {}
+        for name, d in cls.docs:
+            by_kind.setdefault(d["kind"], []).append(d)
+        by_kind["ConfigMap"] = [d for _, d in top if d["kind"] == "ConfigMap"]
+        cls.by_kind = by_kind
+        (cls.dep,) = by_kind["StatefulSet"]
+        cls.pod = cls.dep["spec"]["template"]["spec"]
+        (cls.ctr,) = [c for c in cls.pod["containers"] if c["name"] == "ringroute"]
+        cls.args = parse_args(cls.ctr["args"])
+        cls.ports = {p["name"]: p["containerPort"] for p in cls.ctr["ports"]}
+        (cls.headless,) = [d for d in by_kind["Service"] if d["spec"].get("clusterIP") == "None"]
+
+    def test_service_targets_listen_port(self):
+        (svc,) = [d for d in self.by_kind["Service"] if d is not self.headless]
+        labels = self.dep["spec"]["template"]["metadata"]["labels"]
+        for k, v in svc["spec"]["selector"].items():
+            self.assertEqual(labels.get(k), v)
+        targets = [self.resolve(p["targetPort"]) for p in svc["spec"]["ports"]]
+        self.assertEqual(targets, [port_of(self.args["listen"])])
+
+    def test_peers_are_the_headless_service(self):
+        m = re.match(r"^dns:([a-z0-9.-]+):(\d+)$", self.args.get("peers", ""))
+        self.assertIsNotNone(m, "--peers dns:NAME:PORT")
+        name, port = m.group(1), int(m.group(2))
+        self.assertEqual(name.split(".")[0], self.headless["metadata"]["name"])
+        self.assertEqual(self.dep["spec"]["serviceName"], self.headless["metadata"]["name"])
+        # The peer port is the listen port: that is how an instance finds itself.
+        self.assertEqual(port, port_of(self.args["listen"]))
+        self.assertTrue(self.headless["spec"].get("publishNotReadyAddresses"),
+                        "every pod must count, ready or not, or a starting one runs alone")
+        labels = self.dep["spec"]["template"]["metadata"]["labels"]
+        for k, v in self.headless["spec"]["selector"].items():
+            self.assertEqual(labels.get(k), v)
+        self.assertNotIn("instance-index", self.args)
+        self.assertNotIn("instance-count", self.args)
+
+    def test_runs_with_these_args(self):
+        # --peers names a Service only a cluster resolves: here the literal
+        # form with this instance and one more, at a fixed listen port.
+        port = harness.free_port()
+        self.ctr = dict(self.ctr, args=list(self.ctr["args"]))
+        argv = self.ctr["args"]
+        argv[argv.index("--peers") + 1] = "127.0.0.1:%d,127.0.0.2:%d" % (port, port)
+        real = harness.Ringroute.__init__
+
+        def init(rr, *a, **kw):
+            kw["extra"] = list(kw["extra"])
+            kw["extra"][kw["extra"].index("--listen") + 1] = "127.0.0.1:%d" % port
+            real(rr, *a, **kw)
+        harness.Ringroute.__init__ = init
+        try:
+            super().test_runs_with_these_args()
+        finally:
+            harness.Ringroute.__init__ = real
 
 
 def dockerfile_stages():

@@ -1,0 +1,80 @@
+/* instance: several ringroute processes sharing every cap exactly.
+ *
+ * Instance I of N enforces its share of each backend's max_ongoing_requests
+ * and max_queued_requests, so that N instances behind an L4 balancer never
+ * give a replica more than its cap nor queue more than the backend's bound
+ * (docs/operations.md, "Several instances"). The share is computed once per
+ * snapshot (instance_apply, from proxy_change and at start), so the data
+ * path reads backend_cfg.max_ongoing / max_queued as before.
+ *
+ * I and N come from --instance-index/--instance-count, or from --peers:
+ * a helper thread resolves the peer set every INSTANCE_PEERS_PERIOD_MS,
+ * finds this instance in it by address (instance_derive, pure) and applies
+ * a new I/N through proxy_set_instance when they change. */
+#ifndef RINGROUTE_INSTANCE_H
+#define RINGROUTE_INSTANCE_H
+
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct config;
+struct proxy;
+
+#define INSTANCE_MAX_PEERS 256
+#define INSTANCE_PEERS_PERIOD_MS 2000
+
+/* Instance index's share of cap among count instances: floor(cap/count),
+ * plus one for index < cap % count, so the shares of 0..count-1 sum to cap
+ * exactly. count 0 is taken as 1. May be 0 (cap < count). */
+uint32_t instance_share(uint32_t cap, uint32_t index, uint32_t count);
+
+/* Sets every backend's effective caps in c from its configured ones
+ * (max_ongoing_cfg, max_queued_cfg) for instance index of count. A backend
+ * whose max_ongoing share is 0 gets a queue bound of 0 too: this instance
+ * answers its requests 503 at once instead of queueing them for a slot it
+ * can never have. Only on a snapshot no shard has seen yet. */
+void instance_apply(struct config *c, uint32_t index, uint32_t count);
+
+/* The pure core of --peers: peers (any order, duplicates allowed, at most
+ * INSTANCE_MAX_PEERS) is the resolved set; this instance is the peer whose
+ * port is port and whose address is one of own[0..nown) (its interfaces'
+ * addresses and its --listen address). Sorting the set by (address, port)
+ * and dropping duplicates gives every instance the same order: its
+ * position is I, the set's size N. Returns 0 with *index and *count,
+ * or -1 when no peer is this instance (nothing written). */
+int instance_derive(const struct sockaddr_in *peers, size_t npeers,
+		    const struct sockaddr_in *own, size_t nown, uint16_t port,
+		    uint32_t *index, uint32_t *count);
+
+/* --peers: "dns:NAME:PORT" (NAME's IPv4 addresses, each with PORT) or a
+ * comma-separated list of ADDR:PORT literals. Returns 0 when spec has one
+ * of these forms, else -EINVAL with err set. */
+int instance_peers_check(const char *spec, char *err, size_t errlen);
+
+/* Resolves spec once into out (at most INSTANCE_MAX_PEERS); returns how
+ * many, or -1 with err set (resolution failed, or no address). Blocks
+ * on DNS: the helper thread or start-up only. */
+int instance_peers_resolve(const char *spec, struct sockaddr_in *out, size_t max, char *err,
+			   size_t errlen);
+
+/* This instance's place in the --peers set now: resolve, then
+ * instance_derive with this machine's IPv4 addresses (getifaddrs, plus
+ * the --listen address) and the port it listens on. 0 with *index and
+ * *count, or -1 with err set (resolution failed, or no peer is this
+ * instance). Blocks on DNS. */
+int instance_peers_find(struct proxy *p, uint32_t *index, uint32_t *count, char *err,
+			size_t errlen);
+
+/* One round of the helper thread: instance_peers_find, then
+ * proxy_set_instance. An instance that cannot find itself keeps its
+ * last I/N, with a warning. */
+void instance_peers_round(struct proxy *p);
+
+struct instance_peers;
+/* Starts the helper thread running instance_peers_round every period.
+ * 0, or -errno. */
+int instance_peers_start(struct proxy *p, struct instance_peers **out);
+void instance_peers_stop(struct instance_peers *ip); /* NULL: nothing */
+
+#endif

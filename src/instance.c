@@ -1,0 +1,300 @@
+/* Several instances, every cap exact: the shares (instance.h), the
+ * derivation of I and N from a peer set, and the --peers helper thread. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ifaddrs.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ringroute/addr.h"
+#include "ringroute/alloc.h"
+#include "ringroute/config.h"
+#include "ringroute/instance.h"
+#include "ringroute/log.h"
+#include "ringroute/proxy.h"
+
+uint32_t instance_share(uint32_t cap, uint32_t index, uint32_t count)
+{
+	if (count == 0)
+		count = 1;
+	return cap / count + (index < cap % count ? 1 : 0);
+}
+
+void instance_apply(struct config *c, uint32_t index, uint32_t count)
+{
+	for (size_t i = 0; i < c->nbackends; i++) {
+		struct backend_cfg *b = &c->backends[i];
+		b->max_ongoing = instance_share(b->max_ongoing_cfg, index, count);
+		b->max_queued = b->max_ongoing ? instance_share(b->max_queued_cfg, index, count) : 0;
+	}
+}
+
+static int addr_cmp(const void *a, const void *b)
+{
+	const struct sockaddr_in *x = a, *y = b;
+	uint32_t xa = ntohl(x->sin_addr.s_addr), ya = ntohl(y->sin_addr.s_addr);
+	uint16_t xp = ntohs(x->sin_port), yp = ntohs(y->sin_port);
+
+	if (xa != ya)
+		return xa < ya ? -1 : 1;
+	return xp < yp ? -1 : xp > yp;
+}
+
+int instance_derive(const struct sockaddr_in *peers, size_t npeers,
+		    const struct sockaddr_in *own, size_t nown, uint16_t port,
+		    uint32_t *index, uint32_t *count)
+{
+	struct sockaddr_in v[INSTANCE_MAX_PEERS];
+	size_t n = 0;
+
+	if (npeers > INSTANCE_MAX_PEERS)
+		npeers = INSTANCE_MAX_PEERS;
+	memcpy(v, peers, npeers * sizeof(*v));
+	qsort(v, npeers, sizeof(*v), addr_cmp);
+	for (size_t i = 0; i < npeers; i++)
+		if (n == 0 || addr_cmp(&v[n - 1], &v[i]) != 0)
+			v[n++] = v[i];
+	for (size_t i = 0; i < n; i++) {
+		if (ntohs(v[i].sin_port) != port)
+			continue;
+		for (size_t k = 0; k < nown; k++)
+			if (own[k].sin_addr.s_addr == v[i].sin_addr.s_addr) {
+				*index = (uint32_t)i;
+				*count = (uint32_t)n;
+				return 0;
+			}
+	}
+	return -1;
+}
+
+/* "dns:NAME:PORT": NAME and PORT in *name and *port (NUL-terminated copies
+ * in buf). 1 for that form, 0 for the literal list, -1 when malformed. */
+static int split_dns(const char *spec, char *buf, size_t buflen, const char **name,
+		     const char **port)
+{
+	char *colon;
+
+	if (strncmp(spec, "dns:", 4) != 0)
+		return 0;
+	if (strlen(spec + 4) >= buflen)
+		return -1;
+	strcpy(buf, spec + 4);
+	colon = strrchr(buf, ':');
+	if (!colon || colon == buf || !colon[1])
+		return -1;
+	*colon = '\0';
+	*name = buf;
+	*port = colon + 1;
+	for (const char *q = *port; *q; q++)
+		if (*q < '0' || *q > '9')
+			return -1;
+	return atoi(*port) >= 1 && atoi(*port) <= 65535 && strlen(*port) <= 5 ? 1 : -1;
+}
+
+/* The literal form, parsed into out; count, or -1 with err set. */
+static int parse_list(const char *spec, struct sockaddr_in *out, size_t max, char *err,
+		      size_t errlen)
+{
+	size_t n = 0;
+	const char *s = spec;
+
+	for (;;) {
+		const char *end = strchr(s, ',');
+		size_t len = end ? (size_t)(end - s) : strlen(s);
+		char why[128];
+		struct sockaddr_in a;
+		if (addr_parse(s, len, 0, &a, why, sizeof(why))) {
+			snprintf(err, errlen, "'%.*s': %s", (int)len, s, why);
+			return -1;
+		}
+		if (n == max) {
+			snprintf(err, errlen, "more than %zu peers", max);
+			return -1;
+		}
+		out[n++] = a;
+		if (!end)
+			return (int)n;
+		s = end + 1;
+	}
+}
+
+int instance_peers_check(const char *spec, char *err, size_t errlen)
+{
+	char buf[512];
+	const char *name, *port;
+	struct sockaddr_in v[INSTANCE_MAX_PEERS];
+	int rc = split_dns(spec, buf, sizeof(buf), &name, &port);
+
+	if (rc < 0) {
+		snprintf(err, errlen, "expected dns:NAME:PORT or ADDR:PORT,ADDR:PORT,...");
+		return -EINVAL;
+	}
+	if (rc == 0 && parse_list(spec, v, INSTANCE_MAX_PEERS, err, errlen) < 0)
+		return -EINVAL;
+	return 0;
+}
+
+int instance_peers_resolve(const char *spec, struct sockaddr_in *out, size_t max, char *err,
+			   size_t errlen)
+{
+	char buf[512];
+	const char *name, *port;
+	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res, *ai;
+	int rc = split_dns(spec, buf, sizeof(buf), &name, &port);
+	size_t n = 0;
+
+	if (rc < 0) {
+		snprintf(err, errlen, "malformed --peers");
+		return -1;
+	}
+	if (rc == 0)
+		return parse_list(spec, out, max, err, errlen);
+	rc = getaddrinfo(name, port, &hints, &res);
+	if (rc) {
+		snprintf(err, errlen, "cannot resolve %s: %s", name, gai_strerror(rc));
+		return -1;
+	}
+	for (ai = res; ai && n < max; ai = ai->ai_next)
+		if (ai->ai_family == AF_INET)
+			memcpy(&out[n++], ai->ai_addr, sizeof(*out));
+	freeaddrinfo(res);
+	if (n == 0) {
+		snprintf(err, errlen, "%s has no IPv4 address", name);
+		return -1;
+	}
+	return (int)n;
+}
+
+/* This machine's IPv4 addresses (every interface), plus the --listen
+ * address when it is not the wildcard. */
+static size_t own_addrs(struct proxy *p, struct sockaddr_in *out, size_t max)
+{
+	struct ifaddrs *ifa, *i;
+	struct sockaddr_in l;
+	size_t n = 0;
+
+	if (p->opt.listen &&
+	    addr_parse(p->opt.listen, strlen(p->opt.listen), ADDR_F_ANY | ADDR_F_PORT0, &l, NULL,
+		       0) == 0 &&
+	    l.sin_addr.s_addr != htonl(INADDR_ANY))
+		out[n++] = l;
+	if (getifaddrs(&ifa) == 0) {
+		for (i = ifa; i && n < max; i = i->ifa_next)
+			if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET)
+				memcpy(&out[n++], i->ifa_addr, sizeof(*out));
+		freeifaddrs(ifa);
+	}
+	return n;
+}
+
+int instance_peers_find(struct proxy *p, uint32_t *index, uint32_t *count, char *err,
+			size_t errlen)
+{
+	struct sockaddr_in peers[INSTANCE_MAX_PEERS], own[64];
+	int n = instance_peers_resolve(p->opt.peers, peers, INSTANCE_MAX_PEERS, err, errlen);
+	size_t nown;
+
+	if (n < 0)
+		return -1;
+	nown = own_addrs(p, own, sizeof(own) / sizeof(own[0]));
+	if (instance_derive(peers, (size_t)n, own, nown, p->listen_port, index, count)) {
+		snprintf(err, errlen,
+			 "none of the %d peers is this instance (port %u on one of this "
+			 "machine's addresses)",
+			 n, (unsigned)p->listen_port);
+		return -1;
+	}
+	return 0;
+}
+
+void instance_peers_round(struct proxy *p)
+{
+	char err[256];
+	uint32_t index, count;
+
+	if (instance_peers_find(p, &index, &count, err, sizeof(err))) {
+		log_warn("--peers: %s; keeping instance %u of %u", err,
+			 (unsigned)atomic_load(&p->instance_index),
+			 (unsigned)atomic_load(&p->instance_count));
+		return;
+	}
+	if (proxy_set_instance(p, index, count, err, sizeof(err)))
+		log_warn("--peers: %s", err);
+}
+
+struct instance_peers {
+	struct proxy *p;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int stop;
+};
+
+static void *peers_main(void *arg)
+{
+	struct instance_peers *ip = arg;
+	struct timespec t;
+
+	pthread_mutex_lock(&ip->lock);
+	while (!ip->stop) {
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		t.tv_sec += INSTANCE_PEERS_PERIOD_MS / 1000;
+		t.tv_nsec += (long)(INSTANCE_PEERS_PERIOD_MS % 1000) * 1000000L;
+		if (t.tv_nsec >= 1000000000L) {
+			t.tv_sec++;
+			t.tv_nsec -= 1000000000L;
+		}
+		while (!ip->stop && pthread_cond_timedwait(&ip->cond, &ip->lock, &t) != ETIMEDOUT)
+			;
+		if (ip->stop)
+			break;
+		/* DNS may take seconds: never with the lock stop waits on. */
+		pthread_mutex_unlock(&ip->lock);
+		instance_peers_round(ip->p);
+		pthread_mutex_lock(&ip->lock);
+	}
+	pthread_mutex_unlock(&ip->lock);
+	return NULL;
+}
+
+int instance_peers_start(struct proxy *p, struct instance_peers **out)
+{
+	struct instance_peers *ip = mi_zalloc(sizeof(*ip));
+	pthread_condattr_t ca;
+	int rc;
+
+	if (!ip)
+		return -ENOMEM;
+	ip->p = p;
+	pthread_mutex_init(&ip->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&ip->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	rc = pthread_create(&ip->thread, NULL, peers_main, ip);
+	if (rc) {
+		pthread_cond_destroy(&ip->cond);
+		pthread_mutex_destroy(&ip->lock);
+		mi_free(ip);
+		return -rc;
+	}
+	*out = ip;
+	return 0;
+}
+
+void instance_peers_stop(struct instance_peers *ip)
+{
+	if (!ip)
+		return;
+	pthread_mutex_lock(&ip->lock);
+	ip->stop = 1;
+	pthread_cond_signal(&ip->cond);
+	pthread_mutex_unlock(&ip->lock);
+	pthread_join(ip->thread, NULL);
+	pthread_cond_destroy(&ip->cond);
+	pthread_mutex_destroy(&ip->lock);
+	mi_free(ip);
+}
