@@ -81,25 +81,6 @@ static void health_oom(struct health *h, const char *what, const char *backend)
 	h->oom_logged = true;
 }
 
-const char *health_reason(uint32_t result, char *buf, size_t n)
-{
-	unsigned v = result & 0xffffu;
-
-	switch ((enum health_kind)(result >> 16)) {
-	case HEALTH_NONE: snprintf(buf, n, "not probed yet"); break;
-	case HEALTH_OK: snprintf(buf, n, "ok"); break;
-	case HEALTH_STATUS: snprintf(buf, n, "status %u", v); break;
-	case HEALTH_TIMEOUT: snprintf(buf, n, "timeout"); break;
-	case HEALTH_CONNECT: snprintf(buf, n, "connect: %s", strerror((int)v)); break;
-	case HEALTH_CLOSED: snprintf(buf, n, "closed without answering"); break;
-	case HEALTH_NOT_HTTP: snprintf(buf, n, "not an HTTP/1 answer"); break;
-	case HEALTH_IO: snprintf(buf, n, "i/o: %s", strerror((int)v)); break;
-	case HEALTH_PATH: snprintf(buf, n, "health_check path too long"); break;
-	default: snprintf(buf, n, "unknown"); break;
-	}
-	return buf;
-}
-
 /* Records the probe's result in the replica state and turns it healthy
  * after rise successes in a row, unhealthy after fall failures in a row
  * (logging the change, with the reason of a failure); closes the socket,

@@ -1,20 +1,15 @@
-/* Several instances, every cap exact: the shares (instance.h), the
- * derivation of I and N from a peer set, and the --peers helper thread. */
+/* Several instances, every cap exact: the shares (instance.h) and the
+ * derivation of I and N from a peer set. The --peers thread is peers.c. */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <ifaddrs.h>
 #include <netdb.h>
-#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ringroute/addr.h"
-#include "ringroute/alloc.h"
 #include "ringroute/config.h"
 #include "ringroute/instance.h"
-#include "ringroute/log.h"
-#include "ringroute/proxy.h"
 
 uint32_t instance_share(uint32_t cap, uint32_t index, uint32_t count)
 {
@@ -166,135 +161,4 @@ int instance_peers_resolve(const char *spec, struct sockaddr_in *out, size_t max
 		return -1;
 	}
 	return (int)n;
-}
-
-/* This machine's IPv4 addresses (every interface), plus the --listen
- * address when it is not the wildcard. */
-static size_t own_addrs(struct proxy *p, struct sockaddr_in *out, size_t max)
-{
-	struct ifaddrs *ifa, *i;
-	struct sockaddr_in l;
-	size_t n = 0;
-
-	if (p->opt.listen &&
-	    addr_parse(p->opt.listen, strlen(p->opt.listen), ADDR_F_ANY | ADDR_F_PORT0, &l, NULL,
-		       0) == 0 &&
-	    l.sin_addr.s_addr != htonl(INADDR_ANY))
-		out[n++] = l;
-	if (getifaddrs(&ifa) == 0) {
-		for (i = ifa; i && n < max; i = i->ifa_next)
-			if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET)
-				memcpy(&out[n++], i->ifa_addr, sizeof(*out));
-		freeifaddrs(ifa);
-	}
-	return n;
-}
-
-int instance_peers_find(struct proxy *p, uint32_t *index, uint32_t *count, char *err,
-			size_t errlen)
-{
-	struct sockaddr_in peers[INSTANCE_MAX_PEERS], own[64];
-	int n = instance_peers_resolve(p->opt.peers, peers, INSTANCE_MAX_PEERS, err, errlen);
-	size_t nown;
-
-	if (n < 0)
-		return -1;
-	nown = own_addrs(p, own, sizeof(own) / sizeof(own[0]));
-	if (instance_derive(peers, (size_t)n, own, nown, p->listen_port, index, count)) {
-		snprintf(err, errlen,
-			 "none of the %d peers is this instance (port %u on one of this "
-			 "machine's addresses)",
-			 n, (unsigned)p->listen_port);
-		return -1;
-	}
-	return 0;
-}
-
-void instance_peers_round(struct proxy *p)
-{
-	char err[256];
-	uint32_t index, count;
-
-	if (instance_peers_find(p, &index, &count, err, sizeof(err))) {
-		log_warn("--peers: %s; keeping instance %u of %u", err,
-			 (unsigned)atomic_load(&p->instance_index),
-			 (unsigned)atomic_load(&p->instance_count));
-		return;
-	}
-	if (proxy_set_instance(p, index, count, err, sizeof(err)))
-		log_warn("--peers: %s", err);
-}
-
-struct instance_peers {
-	struct proxy *p;
-	pthread_t thread;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	int stop;
-};
-
-static void *peers_main(void *arg)
-{
-	struct instance_peers *ip = arg;
-	struct timespec t;
-
-	pthread_mutex_lock(&ip->lock);
-	while (!ip->stop) {
-		clock_gettime(CLOCK_MONOTONIC, &t);
-		t.tv_sec += INSTANCE_PEERS_PERIOD_MS / 1000;
-		t.tv_nsec += (long)(INSTANCE_PEERS_PERIOD_MS % 1000) * 1000000L;
-		if (t.tv_nsec >= 1000000000L) {
-			t.tv_sec++;
-			t.tv_nsec -= 1000000000L;
-		}
-		while (!ip->stop && pthread_cond_timedwait(&ip->cond, &ip->lock, &t) != ETIMEDOUT)
-			;
-		if (ip->stop)
-			break;
-		/* DNS may take seconds: never with the lock stop waits on. */
-		pthread_mutex_unlock(&ip->lock);
-		instance_peers_round(ip->p);
-		pthread_mutex_lock(&ip->lock);
-	}
-	pthread_mutex_unlock(&ip->lock);
-	return NULL;
-}
-
-int instance_peers_start(struct proxy *p, struct instance_peers **out)
-{
-	struct instance_peers *ip = mi_zalloc(sizeof(*ip));
-	pthread_condattr_t ca;
-	int rc;
-
-	if (!ip)
-		return -ENOMEM;
-	ip->p = p;
-	pthread_mutex_init(&ip->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&ip->cond, &ca);
-	pthread_condattr_destroy(&ca);
-	rc = pthread_create(&ip->thread, NULL, peers_main, ip);
-	if (rc) {
-		pthread_cond_destroy(&ip->cond);
-		pthread_mutex_destroy(&ip->lock);
-		mi_free(ip);
-		return -rc;
-	}
-	*out = ip;
-	return 0;
-}
-
-void instance_peers_stop(struct instance_peers *ip)
-{
-	if (!ip)
-		return;
-	pthread_mutex_lock(&ip->lock);
-	ip->stop = 1;
-	pthread_cond_signal(&ip->cond);
-	pthread_mutex_unlock(&ip->lock);
-	pthread_join(ip->thread, NULL);
-	pthread_cond_destroy(&ip->cond);
-	pthread_mutex_destroy(&ip->lock);
-	mi_free(ip);
 }

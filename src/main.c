@@ -20,6 +20,7 @@
 #include "ringroute/dns.h"
 #include "ringroute/health.h"
 #include "ringroute/instance.h"
+#include "ringroute/peers.h"
 #include "ringroute/proxy.h"
 #include "ringroute/service.h"
 #include "ringroute/shard.h"
@@ -369,7 +370,7 @@ int main(int argc, char **argv)
 	struct dns *dns = NULL;
 	struct health *health = NULL;
 	struct config_watch *watch = NULL;
-	struct instance_peers *peers = NULL;
+	struct peers *peers = NULL;
 	struct service svc;
 	uint16_t admin_port = 0;
 	sigset_t set;
@@ -459,7 +460,7 @@ int main(int argc, char **argv)
 		 * snapshot can still take the shares it starts with. */
 		uint32_t pi, pn;
 		char perr[256];
-		if (instance_peers_find(p, &pi, &pn, perr, sizeof(perr)) == 0) {
+		if (peers_find(p, &pi, &pn, perr, sizeof(perr)) == 0) {
 			atomic_store(&p->instance_index, pi);
 			atomic_store(&p->instance_count, pn);
 			instance_apply(c, pi, pn);
@@ -504,7 +505,7 @@ int main(int argc, char **argv)
 		code = 1;
 		goto out_stop;
 	}
-	if (p->opt.peers && (ret = instance_peers_start(p, &peers))) {
+	if (p->opt.peers && (ret = peers_start(p, &peers))) {
 		log_error("cannot start --peers: %s", strerror(-ret));
 		code = 1;
 		goto out_stop;
@@ -554,7 +555,7 @@ out_stop:
 	/* The admin port answers (/readyz 503, /metrics) until the shards are
 	 * done; the listeners close first. */
 	config_watch_stop(watch);
-	instance_peers_stop(peers); /* no re-share while the shards stop */
+	peers_stop(peers); /* no re-share while the shards stop */
 	dns_stop(dns); /* no refresh reaches shards that are stopping */
 	proxy_stop_shards(p);
 	wait_shards(p, p->opt.drain_timeout_ms);

@@ -12,7 +12,7 @@
 
 #include "ringroute/alloc.h"
 #include "ringroute/clock.h"
-#include "ringroute/health.h"
+#include "ringroute/health_result.h"
 
 #include "ringroute/http.h"
 #include "ringroute/instance.h"

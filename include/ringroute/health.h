@@ -18,29 +18,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ringroute/health_result.h"
+
 struct proxy;
 struct health;
 
-/* What a probe found, as kept in replica_state.hc_result: kind << 16 |
- * value (a status, an errno). */
-enum health_kind {
-	HEALTH_NONE = 0,      /* no probe yet (or no health check) */
-	HEALTH_OK,            /* 2xx (value: the status) */
-	HEALTH_STATUS,        /* another status (value) */
-	HEALTH_TIMEOUT,       /* no answer within the probe's deadline */
-	HEALTH_CONNECT,       /* connect failed (value: errno; ECONNREFUSED: refused) */
-	HEALTH_CLOSED,        /* closed without answering */
-	HEALTH_NOT_HTTP,      /* not an HTTP/1 answer */
-	HEALTH_IO,            /* socket, send or recv failed (value: errno) */
-	HEALTH_PATH,          /* the path does not fit a request */
-};
-static inline uint32_t health_result(enum health_kind k, unsigned value)
-{
-	return (uint32_t)k << 16 | (value & 0xffffu);
-}
-/* The result in words ("ok", "status 503", "timeout", "connect: Connection
- * refused", ...), into buf; returns buf. */
-const char *health_reason(uint32_t result, char *buf, size_t n);
 
 /* Start the checker thread, which reads p's current snapshot every tick.
  * Returns 0 and *out, or -errno (nothing started). */

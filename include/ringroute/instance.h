@@ -58,23 +58,4 @@ int instance_peers_check(const char *spec, char *err, size_t errlen);
 int instance_peers_resolve(const char *spec, struct sockaddr_in *out, size_t max, char *err,
 			   size_t errlen);
 
-/* This instance's place in the --peers set now: resolve, then
- * instance_derive with this machine's IPv4 addresses (getifaddrs, plus
- * the --listen address) and the port it listens on. 0 with *index and
- * *count, or -1 with err set (resolution failed, or no peer is this
- * instance). Blocks on DNS. */
-int instance_peers_find(struct proxy *p, uint32_t *index, uint32_t *count, char *err,
-			size_t errlen);
-
-/* One round of the helper thread: instance_peers_find, then
- * proxy_set_instance. An instance that cannot find itself keeps its
- * last I/N, with a warning. */
-void instance_peers_round(struct proxy *p);
-
-struct instance_peers;
-/* Starts the helper thread running instance_peers_round every period.
- * 0, or -errno. */
-int instance_peers_start(struct proxy *p, struct instance_peers **out);
-void instance_peers_stop(struct instance_peers *ip); /* NULL: nothing */
-
 #endif
