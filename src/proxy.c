@@ -396,21 +396,30 @@ static int config_names_replica(const struct config *c, const struct replica_sta
 	return 0;
 }
 
-int proxy_publish(struct proxy *p, struct config *c)
+/* See proxy.h. Replicas the new snapshot drops drain: no new requests
+ * start on them while those in flight finish. Replicas it (re)names serve
+ * again, unless it names them drained (the operator's drain, "drain":
+ * true): one flag for both, so the choice, the pools and the stats treat an
+ * operator's drain exactly as a removal, and enabling undoes it. */
+void proxy_mark_draining(const struct config *old, const struct config *c)
 {
-	struct config *old = p->config;
-
-	/* Replicas the new snapshot drops drain: no new requests start on them
-	 * while those in flight finish. Replicas it (re)names serve again. */
 	for (size_t i = 0; i < c->nbackends; i++)
 		for (size_t r = 0; r < c->backends[i].nreplicas; r++)
-			atomic_store(&c->backends[i].replicas[r].state->draining, 0);
+			atomic_store(&c->backends[i].replicas[r].state->draining,
+				     c->backends[i].replicas[r].drain);
 	for (size_t i = 0; old && i < old->nbackends; i++)
 		for (size_t r = 0; r < old->backends[i].nreplicas; r++) {
 			struct replica_state *rs = old->backends[i].replicas[r].state;
 			if (!config_names_replica(c, rs))
 				atomic_store(&rs->draining, 1);
 		}
+}
+
+int proxy_publish(struct proxy *p, struct config *c)
+{
+	struct config *old = p->config;
+
+	proxy_mark_draining(old, c);
 	p->config = c;
 	for (unsigned i = 0; i < p->nshards; i++) {
 		struct config *prev;

@@ -117,6 +117,7 @@ static int cmd_rm(const struct ctl *, const struct command *, int, char **);
 static int cmd_replica_list(const struct ctl *, const struct command *, int, char **);
 static int cmd_replica_add(const struct ctl *, const struct command *, int, char **);
 static int cmd_replica_rm(const struct ctl *, const struct command *, int, char **);
+static int cmd_replica_drain(const struct ctl *, const struct command *, int, char **);
 static int cmd_stats(const struct ctl *, const struct command *, int, char **);
 static int cmd_queues(const struct ctl *, const struct command *, int, char **);
 static int cmd_help(const struct ctl *, const struct command *, int, char **);
@@ -286,6 +287,14 @@ static const struct command commands[] = {
 	  "Removes replica ID of BACKEND: its requests in flight finish, no new ones\n"
 	  "start.\n",
 	  cmd_replica_rm, NULL },
+	{ "replica", "drain", "BACKEND ID",
+	  "Drains replica ID of BACKEND: it stays in the config but gets no new\n"
+	  "requests; those in flight finish. stats shows it draining. Kept in the\n"
+	  "state file (--state) across restarts until replica enable.\n",
+	  cmd_replica_drain, NULL },
+	{ "replica", "enable", "BACKEND ID",
+	  "Undoes replica drain: replica ID of BACKEND gets new requests again.\n",
+	  cmd_replica_drain, NULL },
 	{ "endpoint", "list", "",
 	  "One line per endpoint: NAME ROUTE METHODS TRAFFIC SHADOW CALL_METHOD.\n"
 	  "--json: {\"version\": N, \"endpoints\": {NAME: {...}}}.\n",
@@ -1722,6 +1731,28 @@ static int cmd_replica_rm(const struct ctl *ctl, const struct command *c, int ar
 		return rc;
 	snprintf(msg, sizeof(msg), "replica %s/%s removed", argv[0], argv[1]);
 	return do_change(ctl, "DELETE", target_of("backends", argv[0], argv[1]), NULL, msg);
+}
+
+/* "replica drain|enable BACKEND ID": POST .../replicas/ID/drain or
+ * /enable; the server edits the entry, so nothing else in it is lost. */
+static int cmd_replica_drain(const struct ctl *ctl, const struct command *c, int argc, char **argv)
+{
+	char msg[1024], *t, *target = NULL;
+	int rc = n_args(c, argc, argv, 2, "BACKEND ID");
+
+	if (rc)
+		return rc;
+	t = target_of("backends", argv[0], argv[1]);
+	if (!t)
+		return EXIT_SERVER;
+	if (asprintf(&target, "%s/%s", t, c->verb) < 0) {
+		free(t);
+		return fail("out of memory");
+	}
+	free(t);
+	snprintf(msg, sizeof(msg), "replica %s/%s %s", argv[0], argv[1],
+		 strcmp(c->verb, "drain") ? "enabled" : "draining");
+	return do_change(ctl, "POST", target, NULL, msg);
 }
 
 static int cmd_stats(const struct ctl *ctl, const struct command *c, int argc, char **argv)

@@ -105,6 +105,8 @@ enum backend_policy {
 	POLICY_RR,        /* round robin over replicas with a free slot */
 };
 
+#define MAX_REPLICA_WEIGHT 10000
+
 /* A replica address with a DNS name stands for one replica per address the
  * name resolves to, each with id "ID/ADDRESS" (spec_id: ID, the key the
  * document has; host: the name). */
@@ -114,6 +116,8 @@ struct replica_cfg {
 	char *host;                   /* the DNS name of address, or NULL for a literal */
 	char *address;                /* as written: "host:port", "[v6]:port", "unix:/path" */
 	struct rr_addr addr;
+	uint32_t weight;              /* 1..MAX_REPLICA_WEIGHT: its share against the others' */
+	bool drain;                   /* operator's drain: kept, but given nothing new */
 	struct replica_state *state;  /* referenced */
 };
 

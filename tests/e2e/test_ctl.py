@@ -22,6 +22,7 @@ COMMANDS = [
     ("config", "get"), ("config", "apply"),
     ("backend", "list"), ("backend", "get"), ("backend", "set"), ("backend", "rm"),
     ("replica", "list"), ("replica", "add"), ("replica", "rm"),
+    ("replica", "drain"), ("replica", "enable"),
     ("endpoint", "list"), ("endpoint", "get"), ("endpoint", "set"), ("endpoint", "rm"),
     ("stats",), ("queues",), ("help",),
 ]
@@ -182,7 +183,8 @@ class CtlTest(harness.RRTestCase):
         # a noun alone: every one of its commands, and no other
         out = self.ok("help", "replica", sock=False)
         self.assertEqual(re.findall(r"^usage: ringroutectl (\S+ \S+)", out, re.M),
-                         ["replica list", "replica add", "replica rm"])
+                         ["replica list", "replica add", "replica rm", "replica drain",
+                          "replica enable"])
         self.assertEqual(self.ok("replica", "--help", sock=False), out)
 
     def test_help_unknown_command_exit_2(self):

@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Replica operations (issue "Replicas that fail, move and multiply", part 6;
+docs/operations.md "Replica operations", docs/config.md "replicas").
+
+* drain: `ringroutectl replica drain B ID` keeps the replica in the config
+  and sends it nothing new while its request in flight finishes 200; stats
+  shows it draining; the state file holds the drain and a restart from it
+  keeps it drained; `replica enable` brings it back.
+* bad values of the object form are refused with the path and the reason.
+"""
+
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import backend, endpoint  # noqa: E402
+
+
+def ctl_bin():
+    return os.environ.get("RR_RINGROUTECTL") or os.path.join(harness.BUILD, "ringroutectl")
+
+
+class ReplicaOpsBase(harness.RRTestCase):
+
+    def start(self, cfg, shards=1, state=None):
+        self.sock = harness.control_sock_path()
+        extra = ["--control", self.sock]
+        if state:
+            extra += ["--state", state]
+        self.rr = self.ringroute(cfg, shards=shards, extra=extra)
+        return self.rr
+
+    def run_ctl(self, *args):
+        argv = [ctl_bin(), "--socket", self.sock] + list(args)
+        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+        return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+    def ctl_ok(self, *args):
+        rc, out, err = self.run_ctl(*args)
+        self.assertEqual(rc, 0, "ringroutectl %s: rc %d\n%s%s" % (" ".join(args), rc, out, err))
+        return out
+
+    def stats_state(self, backend_name, rid):
+        """The STATE column of `ringroutectl stats` for one replica."""
+        lines = self.ctl_ok("stats").splitlines()
+        col = lines[0].split().index("STATE")
+        for ln in lines[1:]:
+            f = ln.split()
+            if f[0] == backend_name and f[1] == rid:
+                return f[col]
+        self.fail("no stats line for %s %s: %r" % (backend_name, rid, lines))
+
+    def count(self, port, n, path="/e"):
+        """n requests one at a time; the replicas' ids that answered."""
+        got = collections.Counter()
+        with harness.Client(port, timeout=15) as c:
+            for i in range(n):
+                r = c.request("GET", "%s/%d" % (path, i))
+                self.assertEqual(r.status, 200, r)
+                got[r.json()["id"]] += 1
+        return got
+
+
+class DrainTest(ReplicaOpsBase):
+
+    def test_drain_enable_persisted(self):
+        m1 = self.mock("r1")
+        m2 = self.mock("r2")
+        state = os.path.join(tempfile.mkdtemp(dir=harness._TMPDIR), "state.json")
+        cfg = {"backends": {"b": backend([m1, m2], max_ongoing_requests=8)},
+               "endpoints": {"e": endpoint("/e", {"b": 1.0})}}
+        rr = self.start(cfg, shards=2, state=state)
+        self.assertEqual(set(self.count(rr.port, 40)), {"r1", "r2"})
+
+        # Two slow requests at once: p2c puts the second on the idle replica,
+        # so one runs on each while r2 is drained.
+        results = []
+
+        def slow(k):
+            with harness.Client(rr.port, timeout=20) as c:
+                r = c.request("GET", "/e/slow%d" % k, headers={"X-Mock-Delay-Ms": "1500"})
+                results.append((r.status, r.json()["id"] if r.status == 200 else r))
+        ts = [threading.Thread(target=slow, args=(k,)) for k in range(2)]
+        for t in ts:
+            t.start()
+            time.sleep(0.2)
+        harness.wait_for(lambda: self.stats_ongoing("b", "r2") == 1, 5, "slow request on r2")
+        out = self.ctl_ok("replica", "drain", "b", "r2")
+        self.assertIn("r2", out)
+        self.assertEqual(self.stats_state("b", "r2"), "draining")
+        got = self.count(rr.port, 30)
+        self.assertEqual(dict(got), {"r1": 30}, "a drained replica gets nothing new")
+        for t in ts:
+            t.join(20)
+        self.assertEqual(sorted(results), [(200, "r1"), (200, "r2")],
+                         "the request in flight on the drained replica finished")
+
+        # The config keeps it, drained; so does the state file.
+        doc = json.loads(self.ctl_ok("--json", "config", "get"))
+        rep = doc["backends"]["b"]["replicas"]["r2"]
+        self.assertEqual(rep, {"address": m2.addr, "weight": 1, "drain": True})
+        with open(state) as f:
+            self.assertEqual(json.load(f)["backends"]["b"]["replicas"]["r2"], rep)
+
+        # A restart from the state file keeps it drained.
+        rr.stop()
+        rr = self.start(harness.write_config(cfg), shards=2, state=state)
+        self.assertEqual(self.stats_state("b", "r2"), "draining")
+        self.assertEqual(dict(self.count(rr.port, 20)), {"r1": 20})
+
+        # enable: it serves again, and the entry is the string form again.
+        self.ctl_ok("replica", "enable", "b", "r2")
+        self.assertEqual(self.stats_state("b", "r2"), "ok")
+        self.assertGreater(self.count(rr.port, 40)["r2"], 0)
+        doc = json.loads(self.ctl_ok("--json", "config", "get"))
+        self.assertEqual(doc["backends"]["b"]["replicas"]["r2"], m2.addr)
+        with open(state) as f:
+            self.assertEqual(json.load(f)["backends"]["b"]["replicas"]["r2"], m2.addr)
+
+    def stats_ongoing(self, backend_name, rid):
+        lines = self.ctl_ok("stats").splitlines()
+        col = lines[0].split().index("ONGOING")
+        for ln in lines[1:]:
+            f = ln.split()
+            if f[0] == backend_name and f[1] == rid:
+                return int(f[col])
+        return None
+
+    def test_drain_unknown_replica(self):
+        m1 = self.mock("r1")
+        self.start({"backends": {"b": backend([m1])},
+                    "endpoints": {"e": endpoint("/e", {"b": 1.0})}})
+        rc, out, err = self.run_ctl("replica", "drain", "b", "nope")
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("backends.b.replicas.nope: no such replica", err)
+        rc, out, err = self.run_ctl("replica", "enable", "x", "r1")
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("backends.x: no such backend", err)
+
+
+class BadValuesTest(ReplicaOpsBase):
+
+    def test_bad_object_form_refused(self):
+        cases = [
+            ({"address": "127.0.0.1:9", "weight": 0}, "backends.b.replicas.r1.weight: must be an integer >= 1"),
+            ({"address": "127.0.0.1:9", "weight": -2}, "backends.b.replicas.r1.weight: must be an integer >= 1"),
+            ({"address": "127.0.0.1:9", "weight": 1.5}, "backends.b.replicas.r1.weight: must be an integer >= 1"),
+            ({"address": "127.0.0.1:9", "weight": 10001}, "backends.b.replicas.r1.weight: must be an integer <= 10000"),
+            ({"address": "127.0.0.1:9", "drain": "yes"}, "backends.b.replicas.r1.drain: must be true or false"),
+            ({"address": "127.0.0.1:9", "wieght": 2}, "backends.b.replicas.r1.wieght: unknown key"),
+            ({"weight": 2}, "backends.b.replicas.r1.address: must be a string"),
+            (7, "backends.b.replicas.r1: must be a string \"host:port\" or an object"),
+        ]
+        for rep, msg in cases:
+            cfg = {"backends": {"b": {"replicas": {"r1": rep}}},
+                   "endpoints": {"e": endpoint("/e", {"b": 1.0})}}
+            path = harness.write_config(cfg, "routes.json")
+            rc, out, err = harness.run_ringroute_expect_exit(cfg, config_path=path)
+            self.assertNotEqual(rc, 0, err)
+            self.assertIn("%s: %s" % (path, msg), err, rep)
+        # The same through the control API: 400 naming the field.
+        m1 = self.mock("r1")
+        self.start({"backends": {"b": backend([m1])},
+                    "endpoints": {"e": endpoint("/e", {"b": 1.0})}})
+        with self.unix_client(self.sock) as c:
+            r = c.request("PUT", "/v1/backends/b/replicas/r2", None,
+                          harness.json_body({"address": m1.addr, "weight": 0}))
+            self.assertEqual(r.status, 400, r)
+            self.assertIn("backends.b.replicas.r2.weight: must be an integer >= 1",
+                          r.json()["error"])
+            r = c.request("PUT", "/v1/backends/b/replicas/r2", None,
+                          harness.json_body({"address": m1.addr, "speed": 3}))
+            self.assertEqual(r.status, 400, r)
+            self.assertIn("body.speed: unknown key", r.json()["error"])
+
+
+if __name__ == "__main__":
+    harness.main()
