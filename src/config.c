@@ -430,6 +430,8 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 			r->addr = addrs[i][k];
 			r->weight = specs[i].weight;
 			r->drain = specs[i].drain;
+			if (r->weight != b->replicas[0].weight)
+				b->weighted = true;
 			addr_format(&r->addr, ip, sizeof(ip));
 			/* One server behind two ids would get two slots' worth
 			 * of max_ongoing_requests, each id counting only its

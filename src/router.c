@@ -221,6 +221,83 @@ static int pick_p2c(const struct backend_cfg *b, uint64_t *rng, uint64_t avoid)
 	return pick_scan(b, (size_t)(router_rand(rng) % n), 0);
 }
 
+/* Weights (docs/config.md "replicas"): only a backend whose replicas'
+ * weights differ (b->weighted) pays for them; the others take the paths
+ * above unchanged. */
+
+/* Replica i's share of b right now (router_replica_weight); never 0. */
+static inline uint64_t weight_of(const struct backend_cfg *b, size_t i)
+{
+	return router_replica_weight(&b->replicas[i]);
+}
+
+/* The replica whose cumulative weight interval holds target (< the sum of
+ * the weights of all replicas but skip; skip >= n: none skipped). */
+static size_t weighted_index(const struct backend_cfg *b, uint64_t target, size_t skip)
+{
+	size_t last = 0;
+
+	for (size_t i = 0; i < b->nreplicas; i++) {
+		uint64_t w;
+
+		if (i == skip)
+			continue;
+		w = weight_of(b, i);
+		if (target < w)
+			return i;
+		target -= w;
+		last = i;
+	}
+	return last; /* weights changed under us (slow start): the last one */
+}
+
+/* Weighted power of two choices: two distinct candidates drawn with
+ * probability proportional to weight, the one with less ongoing per weight
+ * wins (ties: the first drawn). Drawing by weight gives each its share
+ * while replicas are idle (both at 0 ongoing); comparing ongoing/weight
+ * keeps a heavier replica proportionally fuller under load. */
+static int pick_p2c_weighted(const struct backend_cfg *b, uint64_t *rng)
+{
+	uint64_t total = 0, wa, wc, oa, oc;
+	size_t a, c;
+
+	for (size_t i = 0; i < b->nreplicas; i++)
+		total += weight_of(b, i);
+	a = weighted_index(b, router_rand(rng) % total, SIZE_MAX);
+	wa = weight_of(b, a);
+	c = total > wa ? weighted_index(b, router_rand(rng) % (total - wa), a) : (a + 1) % b->nreplicas;
+	wc = weight_of(b, c);
+	oa = atomic_load_explicit(&b->replicas[a].state->ongoing, memory_order_relaxed);
+	oc = atomic_load_explicit(&b->replicas[c].state->ongoing, memory_order_relaxed);
+	if (oc * wa < oa * wc) {
+		size_t t = a;
+		a = c;
+		c = t;
+	}
+	if (router_replica_acquire(b->replicas[a].state, b->max_ongoing))
+		return (int)a;
+	if (router_replica_acquire(b->replicas[c].state, b->max_ongoing))
+		return (int)c;
+	return pick_scan(b, (size_t)(router_rand(rng) % b->nreplicas), 0);
+}
+
+/* Weighted round robin without per-replica state: pick k of a shard
+ * starts at the point frac(k * 0.618...) of the cumulative weights. The
+ * golden-ratio sequence fills [0, 1) evenly, so over any run of picks each
+ * replica gets its weight's share within a few, spread out rather than in
+ * bursts; a full replica passes on to the next one with a free slot, as in
+ * plain round robin. */
+static size_t rr_weighted_start(const struct backend_cfg *b, uint32_t k)
+{
+	uint64_t total = 0;
+	double u = (double)k * 0.6180339887498949;
+
+	for (size_t i = 0; i < b->nreplicas; i++)
+		total += weight_of(b, i);
+	u -= (double)(uint64_t)u;
+	return weighted_index(b, (uint64_t)(u * (double)total) % total, SIZE_MAX);
+}
+
 /* See router.h. rng/rr_cursor may be NULL: then a local state is used
  * (p2c still works, round robin always starts at replica 0). */
 static int pick(const struct backend_cfg *b, const char *key, size_t keylen, uint64_t *rng,
@@ -232,8 +309,11 @@ static int pick(const struct backend_cfg *b, const char *key, size_t keylen, uin
 		return pick_rendezvous(b, key, keylen, avoid);
 	if (b->policy == POLICY_RR) {
 		uint32_t start = rr_cursor ? (*rr_cursor)++ : 0;
-		return pick_scan(b, start % b->nreplicas, avoid);
+		return pick_scan(b, b->weighted ? rr_weighted_start(b, start) : start % b->nreplicas,
+				 avoid);
 	}
+	if (b->weighted && !avoid && b->nreplicas > 1)
+		return pick_p2c_weighted(b, rng ? rng : &local_rng);
 	return pick_p2c(b, rng ? rng : &local_rng, avoid);
 }
 

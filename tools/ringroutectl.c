@@ -279,9 +279,11 @@ static const struct command commands[] = {
 	  "\"backend\": BACKEND, \"replicas\": {ID: \"HOST:PORT\"}}. An unknown BACKEND\n"
 	  "exits 1. (stats shows what each replica is doing.)\n",
 	  cmd_replica_list, NULL },
-	{ "replica", "add", "BACKEND ID HOST:PORT",
+	{ "replica", "add", "BACKEND ID HOST:PORT [--weight N]",
 	  "Adds replica ID to BACKEND, or moves it to HOST:PORT. Two replicas of one\n"
-	  "backend on one address are refused (they would double its cap).\n",
+	  "backend on one address are refused (they would double its cap).\n"
+	  "  --weight N   its share of the backend's requests against the others'\n"
+	  "               weights, 1..10000 (default 1)\n",
 	  cmd_replica_add, NULL },
 	{ "replica", "rm", "BACKEND ID",
 	  "Removes replica ID of BACKEND: its requests in flight finish, no new ones\n"
@@ -1710,16 +1712,26 @@ static int cmd_replica_list(const struct ctl *ctl, const struct command *c, int 
 	return rc;
 }
 
+/* "replica add BACKEND ID HOST:PORT [--weight N]": the string form, or
+ * {"address", "weight"} with --weight (the server checks its range). */
 static int cmd_replica_add(const struct ctl *ctl, const struct command *c, int argc, char **argv)
 {
 	char msg[1024];
-	int rc = n_args(c, argc, argv, 3, "BACKEND ID HOST:PORT");
+	json_int_t weight = -1; /* not given */
+	json_t *body;
+	int rc;
 
-	if (rc)
+	if (argc >= 2 && !strcmp(argv[argc - 2], "--weight")) {
+		if ((rc = parse_uint(c, "--weight", argv[argc - 1], UINT32_MAX, &weight)) != 0)
+			return rc;
+		argc -= 2;
+	}
+	if ((rc = n_args(c, argc, argv, 3, "BACKEND ID HOST:PORT [--weight N]")) != 0)
 		return rc;
 	snprintf(msg, sizeof(msg), "replica %s/%s = %s added", argv[0], argv[1], argv[2]);
-	return do_change(ctl, "PUT", target_of("backends", argv[0], argv[1]), json_text(argv[2]),
-			 msg);
+	body = weight >= 0 ? json_pack("{s:o, s:I}", "address", json_text(argv[2]), "weight", weight)
+			     : json_text(argv[2]);
+	return do_change(ctl, "PUT", target_of("backends", argv[0], argv[1]), body, msg);
 }
 
 static int cmd_replica_rm(const struct ctl *ctl, const struct command *c, int argc, char **argv)

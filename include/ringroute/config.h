@@ -143,6 +143,7 @@ struct backend_cfg {
 	uint32_t hc_rise, hc_fall;    /* probes in a row that turn it healthy, unhealthy */
 	struct outlier_cfg outlier;   /* outlier_detection */
 	bool queue_when_unavailable;  /* queue (not 503 at once) while no replica is up */
+	bool weighted;                /* replicas' weights differ: the choice reads them (router.c) */
 	size_t nreplicas;
 	struct replica_cfg *replicas;
 	struct backend_state *state;  /* referenced */

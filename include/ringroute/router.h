@@ -55,6 +55,14 @@ static inline int router_replica_up(struct replica_state *r)
 	       router_replica_able(r) && (!nb || clock_now_ms() >= nb);
 }
 
+/* A replica's share of its backend's requests against the others', in
+ * 1/1024ths of its configured weight: what p2c draws by and compares
+ * ongoing against, and what weighted round robin spreads by. */
+static inline uint64_t router_replica_weight(const struct replica_cfg *r)
+{
+	return (uint64_t)r->weight << 10;
+}
+
 /* Try to take one slot of a replica whose cap is max: 1 on success (ongoing
  * was < max and is now one more, never exceeding max even under contention
  * from other shards), 0 when full, draining or unhealthy. */

@@ -6,6 +6,7 @@ docs/operations.md "Replica operations", docs/config.md "replicas").
   and sends it nothing new while its request in flight finishes 200; stats
   shows it draining; the state file holds the drain and a restart from it
   keeps it drained; `replica enable` brings it back.
+* weight: 1:3 gives 25% / 75% for p2c and round robin.
 * bad values of the object form are refused with the path and the reason.
 """
 
@@ -143,6 +144,46 @@ class DrainTest(ReplicaOpsBase):
         rc, out, err = self.run_ctl("replica", "enable", "x", "r1")
         self.assertEqual(rc, 1, out + err)
         self.assertIn("backends.x: no such backend", err)
+
+
+class WeightTest(ReplicaOpsBase):
+    """Weights 1:3 under load (8 concurrent clients, two shards): the mocks
+    count 25% / 75% within 7 points, for p2c and round robin."""
+
+    def shares(self, policy):
+        light = self.mock("light", delay_ms=3)
+        heavy = self.mock("heavy", delay_ms=3)
+        cfg = {"backends": {"b": backend([light], policy=policy, max_ongoing_requests=64)},
+               "endpoints": {"e": endpoint("/e", {"b": 1.0})}}
+        rr = self.start(cfg, shards=2)
+        # the weighted one comes through ringroutectl: the --weight path
+        self.ctl_ok("replica", "add", "b", "heavy", heavy.addr, "--weight", "3")
+        doc = json.loads(self.ctl_ok("--json", "config", "get"))
+        self.assertEqual(doc["backends"]["b"]["replicas"]["heavy"],
+                         {"address": heavy.addr, "weight": 3, "drain": False})
+        nclients, per = 8, 60
+
+        def worker(k):
+            with harness.Client(rr.port, timeout=15) as c:
+                for i in range(per):
+                    r = c.request("GET", "/e/%d/%d" % (k, i))
+                    if r.status != 200:
+                        return "client %d req %d: %r" % (k, i, r)
+
+        self.run_clients(nclients, worker)
+        served = {m.id: m.stats()["served"] for m in (light, heavy)}
+        total = nclients * per
+        self.assertEqual(sum(served.values()), total)
+        share = served["heavy"] / total
+        print("%s weight 1:3 shares: %s (heavy %.3f)" % (policy, served, share), file=sys.stderr)
+        self.assertGreater(share, 0.68, served)
+        self.assertLess(share, 0.82, served)
+
+    def test_weight_p2c(self):
+        self.shares("p2c")
+
+    def test_weight_round_robin(self):
+        self.shares("round_robin")
 
 
 class BadValuesTest(ReplicaOpsBase):
