@@ -270,7 +270,7 @@ static const char *const backend_keys[] = {
 	"max_ongoing_requests", "max_queued_requests", "queue_timeout_ms",
 	"connect_timeout_ms", "request_timeout_ms", "retries", "policy",
 	"health_check", "replicas", "retry_on", "retry_budget_percent", "outlier_detection",
-	"queue_when_unavailable", NULL,
+	"queue_when_unavailable", "slow_start_ms", NULL,
 };
 static const char *const hc_keys[] = { "path", "interval_ms", "rise", "fall", NULL };
 static const char *const od_keys[] = {
@@ -608,6 +608,7 @@ static int parse_backend(struct parse_ctx *ctx, struct backend_cfg *b, json_t *o
 	    (rc = get_u32(ctx, obj, path, "connect_timeout_ms", 1, DEF_CONNECT_TIMEOUT, &b->connect_timeout_ms)) ||
 	    (rc = get_u32(ctx, obj, path, "request_timeout_ms", 1, DEF_REQUEST_TIMEOUT, &b->request_timeout_ms)) ||
 	    (rc = get_u32(ctx, obj, path, "retries", 0, DEF_RETRIES, &b->retries)) ||
+	    (rc = get_u32(ctx, obj, path, "slow_start_ms", 0, 0, &b->slow_start_ms)) ||
 	    (rc = parse_retry_policy(ctx, b, obj, path)))
 		return rc;
 	/* Alone until instance_apply says otherwise: the whole caps. */
@@ -664,6 +665,8 @@ static int parse_backend(struct parse_ctx *ctx, struct backend_cfg *b, json_t *o
 	v = json_object_get(obj, "replicas");
 	if (v && (rc = parse_replicas(ctx, b, v, path)) != 0)
 		return rc;
+	if (b->slow_start_ms)
+		b->weighted = true; /* ramping weights differ even when the configured ones don't */
 
 	b->state = registry_backend(ctx->reg, b->name);
 	if (!b->state)
@@ -915,7 +918,8 @@ static json_t *config_to_json(const struct config *c)
 						  (json_int_t)b->outlier.max_ejection_percent,
 						  "count_5xx", b->outlier.count_5xx)) ||
 		    json_object_set_new(o, "queue_when_unavailable",
-					json_boolean(b->queue_when_unavailable)))
+					json_boolean(b->queue_when_unavailable)) ||
+		    json_object_set_new(o, "slow_start_ms", json_integer((json_int_t)b->slow_start_ms)))
 			goto fail;
 		if (b->hc_path &&
 		    json_object_set_new(o, "health_check",

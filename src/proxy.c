@@ -404,9 +404,14 @@ static int config_names_replica(const struct config *c, const struct replica_sta
 void proxy_mark_draining(const struct config *old, const struct config *c)
 {
 	for (size_t i = 0; i < c->nbackends; i++)
-		for (size_t r = 0; r < c->backends[i].nreplicas; r++)
-			atomic_store(&c->backends[i].replicas[r].state->draining,
-				     c->backends[i].replicas[r].drain);
+		for (size_t r = 0; r < c->backends[i].nreplicas; r++) {
+			struct replica_state *rs = c->backends[i].replicas[r].state;
+			/* Enabled (or named again) after a drain: its server
+			 * may have restarted cold, so slow start ramps it. */
+			if (atomic_exchange(&rs->draining, c->backends[i].replicas[r].drain) &&
+			    !c->backends[i].replicas[r].drain)
+				atomic_store(&rs->up_since_ms, clock_now_ms());
+		}
 	for (size_t i = 0; old && i < old->nbackends; i++)
 		for (size_t r = 0; r < old->backends[i].nreplicas; r++) {
 			struct replica_state *rs = old->backends[i].replicas[r].state;

@@ -225,15 +225,22 @@ static int pick_p2c(const struct backend_cfg *b, uint64_t *rng, uint64_t avoid)
  * weights differ (b->weighted) pays for them; the others take the paths
  * above unchanged. */
 
-/* Replica i's share of b right now (router_replica_weight); never 0. */
-static inline uint64_t weight_of(const struct backend_cfg *b, size_t i)
+/* Replica i's share of b at now (router_replica_weight); never 0. */
+static inline uint64_t weight_of(const struct backend_cfg *b, size_t i, uint64_t now)
 {
-	return router_replica_weight(&b->replicas[i]);
+	return router_replica_weight(b, &b->replicas[i], now);
+}
+
+/* The clock for weight_of, read only when slow start needs it. */
+static inline uint64_t weight_now(const struct backend_cfg *b)
+{
+	return b->slow_start_ms ? clock_now_ms() : 0;
 }
 
 /* The replica whose cumulative weight interval holds target (< the sum of
  * the weights of all replicas but skip; skip >= n: none skipped). */
-static size_t weighted_index(const struct backend_cfg *b, uint64_t target, size_t skip)
+static size_t weighted_index(const struct backend_cfg *b, uint64_t target, size_t skip,
+			     uint64_t now)
 {
 	size_t last = 0;
 
@@ -242,7 +249,7 @@ static size_t weighted_index(const struct backend_cfg *b, uint64_t target, size_
 
 		if (i == skip)
 			continue;
-		w = weight_of(b, i);
+		w = weight_of(b, i, now);
 		if (target < w)
 			return i;
 		target -= w;
@@ -252,24 +259,29 @@ static size_t weighted_index(const struct backend_cfg *b, uint64_t target, size_
 }
 
 /* Weighted power of two choices: two distinct candidates drawn with
- * probability proportional to weight, the one with less ongoing per weight
- * wins (ties: the first drawn). Drawing by weight gives each its share
- * while replicas are idle (both at 0 ongoing); comparing ongoing/weight
- * keeps a heavier replica proportionally fuller under load. */
+ * probability proportional to weight; the second takes the request only
+ * when, with it, its ongoing per weight would still be at most the
+ * first's: (oc + 1) / wc <= oa / wa. Idle replicas so get exactly their
+ * weight's share (the first drawn keeps every tie), under load a heavier
+ * replica stays proportionally fuller, and an idle replica at a tenth of
+ * its weight (slow start) does not win against every replica with a
+ * request in flight, as comparing ongoing / weight alone would have it
+ * (0 beats anything). With equal weights this is plain p2c. */
 static int pick_p2c_weighted(const struct backend_cfg *b, uint64_t *rng)
 {
-	uint64_t total = 0, wa, wc, oa, oc;
+	uint64_t total = 0, wa, wc, oa, oc, now = weight_now(b);
 	size_t a, c;
 
 	for (size_t i = 0; i < b->nreplicas; i++)
-		total += weight_of(b, i);
-	a = weighted_index(b, router_rand(rng) % total, SIZE_MAX);
-	wa = weight_of(b, a);
-	c = total > wa ? weighted_index(b, router_rand(rng) % (total - wa), a) : (a + 1) % b->nreplicas;
-	wc = weight_of(b, c);
+		total += weight_of(b, i, now);
+	a = weighted_index(b, router_rand(rng) % total, SIZE_MAX, now);
+	wa = weight_of(b, a, now);
+	c = total > wa ? weighted_index(b, router_rand(rng) % (total - wa), a, now)
+		       : (a + 1) % b->nreplicas;
+	wc = weight_of(b, c, now);
 	oa = atomic_load_explicit(&b->replicas[a].state->ongoing, memory_order_relaxed);
 	oc = atomic_load_explicit(&b->replicas[c].state->ongoing, memory_order_relaxed);
-	if (oc * wa < oa * wc) {
+	if ((oc + 1) * wa <= oa * wc) {
 		size_t t = a;
 		a = c;
 		c = t;
@@ -289,13 +301,13 @@ static int pick_p2c_weighted(const struct backend_cfg *b, uint64_t *rng)
  * plain round robin. */
 static size_t rr_weighted_start(const struct backend_cfg *b, uint32_t k)
 {
-	uint64_t total = 0;
+	uint64_t total = 0, now = weight_now(b);
 	double u = (double)k * 0.6180339887498949;
 
 	for (size_t i = 0; i < b->nreplicas; i++)
-		total += weight_of(b, i);
+		total += weight_of(b, i, now);
 	u -= (double)(uint64_t)u;
-	return weighted_index(b, (uint64_t)(u * (double)total) % total, SIZE_MAX);
+	return weighted_index(b, (uint64_t)(u * (double)total) % total, SIZE_MAX, now);
 }
 
 /* See router.h. rng/rr_cursor may be NULL: then a local state is used

@@ -129,6 +129,7 @@ static const struct set_opt backend_opts[] = {
 	{ "--connect-timeout-ms", "connect_timeout_ms", NULL, O_UINT32, NULL },
 	{ "--request-timeout-ms", "request_timeout_ms", NULL, O_UINT32, NULL },
 	{ "--retries", "retries", NULL, O_UINT32, NULL },
+	{ "--slow-start-ms", "slow_start_ms", NULL, O_UINT32, NULL },
 	{ "--retry-on", "retry_on", NULL, O_LIST, NULL },
 	{ "--retry-budget-percent", "retry_budget_percent", NULL, O_UINT32, NULL },
 	{ "--policy", "policy", NULL, O_POLICY, NULL },
@@ -183,6 +184,7 @@ static const struct field backend_fields[] = {
 	{ "retry_on", "-" },             { "retry_budget_percent", "-" },
 	{ "policy", "-" },               { "health_check", "none" },
 	{ "outlier_detection", "-" },    { "queue_when_unavailable", "-" },
+	{ "slow_start_ms", "-" },
 	{ NULL, NULL },
 };
 
@@ -249,6 +251,8 @@ static const struct command commands[] = {
 	  "  --connect-timeout-ms N   connect_timeout_ms, >= 1\n"
 	  "  --request-timeout-ms N   request_timeout_ms: idle timeout on the replica, >= 1\n"
 	  "  --retries N              retries: tries on another replica after the first\n"
+	  "  --slow-start-ms N        slow_start_ms: a new or recovered replica's share\n"
+	  "                           ramps up over N ms; 0: off\n"
 	  "  --retry-on C[,C...]      retry_on: connect-failure, reset-before-response\n"
 	  "                           (idempotent methods only), 503, 429\n"
 	  "  --retry-budget-percent N retry_budget_percent: retries in flight, at most\n"

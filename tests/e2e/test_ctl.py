@@ -36,6 +36,7 @@ BACKEND_FLAGS = [
     ("connect_timeout_ms", "--connect-timeout-ms", "44", 44),
     ("request_timeout_ms", "--request-timeout-ms", "5555", 5555),
     ("retries", "--retries", "5", 5),
+    ("slow_start_ms", "--slow-start-ms", "3000", 3000),
     ("retry_on", "--retry-on", "503,connect-failure", ["connect-failure", "503"]),
     ("retry_budget_percent", "--retry-budget-percent", "35", 35),
     ("policy", "--policy", "round_robin", "round_robin"),

@@ -7,6 +7,7 @@ docs/operations.md "Replica operations", docs/config.md "replicas").
   shows it draining; the state file holds the drain and a restart from it
   keeps it drained; `replica enable` brings it back.
 * weight: 1:3 gives 25% / 75% for p2c and round robin.
+* slow_start_ms: a new replica's early share is well below its steady one.
 * bad values of the object form are refused with the path and the reason.
 """
 
@@ -186,6 +187,51 @@ class WeightTest(ReplicaOpsBase):
         self.shares("round_robin")
 
 
+class SlowStartTest(ReplicaOpsBase):
+    """slow_start_ms 3000: a replica added next to a warm one of the same
+    weight gets well below its steady half in the first second (its weight
+    ramps from a tenth), and about half once the window is over."""
+
+    def load(self, port, seconds):
+        stop = time.monotonic() + seconds
+
+        def worker(k):
+            with harness.Client(port, timeout=15) as c:
+                i = 0
+                while time.monotonic() < stop:
+                    r = c.request("GET", "/e/%d/%d" % (k, i))
+                    if r.status != 200:
+                        return "client %d req %d: %r" % (k, i, r)
+                    i += 1
+        self.run_clients(4, worker)
+
+    def test_slow_start_share(self):
+        for policy in ("p2c", "round_robin"):
+            warm = self.mock("warm-" + policy, delay_ms=2)
+            cold = self.mock("cold-" + policy, delay_ms=2)
+            cfg = {"backends": {"b": backend([warm], policy=policy, slow_start_ms=3000)},
+                   "endpoints": {"e": endpoint("/e", {"b": 1.0})}}
+            rr = self.start(cfg, shards=2)
+            time.sleep(3.1)  # the warm one's own ramp (it is new at start) is over
+            self.ctl_ok("replica", "add", "b", cold.id, cold.addr)
+            added = time.monotonic()
+            self.load(rr.port, 0.8)
+            early = {m.id: m.stats()["served"] for m in (warm, cold)}
+            early_share = early[cold.id] / sum(early.values())
+            time.sleep(max(0, added + 3.1 - time.monotonic()))
+            warm.reset_stats()
+            cold.reset_stats()
+            self.load(rr.port, 0.8)
+            late = {m.id: m.stats()["served"] for m in (warm, cold)}
+            late_share = late[cold.id] / sum(late.values())
+            print("%s slow start: first 0.8 s %s (new %.3f), after the window %s (new %.3f)"
+                  % (policy, early, early_share, late, late_share), file=sys.stderr)
+            self.assertLess(early_share, 0.30, early)
+            self.assertGreater(late_share, 0.40, late)
+            self.assertLess(late_share, 0.60, late)
+            rr.stop()
+
+
 class BadValuesTest(ReplicaOpsBase):
 
     def test_bad_object_form_refused(self):
@@ -206,6 +252,13 @@ class BadValuesTest(ReplicaOpsBase):
             rc, out, err = harness.run_ringroute_expect_exit(cfg, config_path=path)
             self.assertNotEqual(rc, 0, err)
             self.assertIn("%s: %s" % (path, msg), err, rep)
+        for bad in (-1, 1.5, "3s"):
+            cfg = {"backends": {"b": {"slow_start_ms": bad, "replicas": {}}},
+                   "endpoints": {"e": endpoint("/e", {"b": 1.0})}}
+            path = harness.write_config(cfg, "routes.json")
+            rc, out, err = harness.run_ringroute_expect_exit(cfg, config_path=path)
+            self.assertNotEqual(rc, 0, err)
+            self.assertIn("%s: backends.b.slow_start_ms: must be an integer >= 0" % path, err)
         # The same through the control API: 400 naming the field.
         m1 = self.mock("r1")
         self.start({"backends": {"b": backend([m1])},

@@ -408,6 +408,8 @@ static void assert_config_equal(const struct config *a, const struct config *b)
 		assert_int_equal(x->connect_timeout_ms, y->connect_timeout_ms);
 		assert_int_equal(x->request_timeout_ms, y->request_timeout_ms);
 		assert_int_equal(x->retries, y->retries);
+		assert_int_equal(x->slow_start_ms, y->slow_start_ms);
+		assert_int_equal(x->weighted, y->weighted);
 		assert_int_equal(x->retry_on, y->retry_on);
 		assert_int_equal(x->retry_budget_percent, y->retry_budget_percent);
 		assert_int_equal(x->policy, y->policy);
@@ -422,6 +424,8 @@ static void assert_config_equal(const struct config *a, const struct config *b)
 		for (size_t j = 0; j < x->nreplicas; j++) {
 			assert_string_equal(x->replicas[j].id, y->replicas[j].id);
 			assert_string_equal(x->replicas[j].address, y->replicas[j].address);
+			assert_int_equal(x->replicas[j].weight, y->replicas[j].weight);
+			assert_int_equal(x->replicas[j].drain, y->replicas[j].drain);
 			assert_memory_equal(&x->replicas[j].addr, &y->replicas[j].addr,
 					    sizeof(x->replicas[j].addr));
 			assert_string_equal(x->replicas[j].state->key, y->replicas[j].state->key);
@@ -469,7 +473,8 @@ static void test_round_trip(void **state)
 					"\"queue_when_unavailable\":false,"
 					"\"replicas\":{},\"request_timeout_ms\":60000,\"retries\":2,"
 					"\"retry_budget_percent\":20,"
-					"\"retry_on\":[\"connect-failure\",\"reset-before-response\"]}"));
+					"\"retry_on\":[\"connect-failure\",\"reset-before-response\"],"
+					"\"slow_start_ms\":0}"));
 	assert_non_null(strstr(a->json, "\"methods\":[\"POST\",\"PUT\"]"));
 	assert_non_null(strstr(a->json, "\"retry_budget_percent\":50,\"retry_on\":[\"connect-failure\",\"503\"]"));
 	assert_non_null(strstr(a->json, "\"health_check\":{\"fall\":3,\"interval_ms\":500,\"path\":\"/-/healthz\",\"rise\":2}"));

@@ -572,6 +572,46 @@ static void test_p2c_weight_under_load(void **state)
 	config_unref(c);
 }
 
+/* slow_start_ms: a replica's weight ramps linearly from a tenth to all of
+ * it over the window after up_since_ms, and a fresh replica's share of
+ * idle picks is its ramped weight's. */
+static void test_slow_start_ramp(void **state)
+{
+	(void)state;
+	struct config *c = parse_ok(
+		"{\"backends\": {\"m\": {\"slow_start_ms\": 1000, \"replicas\": {"
+		"\"r0\": \"127.0.0.1:9000\", \"r1\": {\"address\": \"127.0.0.1:9001\", \"weight\": 2}}}},"
+		" \"endpoints\": {\"e\": {\"route\": \"/\", \"traffic\": {\"m\": 1}}}}");
+	const struct backend_cfg *b = &c->backends[0];
+	const struct replica_cfg *r0 = &b->replicas[0], *r1 = &b->replicas[1];
+	uint64_t t0 = 1000000, rng = 3, now = clock_now_ms();
+	unsigned got0 = 0, picks = 8000;
+
+	assert_int_equal(b->slow_start_ms, 1000);
+	assert_true(b->weighted); /* even with one weight: the ramp differs */
+	atomic_store(&r0->state->up_since_ms, t0);
+	atomic_store(&r1->state->up_since_ms, t0);
+	assert_int_equal(router_replica_weight(b, r0, t0), 1024 / 10);
+	assert_int_equal(router_replica_weight(b, r0, t0 - 5), 1024 / 10); /* clock before since */
+	assert_int_equal(router_replica_weight(b, r0, t0 + 500), 1024 * 5500 / 10000);
+	assert_int_equal(router_replica_weight(b, r1, t0 + 500), 2048 * 5500 / 10000);
+	assert_int_equal(router_replica_weight(b, r0, t0 + 999), 1024 * 9991 / 10000);
+	assert_int_equal(router_replica_weight(b, r0, t0 + 1000), 1024);
+	assert_int_equal(router_replica_weight(b, r1, t0 + 5000), 2048);
+
+	/* r0 fresh, r1 ramped long ago: r0 gets 102 / (102 + 2048) of the picks */
+	atomic_store(&r0->state->up_since_ms, now + 60000); /* stays at the start of its ramp */
+	atomic_store(&r1->state->up_since_ms, 0);
+	for (unsigned i = 0; i < picks; i++) {
+		int k = router_pick_replica(b, NULL, 0, &rng, NULL);
+		assert_true(k >= 0);
+		got0 += k == 0;
+		router_replica_release(b->replicas[k].state);
+	}
+	assert_in_range(got0, picks * 3 / 100, picks * 7 / 100);
+	config_unref(c);
+}
+
 static void test_rendezvous(void **state)
 {
 	(void)state;
@@ -689,6 +729,7 @@ int main(void)
 		cmocka_unit_test(test_round_robin),
 		cmocka_unit_test(test_weight_shares),
 		cmocka_unit_test(test_p2c_weight_under_load),
+		cmocka_unit_test(test_slow_start_ramp),
 		cmocka_unit_test(test_rendezvous),
 		cmocka_unit_test(test_rendezvous_large),
 	};
