@@ -18,6 +18,7 @@
 #include "ringroute/instance.h"
 #include "ringroute/log.h"
 #include "ringroute/proxy.h"
+#include "ringroute/router.h"
 #include "ringroute/strbuf.h"
 #include "ringroute/upstream.h"
 #include "ringroute/xring.h"
@@ -332,6 +333,11 @@ json_t *proxy_stats_json(struct proxy *p)
 						    &rs->outlier.last_reason))
 					  : NULL);
 			stats_replica_retry_health(ro, b, rs);
+			/* weight_now: what the choice uses now (slow start ramps it) */
+			json_object_set_new(ro, "weight", json_integer(b->replicas[r].weight));
+			json_object_set_new(ro, "weight_now",
+					    json_real((double)router_replica_weight(
+							      b, &b->replicas[r], clock_now_ms()) / 1024));
 			json_object_set_new(reps, b->replicas[r].id, ro);
 		}
 		proxy_sum_backend(p, b->state, &bsum);

@@ -162,6 +162,9 @@ class WeightTest(ReplicaOpsBase):
         doc = json.loads(self.ctl_ok("--json", "config", "get"))
         self.assertEqual(doc["backends"]["b"]["replicas"]["heavy"],
                          {"address": heavy.addr, "weight": 3, "drain": False})
+        st = json.loads(self.ctl_ok("--json", "stats"))["backends"]["b"]["replicas"]
+        self.assertEqual((st["heavy"]["weight"], st["heavy"]["weight_now"]), (3, 3.0), st)
+        self.assertEqual((st["light"]["weight"], st["light"]["weight_now"]), (1, 1.0), st)
         nclients, per = 8, 60
 
         def worker(k):
@@ -215,6 +218,9 @@ class SlowStartTest(ReplicaOpsBase):
             time.sleep(3.1)  # the warm one's own ramp (it is new at start) is over
             self.ctl_ok("replica", "add", "b", cold.id, cold.addr)
             added = time.monotonic()
+            st = json.loads(self.ctl_ok("--json", "stats"))["backends"]["b"]["replicas"]
+            self.assertLess(st[cold.id]["weight_now"], 0.5, st)  # ramping from 0.1
+            self.assertEqual(st[warm.id]["weight_now"], 1.0, st)
             self.load(rr.port, 0.8)
             early = {m.id: m.stats()["served"] for m in (warm, cold)}
             early_share = early[cold.id] / sum(early.values())
