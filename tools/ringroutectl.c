@@ -279,8 +279,9 @@ static const struct command commands[] = {
 	  "traffic or shadow. Its replicas drain: requests in flight finish.\n",
 	  cmd_rm, &backend_view },
 	{ "replica", "list", "BACKEND",
-	  "The replicas of BACKEND: REPLICA ADDRESS. --json: {\"version\": N,\n"
-	  "\"backend\": BACKEND, \"replicas\": {ID: \"HOST:PORT\"}}. An unknown BACKEND\n"
+	  "The replicas of BACKEND: REPLICA ADDRESS WEIGHT DRAIN. --json: {\"version\": N,\n"
+	  "\"backend\": BACKEND, \"replicas\": {ID: \"HOST:PORT\" or {\"address\", \"weight\",\n"
+	  "\"drain\"}}}. An unknown BACKEND\n"
 	  "exits 1. (stats shows what each replica is doing.)\n",
 	  cmd_replica_list, NULL },
 	{ "replica", "add", "BACKEND ID HOST:PORT [--weight N]",
@@ -1187,12 +1188,38 @@ static int print_list(const struct view *vw, json_t *objs)
 	return rc ? fail("out of memory") : 0;
 }
 
+/* Prints a backend's replicas (the document's entries: "HOST:PORT" or
+ * {"address", "weight", "drain"}) as REPLICA ADDRESS WEIGHT DRAIN; shared
+ * by "backend get" and "replica list". 0 or an exit code. */
+static int print_replicas(json_t *reps)
+{
+	static const char *const head[] = { "REPLICA", "ADDRESS", "WEIGHT", "DRAIN" };
+	const char *id;
+	struct table t;
+	json_t *v;
+	int rc = 0;
+
+	table_init(&t, 4, head);
+	json_object_foreach(reps, id, v) {
+		json_t *w = json_is_object(v) ? json_object_get(v, "weight") : NULL;
+		char *cells[4] = { strdup(id),
+				   cell_of(json_is_object(v) ? json_object_get(v, "address") : v, "-"),
+				   w ? cell_of(w, "1") : strdup("1"),
+				   strdup(json_is_true(json_object_get(v, "drain")) ? "yes" : "no") };
+		if ((rc = table_row_owned(&t, cells)) != 0)
+			break;
+	}
+	if (!rc)
+		table_print(&t);
+	table_free(&t);
+	return rc ? fail("out of memory") : 0;
+}
+
 /* "NOUN get": FIELD VALUE for the view's fields, then any other key (a
  * newer server's), then a backend's replicas as a table of their own. */
 static int print_object(const struct view *vw, json_t *obj)
 {
 	static const char *const fhead[] = { "FIELD", "VALUE" };
-	static const char *const rhead[] = { "REPLICA", "ADDRESS" };
 	json_t *reps = json_object_get(obj, "replicas"), *v;
 	const char *key;
 	char *cells[2];
@@ -1221,17 +1248,7 @@ static int print_object(const struct view *vw, json_t *obj)
 	if (rc || !reps)
 		return rc ? fail("out of memory") : 0;
 	printf("\n");
-	table_init(&t, 2, rhead);
-	json_object_foreach(reps, key, v) {
-		cells[0] = strdup(key);
-		cells[1] = cell_of(v, "-");
-		if ((rc = table_row_owned(&t, cells)) != 0)
-			break;
-	}
-	if (!rc)
-		table_print(&t);
-	table_free(&t);
-	return rc ? fail("out of memory") : 0;
+	return print_replicas(reps);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1685,11 +1702,8 @@ static int cmd_rm(const struct ctl *ctl, const struct command *c, int argc, char
  * {"version": N, "backend": NAME, "replicas": {...}}. */
 static int cmd_replica_list(const struct ctl *ctl, const struct command *c, int argc, char **argv)
 {
-	static const char *const head[] = { "REPLICA", "ADDRESS" };
 	struct response resp;
-	json_t *doc = NULL, *reps, *v;
-	const char *id;
-	struct table t;
+	json_t *doc = NULL, *reps;
 	int rc = n_args(c, argc, argv, 1, "BACKEND");
 
 	if (rc || (rc = fetch_resource(ctl, "backends", argv[0], false, &resp, &doc)) != 0)
@@ -1699,17 +1713,7 @@ static int cmd_replica_list(const struct ctl *ctl, const struct command *c, int 
 		rc = print_json(json_pack("{s:O*,s:s,s:O*}", "version", json_object_get(doc, "version"),
 					  "backend", argv[0], "replicas", reps));
 	} else {
-		table_init(&t, 2, head);
-		json_object_foreach(reps, id, v) {
-			char *cells[2] = { strdup(id), cell_of(v, "-") };
-			if ((rc = table_row_owned(&t, cells)) != 0)
-				break;
-		}
-		if (!rc)
-			table_print(&t);
-		table_free(&t);
-		if (rc)
-			rc = fail("out of memory");
+		rc = print_replicas(reps);
 	}
 	json_decref(doc);
 	response_free(&resp);
