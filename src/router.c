@@ -225,9 +225,14 @@ static int pick_p2c(const struct backend_cfg *b, uint64_t *rng, uint64_t avoid)
  * weights differ (b->weighted) pays for them; the others take the paths
  * above unchanged. */
 
-/* Replica i's share of b at now (router_replica_weight); never 0. */
+/* Replica i's share of b at now (router_replica_weight), 0 while it is
+ * not up (drained, unhealthy, ejected, in a Retry-After): the others then
+ * split its share by their weights, instead of a draw that lands on it
+ * falling through to the unweighted scan. */
 static inline uint64_t weight_of(const struct backend_cfg *b, size_t i, uint64_t now)
 {
+	if (!router_replica_up(b->replicas[i].state))
+		return 0;
 	return router_replica_weight(b, &b->replicas[i], now);
 }
 
@@ -253,9 +258,10 @@ static size_t weighted_index(const struct backend_cfg *b, uint64_t target, size_
 		if (target < w)
 			return i;
 		target -= w;
-		last = i;
+		if (w)
+			last = i;
 	}
-	return last; /* weights changed under us (slow start): the last one */
+	return last; /* weights changed under us (slow start, health): the last up one */
 }
 
 /* Weighted power of two choices: two distinct candidates drawn with
@@ -274,6 +280,8 @@ static int pick_p2c_weighted(const struct backend_cfg *b, uint64_t *rng)
 
 	for (size_t i = 0; i < b->nreplicas; i++)
 		total += weight_of(b, i, now);
+	if (!total)
+		return pick_scan(b, (size_t)(router_rand(rng) % b->nreplicas), 0); /* none up */
 	a = weighted_index(b, router_rand(rng) % total, SIZE_MAX, now);
 	wa = weight_of(b, a, now);
 	c = total > wa ? weighted_index(b, router_rand(rng) % (total - wa), a, now)
@@ -306,6 +314,8 @@ static size_t rr_weighted_start(const struct backend_cfg *b, uint32_t k)
 
 	for (size_t i = 0; i < b->nreplicas; i++)
 		total += weight_of(b, i, now);
+	if (!total)
+		return k % b->nreplicas; /* none up: the scan finds none, or one just back */
 	u -= (double)(uint64_t)u;
 	return weighted_index(b, (uint64_t)(u * (double)total) % total, SIZE_MAX, now);
 }

@@ -545,6 +545,27 @@ static void test_weight_shares(void **state)
 			config_unref(c);
 		}
 	}
+	/* A replica that is not up (drained) drops out of the weights: the
+	 * others split the picks by theirs, 1:3 of the rest. */
+	for (int p = 0; p < 2; p++) {
+		static const unsigned w4[] = { 1, 3, 4 };
+		struct config *c = weights_cfg(3, w4, 10, policies[p]);
+		const struct backend_cfg *b = &c->backends[0];
+		unsigned got[3] = { 0 }, picks = 8000;
+		uint64_t rng = 5;
+		uint32_t cur = 0;
+
+		atomic_store(&b->replicas[2].state->draining, 1);
+		for (unsigned i = 0; i < picks; i++) {
+			int k = router_pick_replica(b, NULL, 0, &rng, &cur);
+			assert_true(k >= 0 && k < 2);
+			got[k]++;
+			router_replica_release(b->replicas[k].state);
+		}
+		if (got[0] < picks * 23 / 100 || got[0] > picks * 27 / 100)
+			fail_msg("%s, r2 drained: r0 got %u of %u, want 25%%", policies[p], got[0], picks);
+		config_unref(c);
+	}
 	/* equal weights are not "weighted": the plain paths, unchanged */
 	{
 		static const unsigned same[] = { 4, 4 };
