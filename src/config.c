@@ -270,7 +270,7 @@ static const char *const backend_keys[] = {
 	"max_ongoing_requests", "max_queued_requests", "queue_timeout_ms",
 	"connect_timeout_ms", "request_timeout_ms", "retries", "policy",
 	"health_check", "replicas", "retry_on", "retry_budget_percent", "outlier_detection",
-	"queue_when_unavailable", NULL,
+	"queue_when_unavailable", "slow_start_ms", NULL,
 };
 static const char *const hc_keys[] = { "path", "interval_ms", "rise", "fall", NULL };
 static const char *const od_keys[] = {
@@ -320,6 +320,47 @@ static int replica_addrs(struct parse_ctx *ctx, const char *rp, const char *valu
 	return 0;
 }
 
+static int get_bool_key(struct parse_ctx *ctx, json_t *obj, const char *path, const char *key,
+			bool def, bool *out);
+static int get_u32_in(struct parse_ctx *ctx, json_t *obj, const char *path, const char *key,
+		      uint32_t min, uint32_t max, uint32_t def, uint32_t *out);
+
+static const char *const replica_keys[] = { "address", "weight", "drain", NULL };
+
+/* What one document entry says beside its address: the string form is
+ * weight 1, not drained; the object form {"address", "weight", "drain"}
+ * sets them. Borrowed from the document (valid while it is). */
+struct replica_spec {
+	const char *address;
+	uint32_t weight;
+	bool drain;
+};
+
+/* Reads entry v (path rp) into *sp. 0 or -EINVAL with ctx->err set. */
+static int replica_spec(struct parse_ctx *ctx, const char *rp, json_t *v, struct replica_spec *sp)
+{
+	char ap[PATH_MAX_LEN];
+	int rc;
+
+	sp->weight = 1;
+	sp->drain = false;
+	if (json_is_string(v)) {
+		sp->address = json_string_value(v);
+		return 0;
+	}
+	if (!json_is_object(v))
+		return fail(ctx, rp, "must be a string \"host:port\" or an object "
+			    "{\"address\": \"host:port\", \"weight\": N, \"drain\": BOOL}");
+	if ((rc = check_keys(ctx, v, rp, replica_keys)) ||
+	    (rc = get_u32_in(ctx, v, rp, "weight", 1, MAX_REPLICA_WEIGHT, 1, &sp->weight)) ||
+	    (rc = get_bool_key(ctx, v, rp, "drain", false, &sp->drain)))
+		return rc;
+	sp->address = json_string_value(json_object_get(v, "address"));
+	if (!sp->address)
+		return fail(ctx, join(ap, sizeof(ap), rp, "address"), "must be a string \"host:port\"");
+	return 0;
+}
+
 /* Fills b (zeroed, name already set) from its JSON object. 0 or -errno with
  * ctx->err set; partial contents are left for config_free. An id whose
  * address is a DNS name becomes one replica per address, "ID/ADDRESS"
@@ -329,6 +370,7 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 {
 	char p[PATH_MAX_LEN], rp[PATH_MAX_LEN];
 	const char **ids = NULL;
+	struct replica_spec *specs = NULL;
 	struct rr_addr **addrs = NULL;
 	size_t *naddrs = NULL, n, total = 0;
 	int rc = 0;
@@ -343,7 +385,8 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 		return 0;
 	addrs = calloc(n, sizeof(*addrs));
 	naddrs = calloc(n, sizeof(*naddrs));
-	if (!addrs || !naddrs) {
+	specs = calloc(n, sizeof(*specs));
+	if (!addrs || !naddrs || !specs) {
 		rc = fail_nomem(ctx, p);
 		goto out;
 	}
@@ -356,11 +399,10 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 			rc = fail(ctx, rp, "replica id must be non-empty, without '/' or control characters");
 			goto out;
 		}
-		if (!json_is_string(v)) {
-			rc = fail(ctx, rp, "must be a string \"host:port\"");
+		rc = replica_spec(ctx, rp, v, &specs[i]);
+		if (rc)
 			goto out;
-		}
-		rc = replica_addrs(ctx, rp, json_string_value(v), &addrs[i], &naddrs[i], host);
+		rc = replica_addrs(ctx, rp, specs[i].address, &addrs[i], &naddrs[i], host);
 		if (rc)
 			goto out;
 		total += naddrs[i];
@@ -373,7 +415,7 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 	b->nreplicas = total;
 	total = 0;
 	for (size_t i = 0; i < n; i++) {
-		const char *value = json_string_value(json_object_get(obj, ids[i]));
+		const char *value = specs[i].address;
 		char host[ADDR_NAME_MAX], why[8];
 		struct rr_addr port;
 
@@ -386,6 +428,10 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 			char *key = NULL;
 
 			r->addr = addrs[i][k];
+			r->weight = specs[i].weight;
+			r->drain = specs[i].drain;
+			if (r->weight != b->replicas[0].weight)
+				b->weighted = true;
 			addr_format(&r->addr, ip, sizeof(ip));
 			/* One server behind two ids would get two slots' worth
 			 * of max_ongoing_requests, each id counting only its
@@ -438,6 +484,7 @@ out:
 		free(addrs[i]);
 	free(addrs);
 	free(naddrs);
+	free(specs);
 	free(ids);
 	return rc;
 }
@@ -561,6 +608,7 @@ static int parse_backend(struct parse_ctx *ctx, struct backend_cfg *b, json_t *o
 	    (rc = get_u32(ctx, obj, path, "connect_timeout_ms", 1, DEF_CONNECT_TIMEOUT, &b->connect_timeout_ms)) ||
 	    (rc = get_u32(ctx, obj, path, "request_timeout_ms", 1, DEF_REQUEST_TIMEOUT, &b->request_timeout_ms)) ||
 	    (rc = get_u32(ctx, obj, path, "retries", 0, DEF_RETRIES, &b->retries)) ||
+	    (rc = get_u32(ctx, obj, path, "slow_start_ms", 0, 0, &b->slow_start_ms)) ||
 	    (rc = parse_retry_policy(ctx, b, obj, path)))
 		return rc;
 	/* Alone until instance_apply says otherwise: the whole caps. */
@@ -617,6 +665,8 @@ static int parse_backend(struct parse_ctx *ctx, struct backend_cfg *b, json_t *o
 	v = json_object_get(obj, "replicas");
 	if (v && (rc = parse_replicas(ctx, b, v, path)) != 0)
 		return rc;
+	if (b->slow_start_ms)
+		b->weighted = true; /* ramping weights differ even when the configured ones don't */
 
 	b->state = registry_backend(ctx->reg, b->name);
 	if (!b->state)
@@ -803,6 +853,17 @@ static int cmp_endpoint(const void *a, const void *b)
 	return strcmp(x->route, y->route);
 }
 
+/* A replica's entry: the string form while it says nothing beyond the
+ * address (weight 1, not drained), so documents and state files written
+ * before the object form existed read back unchanged. */
+static json_t *replica_to_json(const struct replica_cfg *r)
+{
+	if (r->weight == 1 && !r->drain)
+		return json_string(r->address);
+	return json_pack("{s:s, s:I, s:b}", "address", r->address, "weight", (json_int_t)r->weight,
+			 "drain", r->drain);
+}
+
 /* Builds the canonical document of c (defaults included). NULL on ENOMEM. */
 static json_t *config_to_json(const struct config *c)
 {
@@ -844,7 +905,7 @@ static json_t *config_to_json(const struct config *c)
 			if (json_object_set_new(reps,
 						b->replicas[j].spec_id ? b->replicas[j].spec_id
 								       : b->replicas[j].id,
-						json_string(b->replicas[j].address)))
+						replica_to_json(&b->replicas[j])))
 				goto fail;
 		if (json_object_set_new(o, "outlier_detection",
 					json_pack("{s:I, s:I, s:I, s:I, s:b}", "consecutive_failures",
@@ -857,7 +918,8 @@ static json_t *config_to_json(const struct config *c)
 						  (json_int_t)b->outlier.max_ejection_percent,
 						  "count_5xx", b->outlier.count_5xx)) ||
 		    json_object_set_new(o, "queue_when_unavailable",
-					json_boolean(b->queue_when_unavailable)))
+					json_boolean(b->queue_when_unavailable)) ||
+		    json_object_set_new(o, "slow_start_ms", json_integer((json_int_t)b->slow_start_ms)))
 			goto fail;
 		if (b->hc_path &&
 		    json_object_set_new(o, "health_check",

@@ -173,6 +173,7 @@ enum route_kind {
 	R_CONFIG,
 	R_BACKEND,
 	R_REPLICA,
+	R_REPLICA_DRAIN,   /* .../replicas/ID/drain or /enable (route.drain) */
 	R_ENDPOINT,
 };
 
@@ -181,6 +182,7 @@ struct route {
 	char *name;   /* decoded: backend / endpoint (mi_*) */
 	char *id;     /* decoded: replica id (mi_*) */
 	bool watch;
+	bool drain;   /* R_REPLICA_DRAIN: drain (true) or enable */
 };
 
 static void route_free(struct route *r)
@@ -229,6 +231,16 @@ static void route_match(const char *url, size_t len, struct route *r)
 			r->kind = R_REPLICA;
 		else
 			route_free(r);
+	} else if (n == 6 && seg_is(seg[1], sl[1], "backends") &&
+		   seg_is(seg[3], sl[3], "replicas") &&
+		   (seg_is(seg[5], sl[5], "drain") || seg_is(seg[5], sl[5], "enable"))) {
+		r->name = url_decode(seg[2], sl[2]);
+		r->id = url_decode(seg[4], sl[4]);
+		r->drain = seg_is(seg[5], sl[5], "drain");
+		if (r->name && r->id)
+			r->kind = R_REPLICA_DRAIN;
+		else
+			route_free(r);
 	} else if (n == 3 && seg_is(seg[1], sl[1], "endpoints")) {
 		r->name = url_decode(seg[2], sl[2]);
 		if (r->name)
@@ -246,6 +258,7 @@ enum edit_kind {
 	EDIT_BACKEND_DEL,
 	EDIT_REPLICA_PUT,
 	EDIT_REPLICA_DEL,
+	EDIT_REPLICA_DRAIN, /* value: json true (drain) or false (enable) */
 	EDIT_ENDPOINT_PUT,
 	EDIT_ENDPOINT_DEL,
 };
@@ -256,6 +269,32 @@ struct edit {
 	const char *id;       /* replica */
 	json_t *value;        /* borrowed: the new document / object / address */
 };
+
+/* Sets "drain" of replica id in reps to v (true/false), turning the string
+ * form into the object form; the rest of the entry is kept as written and
+ * config_parse validates it. The snapshot's canonical JSON turns an entry
+ * that says nothing beyond its address back into the string form. */
+static int replica_set_drain(json_t *reps, const char *id, json_t *v, char *err, size_t errlen)
+{
+	json_t *cur = json_object_get(reps, id);
+
+	if (json_is_string(cur)) {
+		json_t *o = json_pack("{s:O}", "address", cur);
+		if (!o || json_object_set_new(reps, id, o))
+			goto nomem;
+		cur = o;
+	}
+	if (!json_is_object(cur)) {
+		snprintf(err, errlen, "replicas.%s: must be a string or an object", id);
+		return -EINVAL;
+	}
+	if (json_object_set(cur, "drain", v))
+		goto nomem;
+	return 0;
+nomem:
+	snprintf(err, errlen, "out of memory");
+	return -ENOMEM;
+}
 
 /* Returns the endpoint (and "traffic"/"shadow" in *where) of doc that names
  * backend, or NULL when none does. */
@@ -357,6 +396,7 @@ static int edit_apply(json_t **doc, const struct edit *e, char *err, size_t errl
 		return 0;
 	case EDIT_REPLICA_PUT:
 	case EDIT_REPLICA_DEL:
+	case EDIT_REPLICA_DRAIN:
 		b = json_object_get(bes, e->name);
 		if (!b) {
 			snprintf(err, errlen, "backends.%s: no such backend", e->name);
@@ -385,6 +425,8 @@ static int edit_apply(json_t **doc, const struct edit *e, char *err, size_t errl
 			snprintf(err, errlen, "backends.%s.replicas.%s: no such replica", e->name, e->id);
 			return -ENOENT;
 		}
+		if (e->kind == EDIT_REPLICA_DRAIN)
+			return replica_set_drain(reps, e->id, e->value, err, errlen);
 		json_object_del(reps, e->id);
 		return 0;
 	case EDIT_ENDPOINT_PUT:
@@ -470,7 +512,7 @@ static int errno_status(int rc)
 /* ------------------------------------------------------------------ */
 /* planning: what a request asks for */
 
-enum api_method { M_OTHER = 0, M_GET, M_HEAD, M_PUT, M_DELETE };
+enum api_method { M_OTHER = 0, M_GET, M_HEAD, M_PUT, M_DELETE, M_POST };
 
 static enum api_method method_of(const char *m)
 {
@@ -482,6 +524,8 @@ static enum api_method method_of(const char *m)
 		return M_PUT;
 	if (!strcmp(m, "DELETE"))
 		return M_DELETE;
+	if (!strcmp(m, "POST"))
+		return M_POST;
 	return M_OTHER;
 }
 
@@ -545,9 +589,12 @@ static int plan_body(struct plan *pl, const char *body, size_t body_len)
 }
 
 /* Body of PUT /v1/backends/B/replicas/R: a JSON string or
- * {"address": string}. Sets pl->e.value, or plan_fail()s. */
+ * {"address": string, "weight": N, "drain": BOOL} (the document's entry,
+ * stored as given: config_parse checks weight and drain). Sets
+ * pl->e.value, or plan_fail()s. */
 static enum plan_kind plan_replica_put(struct plan *pl)
 {
+	static const char *const keys[] = { "address", "weight", "drain", NULL };
 	json_t *j = pl->body, *addr;
 	const char *key;
 	json_t *v;
@@ -555,8 +602,13 @@ static enum plan_kind plan_replica_put(struct plan *pl)
 	addr = json_is_object(j) ? json_object_get(j, "address") : j;
 	if (json_is_object(j)) {
 		json_object_foreach(j, key, v) {
-			if (strcmp(key, "address"))
-				return plan_fail(pl, 400, "body.%s: unknown key (expected \"address\")",
+			size_t i;
+			for (i = 0; keys[i] && strcmp(key, keys[i]); i++)
+				;
+			if (!keys[i])
+				return plan_fail(pl, 400,
+						 "body.%s: unknown key (expected \"address\", "
+						 "\"weight\", \"drain\")",
 						 key);
 		}
 	}
@@ -565,7 +617,7 @@ static enum plan_kind plan_replica_put(struct plan *pl)
 				 "%s: must be a string \"host:port\" or an object {\"address\": \"host:port\"}",
 				 json_is_object(j) ? "body.address" : "body");
 	pl->e = (struct edit){ .kind = EDIT_REPLICA_PUT, .name = pl->r.name, .id = pl->r.id,
-			       .value = addr };
+			       .value = json_object_size(j) > 1 ? j : addr };
 	return pl->kind = PLAN_EDIT;
 }
 
@@ -659,6 +711,13 @@ static enum plan_kind api_plan(const char *method, const char *target, size_t ta
 		if (plan_body(pl, body, body_len))
 			return PLAN_ERROR;
 		return plan_replica_put(pl);
+	case R_REPLICA_DRAIN:
+		if (pl->m != M_POST)
+			return plan_not_allowed(pl, "POST");
+		pl->e = (struct edit){ .kind = EDIT_REPLICA_DRAIN, .name = pl->r.name,
+				       .id = pl->r.id,
+				       .value = pl->r.drain ? json_true() : json_false() };
+		return pl->kind = PLAN_EDIT;
 	}
 	return plan_fail(pl, 404, "no such resource: %.*s", (int)target_len, target);
 }
@@ -953,6 +1012,7 @@ static int api_read(struct ctl_api *api, const struct plan *pl, const struct ctl
 	}
 	case R_NONE:
 	case R_REPLICA:
+	case R_REPLICA_DRAIN:
 		break;
 	}
 	return ctl_api_error(resp, 500, "internal error: no reader for this resource");

@@ -103,6 +103,8 @@ static void probe_finish(struct hc_probe *pr, enum health_kind kind, unsigned va
 				 : (uint32_t)-st->hc_streak >= pr->b->hc_fall)) {
 		atomic_store(&st->healthy, ok);
 		atomic_store(&st->hc_changed_ms, clock_now_ms());
+		if (ok) /* back: slow start ramps it up again */
+			atomic_store(&st->up_since_ms, atomic_load(&st->hc_changed_ms));
 		if (ok)
 			log_info("replica %s/%s is healthy: %d probes in a row passed", pr->b->name,
 				pr->r->id, st->hc_streak);

@@ -401,6 +401,7 @@ int main(int argc, char **argv)
 		code = 1;
 		goto out_registry;
 	}
+	proxy_mark_draining(NULL, c); /* "drain": true in --config or --state */
 	p->config = c;
 	/* --peers starts as 0 of 1 until it finds itself (below). */
 	atomic_store(&p->instance_index, p->opt.instance_index);

@@ -140,6 +140,7 @@ bool outlier_check_return(struct replica_state *rs, uint64_t until)
 	if (atomic_compare_exchange_strong(&rs->ejected_until_ms, &until, 0)) {
 		atomic_store_explicit(&rs->outlier.consecutive, 0, memory_order_relaxed);
 		atomic_store_explicit(&rs->outlier.probation, 1, memory_order_relaxed);
+		atomic_store_explicit(&rs->up_since_ms, until, memory_order_relaxed); /* slow start */
 		log_info("replica %.*s returns from ejection, on probation", key_name_len(rs),
 			 rs->key);
 	}

@@ -18,6 +18,7 @@
 #include "ringroute/instance.h"
 #include "ringroute/log.h"
 #include "ringroute/proxy.h"
+#include "ringroute/router.h"
 #include "ringroute/strbuf.h"
 #include "ringroute/upstream.h"
 #include "ringroute/xring.h"
@@ -332,6 +333,11 @@ json_t *proxy_stats_json(struct proxy *p)
 						    &rs->outlier.last_reason))
 					  : NULL);
 			stats_replica_retry_health(ro, b, rs);
+			/* weight_now: what the choice uses now (slow start ramps it) */
+			json_object_set_new(ro, "weight", json_integer(b->replicas[r].weight));
+			json_object_set_new(ro, "weight_now",
+					    json_real((double)router_replica_weight(
+							      b, &b->replicas[r], clock_now_ms()) / 1024));
 			json_object_set_new(reps, b->replicas[r].id, ro);
 		}
 		proxy_sum_backend(p, b->state, &bsum);
@@ -396,21 +402,35 @@ static int config_names_replica(const struct config *c, const struct replica_sta
 	return 0;
 }
 
-int proxy_publish(struct proxy *p, struct config *c)
+/* See proxy.h. Replicas the new snapshot drops drain: no new requests
+ * start on them while those in flight finish. Replicas it (re)names serve
+ * again, unless it names them drained (the operator's drain, "drain":
+ * true): one flag for both, so the choice, the pools and the stats treat an
+ * operator's drain exactly as a removal, and enabling undoes it. */
+void proxy_mark_draining(const struct config *old, const struct config *c)
 {
-	struct config *old = p->config;
-
-	/* Replicas the new snapshot drops drain: no new requests start on them
-	 * while those in flight finish. Replicas it (re)names serve again. */
 	for (size_t i = 0; i < c->nbackends; i++)
-		for (size_t r = 0; r < c->backends[i].nreplicas; r++)
-			atomic_store(&c->backends[i].replicas[r].state->draining, 0);
+		for (size_t r = 0; r < c->backends[i].nreplicas; r++) {
+			struct replica_state *rs = c->backends[i].replicas[r].state;
+			/* Enabled (or named again) after a drain: its server
+			 * may have restarted cold, so slow start ramps it. */
+			if (atomic_exchange(&rs->draining, c->backends[i].replicas[r].drain) &&
+			    !c->backends[i].replicas[r].drain)
+				atomic_store(&rs->up_since_ms, clock_now_ms());
+		}
 	for (size_t i = 0; old && i < old->nbackends; i++)
 		for (size_t r = 0; r < old->backends[i].nreplicas; r++) {
 			struct replica_state *rs = old->backends[i].replicas[r].state;
 			if (!config_names_replica(c, rs))
 				atomic_store(&rs->draining, 1);
 		}
+}
+
+int proxy_publish(struct proxy *p, struct config *c)
+{
+	struct config *old = p->config;
+
+	proxy_mark_draining(old, c);
 	p->config = c;
 	for (unsigned i = 0; i < p->nshards; i++) {
 		struct config *prev;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "ringroute/alloc.h"
+#include "ringroute/clock.h"
 #include "ringroute/config.h"
 #include "ringroute/metrics.h"
 
@@ -124,6 +125,7 @@ static struct replica_state *replica_state_new(const char *key, const struct rr_
 	atomic_init(&r->refs, 1);
 	atomic_init(&r->ewma_us, 0);
 	atomic_init(&r->ejected_until_ms, 0); /* the rest of outlier: zeroed above */
+	atomic_init(&r->up_since_ms, clock_now_ms()); /* new: slow start ramps from here */
 	if (addr)
 		r->addr = *addr;
 	list_init(&r->reg_node);

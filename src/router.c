@@ -221,6 +221,105 @@ static int pick_p2c(const struct backend_cfg *b, uint64_t *rng, uint64_t avoid)
 	return pick_scan(b, (size_t)(router_rand(rng) % n), 0);
 }
 
+/* Weights (docs/config.md "replicas"): only a backend whose replicas'
+ * weights differ (b->weighted) pays for them; the others take the paths
+ * above unchanged. */
+
+/* Replica i's share of b at now (router_replica_weight), 0 while it is
+ * not up (drained, unhealthy, ejected, in a Retry-After): the others then
+ * split its share by their weights, instead of a draw that lands on it
+ * falling through to the unweighted scan. */
+static inline uint64_t weight_of(const struct backend_cfg *b, size_t i, uint64_t now)
+{
+	if (!router_replica_up(b->replicas[i].state))
+		return 0;
+	return router_replica_weight(b, &b->replicas[i], now);
+}
+
+/* The clock for weight_of, read only when slow start needs it. */
+static inline uint64_t weight_now(const struct backend_cfg *b)
+{
+	return b->slow_start_ms ? clock_now_ms() : 0;
+}
+
+/* The replica whose cumulative weight interval holds target (< the sum of
+ * the weights of all replicas but skip; skip >= n: none skipped). */
+static size_t weighted_index(const struct backend_cfg *b, uint64_t target, size_t skip,
+			     uint64_t now)
+{
+	size_t last = 0;
+
+	for (size_t i = 0; i < b->nreplicas; i++) {
+		uint64_t w;
+
+		if (i == skip)
+			continue;
+		w = weight_of(b, i, now);
+		if (target < w)
+			return i;
+		target -= w;
+		if (w)
+			last = i;
+	}
+	return last; /* weights changed under us (slow start, health): the last up one */
+}
+
+/* Weighted power of two choices: two distinct candidates drawn with
+ * probability proportional to weight; the second takes the request only
+ * when, with it, its ongoing per weight would still be at most the
+ * first's: (oc + 1) / wc <= oa / wa. Idle replicas so get exactly their
+ * weight's share (the first drawn keeps every tie), under load a heavier
+ * replica stays proportionally fuller, and an idle replica at a tenth of
+ * its weight (slow start) does not win against every replica with a
+ * request in flight, as comparing ongoing / weight alone would have it
+ * (0 beats anything). With equal weights this is plain p2c. */
+static int pick_p2c_weighted(const struct backend_cfg *b, uint64_t *rng)
+{
+	uint64_t total = 0, wa, wc, oa, oc, now = weight_now(b);
+	size_t a, c;
+
+	for (size_t i = 0; i < b->nreplicas; i++)
+		total += weight_of(b, i, now);
+	if (!total)
+		return pick_scan(b, (size_t)(router_rand(rng) % b->nreplicas), 0); /* none up */
+	a = weighted_index(b, router_rand(rng) % total, SIZE_MAX, now);
+	wa = weight_of(b, a, now);
+	c = total > wa ? weighted_index(b, router_rand(rng) % (total - wa), a, now)
+		       : (a + 1) % b->nreplicas;
+	wc = weight_of(b, c, now);
+	oa = atomic_load_explicit(&b->replicas[a].state->ongoing, memory_order_relaxed);
+	oc = atomic_load_explicit(&b->replicas[c].state->ongoing, memory_order_relaxed);
+	if ((oc + 1) * wa <= oa * wc) {
+		size_t t = a;
+		a = c;
+		c = t;
+	}
+	if (router_replica_acquire(b->replicas[a].state, b->max_ongoing))
+		return (int)a;
+	if (router_replica_acquire(b->replicas[c].state, b->max_ongoing))
+		return (int)c;
+	return pick_scan(b, (size_t)(router_rand(rng) % b->nreplicas), 0);
+}
+
+/* Weighted round robin without per-replica state: pick k of a shard
+ * starts at the point frac(k * 0.618...) of the cumulative weights. The
+ * golden-ratio sequence fills [0, 1) evenly, so over any run of picks each
+ * replica gets its weight's share within a few, spread out rather than in
+ * bursts; a full replica passes on to the next one with a free slot, as in
+ * plain round robin. */
+static size_t rr_weighted_start(const struct backend_cfg *b, uint32_t k)
+{
+	uint64_t total = 0, now = weight_now(b);
+	double u = (double)k * 0.6180339887498949;
+
+	for (size_t i = 0; i < b->nreplicas; i++)
+		total += weight_of(b, i, now);
+	if (!total)
+		return k % b->nreplicas; /* none up: the scan finds none, or one just back */
+	u -= (double)(uint64_t)u;
+	return weighted_index(b, (uint64_t)(u * (double)total) % total, SIZE_MAX, now);
+}
+
 /* See router.h. rng/rr_cursor may be NULL: then a local state is used
  * (p2c still works, round robin always starts at replica 0). */
 static int pick(const struct backend_cfg *b, const char *key, size_t keylen, uint64_t *rng,
@@ -232,8 +331,11 @@ static int pick(const struct backend_cfg *b, const char *key, size_t keylen, uin
 		return pick_rendezvous(b, key, keylen, avoid);
 	if (b->policy == POLICY_RR) {
 		uint32_t start = rr_cursor ? (*rr_cursor)++ : 0;
-		return pick_scan(b, start % b->nreplicas, avoid);
+		return pick_scan(b, b->weighted ? rr_weighted_start(b, start) : start % b->nreplicas,
+				 avoid);
 	}
+	if (b->weighted && !avoid && b->nreplicas > 1)
+		return pick_p2c_weighted(b, rng ? rng : &local_rng);
 	return pick_p2c(b, rng ? rng : &local_rng, avoid);
 }
 

@@ -117,6 +117,7 @@ static int cmd_rm(const struct ctl *, const struct command *, int, char **);
 static int cmd_replica_list(const struct ctl *, const struct command *, int, char **);
 static int cmd_replica_add(const struct ctl *, const struct command *, int, char **);
 static int cmd_replica_rm(const struct ctl *, const struct command *, int, char **);
+static int cmd_replica_drain(const struct ctl *, const struct command *, int, char **);
 static int cmd_stats(const struct ctl *, const struct command *, int, char **);
 static int cmd_queues(const struct ctl *, const struct command *, int, char **);
 static int cmd_help(const struct ctl *, const struct command *, int, char **);
@@ -128,6 +129,7 @@ static const struct set_opt backend_opts[] = {
 	{ "--connect-timeout-ms", "connect_timeout_ms", NULL, O_UINT32, NULL },
 	{ "--request-timeout-ms", "request_timeout_ms", NULL, O_UINT32, NULL },
 	{ "--retries", "retries", NULL, O_UINT32, NULL },
+	{ "--slow-start-ms", "slow_start_ms", NULL, O_UINT32, NULL },
 	{ "--retry-on", "retry_on", NULL, O_LIST, NULL },
 	{ "--retry-budget-percent", "retry_budget_percent", NULL, O_UINT32, NULL },
 	{ "--policy", "policy", NULL, O_POLICY, NULL },
@@ -182,6 +184,7 @@ static const struct field backend_fields[] = {
 	{ "retry_on", "-" },             { "retry_budget_percent", "-" },
 	{ "policy", "-" },               { "health_check", "none" },
 	{ "outlier_detection", "-" },    { "queue_when_unavailable", "-" },
+	{ "slow_start_ms", "-" },
 	{ NULL, NULL },
 };
 
@@ -248,6 +251,8 @@ static const struct command commands[] = {
 	  "  --connect-timeout-ms N   connect_timeout_ms, >= 1\n"
 	  "  --request-timeout-ms N   request_timeout_ms: idle timeout on the replica, >= 1\n"
 	  "  --retries N              retries: tries on another replica after the first\n"
+	  "  --slow-start-ms N        slow_start_ms: a new or recovered replica's share\n"
+	  "                           ramps up over N ms; 0: off\n"
 	  "  --retry-on C[,C...]      retry_on: connect-failure, reset-before-response\n"
 	  "                           (idempotent methods only), 503, 429\n"
 	  "  --retry-budget-percent N retry_budget_percent: retries in flight, at most\n"
@@ -274,18 +279,29 @@ static const struct command commands[] = {
 	  "traffic or shadow. Its replicas drain: requests in flight finish.\n",
 	  cmd_rm, &backend_view },
 	{ "replica", "list", "BACKEND",
-	  "The replicas of BACKEND: REPLICA ADDRESS. --json: {\"version\": N,\n"
-	  "\"backend\": BACKEND, \"replicas\": {ID: \"HOST:PORT\"}}. An unknown BACKEND\n"
+	  "The replicas of BACKEND: REPLICA ADDRESS WEIGHT DRAIN. --json: {\"version\": N,\n"
+	  "\"backend\": BACKEND, \"replicas\": {ID: \"HOST:PORT\" or {\"address\", \"weight\",\n"
+	  "\"drain\"}}}. An unknown BACKEND\n"
 	  "exits 1. (stats shows what each replica is doing.)\n",
 	  cmd_replica_list, NULL },
-	{ "replica", "add", "BACKEND ID HOST:PORT",
+	{ "replica", "add", "BACKEND ID HOST:PORT [--weight N]",
 	  "Adds replica ID to BACKEND, or moves it to HOST:PORT. Two replicas of one\n"
-	  "backend on one address are refused (they would double its cap).\n",
+	  "backend on one address are refused (they would double its cap).\n"
+	  "  --weight N   its share of the backend's requests against the others'\n"
+	  "               weights, 1..10000 (default 1)\n",
 	  cmd_replica_add, NULL },
 	{ "replica", "rm", "BACKEND ID",
 	  "Removes replica ID of BACKEND: its requests in flight finish, no new ones\n"
 	  "start.\n",
 	  cmd_replica_rm, NULL },
+	{ "replica", "drain", "BACKEND ID",
+	  "Drains replica ID of BACKEND: it stays in the config but gets no new\n"
+	  "requests; those in flight finish. stats shows it draining. Kept in the\n"
+	  "state file (--state) across restarts until replica enable.\n",
+	  cmd_replica_drain, NULL },
+	{ "replica", "enable", "BACKEND ID",
+	  "Undoes replica drain: replica ID of BACKEND gets new requests again.\n",
+	  cmd_replica_drain, NULL },
 	{ "endpoint", "list", "",
 	  "One line per endpoint: NAME ROUTE METHODS TRAFFIC SHADOW CALL_METHOD.\n"
 	  "--json: {\"version\": N, \"endpoints\": {NAME: {...}}}.\n",
@@ -1172,12 +1188,38 @@ static int print_list(const struct view *vw, json_t *objs)
 	return rc ? fail("out of memory") : 0;
 }
 
+/* Prints a backend's replicas (the document's entries: "HOST:PORT" or
+ * {"address", "weight", "drain"}) as REPLICA ADDRESS WEIGHT DRAIN; shared
+ * by "backend get" and "replica list". 0 or an exit code. */
+static int print_replicas(json_t *reps)
+{
+	static const char *const head[] = { "REPLICA", "ADDRESS", "WEIGHT", "DRAIN" };
+	const char *id;
+	struct table t;
+	json_t *v;
+	int rc = 0;
+
+	table_init(&t, 4, head);
+	json_object_foreach(reps, id, v) {
+		json_t *w = json_is_object(v) ? json_object_get(v, "weight") : NULL;
+		char *cells[4] = { strdup(id),
+				   cell_of(json_is_object(v) ? json_object_get(v, "address") : v, "-"),
+				   w ? cell_of(w, "1") : strdup("1"),
+				   strdup(json_is_true(json_object_get(v, "drain")) ? "yes" : "no") };
+		if ((rc = table_row_owned(&t, cells)) != 0)
+			break;
+	}
+	if (!rc)
+		table_print(&t);
+	table_free(&t);
+	return rc ? fail("out of memory") : 0;
+}
+
 /* "NOUN get": FIELD VALUE for the view's fields, then any other key (a
  * newer server's), then a backend's replicas as a table of their own. */
 static int print_object(const struct view *vw, json_t *obj)
 {
 	static const char *const fhead[] = { "FIELD", "VALUE" };
-	static const char *const rhead[] = { "REPLICA", "ADDRESS" };
 	json_t *reps = json_object_get(obj, "replicas"), *v;
 	const char *key;
 	char *cells[2];
@@ -1206,17 +1248,7 @@ static int print_object(const struct view *vw, json_t *obj)
 	if (rc || !reps)
 		return rc ? fail("out of memory") : 0;
 	printf("\n");
-	table_init(&t, 2, rhead);
-	json_object_foreach(reps, key, v) {
-		cells[0] = strdup(key);
-		cells[1] = cell_of(v, "-");
-		if ((rc = table_row_owned(&t, cells)) != 0)
-			break;
-	}
-	if (!rc)
-		table_print(&t);
-	table_free(&t);
-	return rc ? fail("out of memory") : 0;
+	return print_replicas(reps);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1670,11 +1702,8 @@ static int cmd_rm(const struct ctl *ctl, const struct command *c, int argc, char
  * {"version": N, "backend": NAME, "replicas": {...}}. */
 static int cmd_replica_list(const struct ctl *ctl, const struct command *c, int argc, char **argv)
 {
-	static const char *const head[] = { "REPLICA", "ADDRESS" };
 	struct response resp;
-	json_t *doc = NULL, *reps, *v;
-	const char *id;
-	struct table t;
+	json_t *doc = NULL, *reps;
 	int rc = n_args(c, argc, argv, 1, "BACKEND");
 
 	if (rc || (rc = fetch_resource(ctl, "backends", argv[0], false, &resp, &doc)) != 0)
@@ -1684,33 +1713,33 @@ static int cmd_replica_list(const struct ctl *ctl, const struct command *c, int 
 		rc = print_json(json_pack("{s:O*,s:s,s:O*}", "version", json_object_get(doc, "version"),
 					  "backend", argv[0], "replicas", reps));
 	} else {
-		table_init(&t, 2, head);
-		json_object_foreach(reps, id, v) {
-			char *cells[2] = { strdup(id), cell_of(v, "-") };
-			if ((rc = table_row_owned(&t, cells)) != 0)
-				break;
-		}
-		if (!rc)
-			table_print(&t);
-		table_free(&t);
-		if (rc)
-			rc = fail("out of memory");
+		rc = print_replicas(reps);
 	}
 	json_decref(doc);
 	response_free(&resp);
 	return rc;
 }
 
+/* "replica add BACKEND ID HOST:PORT [--weight N]": the string form, or
+ * {"address", "weight"} with --weight (the server checks its range). */
 static int cmd_replica_add(const struct ctl *ctl, const struct command *c, int argc, char **argv)
 {
 	char msg[1024];
-	int rc = n_args(c, argc, argv, 3, "BACKEND ID HOST:PORT");
+	json_int_t weight = -1; /* not given */
+	json_t *body;
+	int rc;
 
-	if (rc)
+	if (argc >= 2 && !strcmp(argv[argc - 2], "--weight")) {
+		if ((rc = parse_uint(c, "--weight", argv[argc - 1], UINT32_MAX, &weight)) != 0)
+			return rc;
+		argc -= 2;
+	}
+	if ((rc = n_args(c, argc, argv, 3, "BACKEND ID HOST:PORT [--weight N]")) != 0)
 		return rc;
 	snprintf(msg, sizeof(msg), "replica %s/%s = %s added", argv[0], argv[1], argv[2]);
-	return do_change(ctl, "PUT", target_of("backends", argv[0], argv[1]), json_text(argv[2]),
-			 msg);
+	body = weight >= 0 ? json_pack("{s:o, s:I}", "address", json_text(argv[2]), "weight", weight)
+			     : json_text(argv[2]);
+	return do_change(ctl, "PUT", target_of("backends", argv[0], argv[1]), body, msg);
 }
 
 static int cmd_replica_rm(const struct ctl *ctl, const struct command *c, int argc, char **argv)
@@ -1722,6 +1751,28 @@ static int cmd_replica_rm(const struct ctl *ctl, const struct command *c, int ar
 		return rc;
 	snprintf(msg, sizeof(msg), "replica %s/%s removed", argv[0], argv[1]);
 	return do_change(ctl, "DELETE", target_of("backends", argv[0], argv[1]), NULL, msg);
+}
+
+/* "replica drain|enable BACKEND ID": POST .../replicas/ID/drain or
+ * /enable; the server edits the entry, so nothing else in it is lost. */
+static int cmd_replica_drain(const struct ctl *ctl, const struct command *c, int argc, char **argv)
+{
+	char msg[1024], *t, *target = NULL;
+	int rc = n_args(c, argc, argv, 2, "BACKEND ID");
+
+	if (rc)
+		return rc;
+	t = target_of("backends", argv[0], argv[1]);
+	if (!t)
+		return EXIT_SERVER;
+	if (asprintf(&target, "%s/%s", t, c->verb) < 0) {
+		free(t);
+		return fail("out of memory");
+	}
+	free(t);
+	snprintf(msg, sizeof(msg), "replica %s/%s %s", argv[0], argv[1],
+		 strcmp(c->verb, "drain") ? "enabled" : "draining");
+	return do_change(ctl, "POST", target, NULL, msg);
 }
 
 static int cmd_stats(const struct ctl *ctl, const struct command *c, int argc, char **argv)

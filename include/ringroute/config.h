@@ -42,6 +42,11 @@ struct replica_state {
 	/* Retry-After of its last 503/429 (request.c): no new requests before
 	 * this clock_now_ms(); 0 when none. Cold: read only while choosing. */
 	_Atomic uint64_t not_before_ms;
+	/* When it last became able to take new requests (clock_now_ms()):
+	 * made, back to healthy, back from ejection, enabled after a drain.
+	 * slow_start_ms ramps its weight from there (router_replica_weight);
+	 * 0: long ago (a private state). Cold: read only by a weighted choice. */
+	_Atomic uint64_t up_since_ms;
 	/* Health checks (health.c writes, the stats read): the last probe's
 	 * result (health_result(), health_reason() reads it), when healthy
 	 * last changed (clock_now_ms(), 0: never), and the probes in a row
@@ -105,6 +110,8 @@ enum backend_policy {
 	POLICY_RR,        /* round robin over replicas with a free slot */
 };
 
+#define MAX_REPLICA_WEIGHT 10000
+
 /* A replica address with a DNS name stands for one replica per address the
  * name resolves to, each with id "ID/ADDRESS" (spec_id: ID, the key the
  * document has; host: the name). */
@@ -114,6 +121,8 @@ struct replica_cfg {
 	char *host;                   /* the DNS name of address, or NULL for a literal */
 	char *address;                /* as written: "host:port", "[v6]:port", "unix:/path" */
 	struct rr_addr addr;
+	uint32_t weight;              /* 1..MAX_REPLICA_WEIGHT: its share against the others' */
+	bool drain;                   /* operator's drain: kept, but given nothing new */
 	struct replica_state *state;  /* referenced */
 };
 
@@ -139,6 +148,8 @@ struct backend_cfg {
 	uint32_t hc_rise, hc_fall;    /* probes in a row that turn it healthy, unhealthy */
 	struct outlier_cfg outlier;   /* outlier_detection */
 	bool queue_when_unavailable;  /* queue (not 503 at once) while no replica is up */
+	bool weighted;                /* weights differ or slow_start_ms: the choice reads them (router.c) */
+	uint32_t slow_start_ms;       /* 0: off; else a replica's weight ramps up over this */
 	size_t nreplicas;
 	struct replica_cfg *replicas;
 	struct backend_state *state;  /* referenced */

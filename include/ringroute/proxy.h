@@ -110,6 +110,10 @@ void proxy_count_change(struct proxy *p, bool ok);
  * over the caller's reference. Call with config_lock held. Returns 0, or
  * -errno if a shard could not be reached (the change is still current). */
 int proxy_publish(struct proxy *p, struct config *c);
+/* Sets each replica state's draining flag as c says (a replica's "drain"),
+ * and raises it on the replicas of old (NULL: none) that c no longer
+ * names. proxy_publish does it; main for the first snapshot. */
+void proxy_mark_draining(const struct config *old, const struct config *c);
 
 /* Tell every shard to stop accepting, drain and exit its loop (SIGTERM).
  * Returns 0 or the first -errno of the broadcast. */

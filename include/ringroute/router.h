@@ -55,6 +55,27 @@ static inline int router_replica_up(struct replica_state *r)
 	       router_replica_able(r) && (!nb || clock_now_ms() >= nb);
 }
 
+/* A replica's share of its backend's requests against the others', in
+ * 1/1024ths of its configured weight: what p2c draws by and compares
+ * ongoing against, and what weighted round robin spreads by. With
+ * slow_start_ms, for that long after it became able (up_since_ms) it ramps
+ * linearly from a tenth to all of it, so a cold model server is not handed
+ * its full share at once; never 0. now_ms: clock_now_ms(), read by the
+ * caller only when b->slow_start_ms is set. */
+static inline uint64_t router_replica_weight(const struct backend_cfg *b,
+					     const struct replica_cfg *r, uint64_t now_ms)
+{
+	uint64_t w = (uint64_t)r->weight << 10, ss = b->slow_start_ms, since, t;
+
+	if (!ss)
+		return w;
+	since = atomic_load_explicit(&r->state->up_since_ms, memory_order_relaxed);
+	t = now_ms > since ? now_ms - since : 0;
+	if (t >= ss)
+		return w;
+	return w * (ss + 9 * t) / (10 * ss);
+}
+
 /* Try to take one slot of a replica whose cap is max: 1 on success (ongoing
  * was < max and is now one more, never exceeding max even under contention
  * from other shards), 0 when full, draining or unhealthy. */

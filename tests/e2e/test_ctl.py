@@ -22,6 +22,7 @@ COMMANDS = [
     ("config", "get"), ("config", "apply"),
     ("backend", "list"), ("backend", "get"), ("backend", "set"), ("backend", "rm"),
     ("replica", "list"), ("replica", "add"), ("replica", "rm"),
+    ("replica", "drain"), ("replica", "enable"),
     ("endpoint", "list"), ("endpoint", "get"), ("endpoint", "set"), ("endpoint", "rm"),
     ("stats",), ("queues",), ("help",),
 ]
@@ -35,6 +36,7 @@ BACKEND_FLAGS = [
     ("connect_timeout_ms", "--connect-timeout-ms", "44", 44),
     ("request_timeout_ms", "--request-timeout-ms", "5555", 5555),
     ("retries", "--retries", "5", 5),
+    ("slow_start_ms", "--slow-start-ms", "3000", 3000),
     ("retry_on", "--retry-on", "503,connect-failure", ["connect-failure", "503"]),
     ("retry_budget_percent", "--retry-budget-percent", "35", 35),
     ("policy", "--policy", "round_robin", "round_robin"),
@@ -182,7 +184,8 @@ class CtlTest(harness.RRTestCase):
         # a noun alone: every one of its commands, and no other
         out = self.ok("help", "replica", sock=False)
         self.assertEqual(re.findall(r"^usage: ringroutectl (\S+ \S+)", out, re.M),
-                         ["replica list", "replica add", "replica rm"])
+                         ["replica list", "replica add", "replica rm", "replica drain",
+                          "replica enable"])
         self.assertEqual(self.ok("replica", "--help", sock=False), out)
 
     def test_help_unknown_command_exit_2(self):
@@ -515,8 +518,9 @@ class CtlTest(harness.RRTestCase):
                                  json.dumps(v) if isinstance(v, bool) else str(v), k)
         self.assertEqual(set(got), set(a) - {"replicas"})
         reps = rows[rows.index([]) + 1:]
-        self.assertEqual(reps[0], ["REPLICA", "ADDRESS"])
-        self.assertEqual(dict(reps[1:]), a["replicas"])
+        self.assertEqual(reps[0], ["REPLICA", "ADDRESS", "WEIGHT", "DRAIN"])
+        self.assertEqual({r[0]: r[1] for r in reps[1:]}, a["replicas"])
+        self.assertEqual({tuple(r[2:]) for r in reps[1:]}, {("1", "no")})
         j = json.loads(self.ok("--json", "backend", "get", "A"))
         self.assertEqual((j["name"], j["backend"]), ("A", a))
         self.assertEqual(j["version"], json.loads(self.ok("--json", "backend", "list"))["version"])
@@ -548,17 +552,26 @@ class CtlTest(harness.RRTestCase):
     def test_replica_list(self):
         doc = self.rich_config()
         rows = self.table(self.ok("replica", "list", "A"))
-        self.assertEqual(rows[0], ["REPLICA", "ADDRESS"])
-        self.assertEqual(dict(rows[1:]), doc["backends"]["A"]["replicas"])
+        self.assertEqual(rows[0], ["REPLICA", "ADDRESS", "WEIGHT", "DRAIN"])
+        self.assertEqual({r[0]: r[1] for r in rows[1:]}, doc["backends"]["A"]["replicas"])
         self.assertEqual([r[0] for r in rows[1:]], ["m1", "z9"])  # sorted by id
         j = json.loads(self.ok("--json", "replica", "list", "B"))
         self.assertEqual((j["backend"], j["replicas"]), ("B", {"m2": self.m2.addr}))
         self.assertIsInstance(j["version"], int)
+        # the object form: its weight and drain in their columns
+        self.ok("replica", "add", "B", "w3", "127.0.0.1:%d" % harness.free_port(), "--weight", "3")
+        self.ok("replica", "drain", "B", "m2")
+        rows = self.table(self.ok("replica", "list", "B"))
+        self.assertEqual(rows[1:], [["m2", self.m2.addr, "1", "yes"],
+                                    [rows[2][0], rows[2][1], "3", "no"]])
+        self.assertEqual(rows[2][0], "w3")
+        self.ok("replica", "rm", "B", "w3")
         # empty lists still print their header
         self.ok("endpoint", "rm", "e")
         self.ok("endpoint", "rm", "p")
         self.ok("replica", "rm", "B", "m2")
-        self.assertEqual(self.table(self.ok("replica", "list", "B")), [["REPLICA", "ADDRESS"]])
+        self.assertEqual(self.table(self.ok("replica", "list", "B")),
+                         [["REPLICA", "ADDRESS", "WEIGHT", "DRAIN"]])
         self.ok("backend", "rm", "A")
         self.ok("backend", "rm", "B")
         self.assertEqual(len(self.table(self.ok("backend", "list"))), 1)

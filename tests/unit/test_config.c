@@ -351,6 +351,49 @@ static void test_duplicate_replica_address(void **state)
 	config_unref(c);
 }
 
+/* The object form of a replica: weight and drain read, bad values refused
+ * by path; the canonical JSON keeps the string form for weight 1, not
+ * drained, and writes the object form whole otherwise. */
+static void test_replica_object_form(void **state)
+{
+	(void)state;
+#define ONE(rep) "{\"backends\": {\"b\": {\"replicas\": {\"r1\": " rep "}}}, \"endpoints\": {}}"
+	parse_err(ONE("{\"address\": \"127.0.0.1:9\", \"weight\": 0}"),
+		  "routes.json: backends.b.replicas.r1.weight: must be an integer >= 1");
+	parse_err(ONE("{\"address\": \"127.0.0.1:9\", \"weight\": 2.5}"),
+		  "routes.json: backends.b.replicas.r1.weight: must be an integer >= 1");
+	parse_err(ONE("{\"address\": \"127.0.0.1:9\", \"weight\": 10001}"),
+		  "routes.json: backends.b.replicas.r1.weight: must be an integer <= 10000");
+	parse_err(ONE("{\"address\": \"127.0.0.1:9\", \"drain\": 1}"),
+		  "routes.json: backends.b.replicas.r1.drain: must be true or false");
+	parse_err(ONE("{\"address\": \"127.0.0.1:9\", \"x\": 1}"),
+		  "routes.json: backends.b.replicas.r1.x: unknown key");
+	parse_err(ONE("{\"weight\": 2}"),
+		  "routes.json: backends.b.replicas.r1.address: must be a string \"host:port\"");
+	parse_err(ONE("[]"), "~routes.json: backends.b.replicas.r1: must be a string \"host:port\" or an object");
+
+	struct config *c = parse_ok(
+		"{\"backends\": {\"b\": {\"replicas\": {\"r1\": \"127.0.0.1:9001\", "
+		"\"r2\": {\"address\": \"127.0.0.1:9002\", \"weight\": 3}, "
+		"\"r3\": {\"address\": \"127.0.0.1:9003\", \"drain\": true}, "
+		"\"r4\": {\"address\": \"127.0.0.1:9004\"}}}}, \"endpoints\": {}}",
+		NULL);
+	const struct backend_cfg *b = config_backend(c, "b");
+	assert_int_equal(b->nreplicas, 4);
+	assert_int_equal(b->replicas[0].weight, 1);
+	assert_false(b->replicas[0].drain);
+	assert_int_equal(b->replicas[1].weight, 3);
+	assert_false(b->replicas[1].drain);
+	assert_int_equal(b->replicas[2].weight, 1);
+	assert_true(b->replicas[2].drain);
+	assert_non_null(strstr(c->json, "\"r1\":\"127.0.0.1:9001\""));
+	assert_non_null(strstr(c->json, "\"r2\":{\"address\":\"127.0.0.1:9002\",\"drain\":false,\"weight\":3}"));
+	assert_non_null(strstr(c->json, "\"r3\":{\"address\":\"127.0.0.1:9003\",\"drain\":true,\"weight\":1}"));
+	assert_non_null(strstr(c->json, "\"r4\":\"127.0.0.1:9004\""));
+	config_unref(c);
+#undef ONE
+}
+
 /* Compares two snapshots field by field (not pointers). */
 static void assert_config_equal(const struct config *a, const struct config *b)
 {
@@ -365,6 +408,8 @@ static void assert_config_equal(const struct config *a, const struct config *b)
 		assert_int_equal(x->connect_timeout_ms, y->connect_timeout_ms);
 		assert_int_equal(x->request_timeout_ms, y->request_timeout_ms);
 		assert_int_equal(x->retries, y->retries);
+		assert_int_equal(x->slow_start_ms, y->slow_start_ms);
+		assert_int_equal(x->weighted, y->weighted);
 		assert_int_equal(x->retry_on, y->retry_on);
 		assert_int_equal(x->retry_budget_percent, y->retry_budget_percent);
 		assert_int_equal(x->policy, y->policy);
@@ -379,6 +424,8 @@ static void assert_config_equal(const struct config *a, const struct config *b)
 		for (size_t j = 0; j < x->nreplicas; j++) {
 			assert_string_equal(x->replicas[j].id, y->replicas[j].id);
 			assert_string_equal(x->replicas[j].address, y->replicas[j].address);
+			assert_int_equal(x->replicas[j].weight, y->replicas[j].weight);
+			assert_int_equal(x->replicas[j].drain, y->replicas[j].drain);
 			assert_memory_equal(&x->replicas[j].addr, &y->replicas[j].addr,
 					    sizeof(x->replicas[j].addr));
 			assert_string_equal(x->replicas[j].state->key, y->replicas[j].state->key);
@@ -426,7 +473,8 @@ static void test_round_trip(void **state)
 					"\"queue_when_unavailable\":false,"
 					"\"replicas\":{},\"request_timeout_ms\":60000,\"retries\":2,"
 					"\"retry_budget_percent\":20,"
-					"\"retry_on\":[\"connect-failure\",\"reset-before-response\"]}"));
+					"\"retry_on\":[\"connect-failure\",\"reset-before-response\"],"
+					"\"slow_start_ms\":0}"));
 	assert_non_null(strstr(a->json, "\"methods\":[\"POST\",\"PUT\"]"));
 	assert_non_null(strstr(a->json, "\"retry_budget_percent\":50,\"retry_on\":[\"connect-failure\",\"503\"]"));
 	assert_non_null(strstr(a->json, "\"health_check\":{\"fall\":3,\"interval_ms\":500,\"path\":\"/-/healthz\",\"rise\":2}"));
@@ -579,6 +627,7 @@ int main(void)
 		cmocka_unit_test(test_syntax_error_position),
 		cmocka_unit_test(test_semantic_errors),
 		cmocka_unit_test(test_duplicate_replica_address),
+		cmocka_unit_test(test_replica_object_form),
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_registry_survives_swap),
 		cmocka_unit_test(test_private_states),

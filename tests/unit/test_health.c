@@ -287,6 +287,7 @@ static void test_rise_and_fall(void **state)
 	(void)state;
 
 	health_init_test(&h);
+	atomic_store(&rs->up_since_ms, 1); /* turning healthy moves it; turning unhealthy does not */
 	assert_int_equal(atomic_load(&rs->hc_result), 0);
 	assert_string_equal(health_reason(atomic_load(&rs->hc_result), why, sizeof(why)),
 			    "not probed yet");
@@ -322,6 +323,10 @@ static void test_rise_and_fall(void **state)
 			fail_msg("step %zu: %s", i, out);
 		if (i != 5 && i != 9 && strstr(out, "replica b/r0"))
 			fail_msg("step %zu logged: %s", i, out);
+		if (i < 9)
+			assert_int_equal(atomic_load(&rs->up_since_ms), 1);
+		else
+			assert_int_equal(atomic_load(&rs->up_since_ms), atomic_load(&rs->hc_changed_ms));
 	}
 	assert_true(atomic_load(&rs->hc_changed_ms) > 0);
 	health_fini_test(&h);

@@ -172,7 +172,11 @@ static void test_probation(void **state)
 	fail_n(b, 2, 2);
 	assert_false(router_replica_up(rs));
 	expire(rs);
-	assert_true(router_replica_up(rs)); /* returns, on probation */
+	{
+		uint64_t until = atomic_load(&rs->ejected_until_ms);
+		assert_true(router_replica_up(rs)); /* returns, on probation */
+		assert_int_equal(atomic_load(&rs->up_since_ms), until); /* slow start from there */
+	}
 	assert_int_equal(atomic_load(&rs->ejected_until_ms), 0);
 	assert_int_equal(atomic_load(&rs->outlier.probation), 1);
 	/* One failure on probation ejects again, twice as long. */

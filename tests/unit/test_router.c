@@ -493,6 +493,146 @@ static void test_round_robin(void **state)
 	config_unref(c);
 }
 
+/* Backend "m" of policy with replicas r0..r(n-1) of the weights w. */
+static struct config *weights_cfg(unsigned n, const unsigned *w, unsigned max, const char *policy)
+{
+	char doc[8192];
+	int off = snprintf(doc, sizeof(doc),
+			   "{\"backends\": {\"m\": {\"max_ongoing_requests\": %u, \"policy\": \"%s\","
+			   " \"replicas\": {", max, policy);
+	for (unsigned i = 0; i < n; i++)
+		off += snprintf(doc + off, sizeof(doc) - (size_t)off,
+				"%s\"r%u\": {\"address\": \"127.0.0.1:%u\", \"weight\": %u}",
+				i ? ", " : "", i, 9000 + i, w[i]);
+	snprintf(doc + off, sizeof(doc) - (size_t)off,
+		 "}}}, \"endpoints\": {\"e\": {\"route\": \"/\", \"traffic\": {\"m\": 1}}}}");
+	return parse_ok(doc);
+}
+
+/* Idle replicas (each pick released at once): the shares follow the
+ * weights, 1:3 -> 25% / 75% and 1:1:2 -> 25/25/50, for both policies. */
+static void test_weight_shares(void **state)
+{
+	(void)state;
+	static const char *const policies[] = { "p2c", "round_robin" };
+	static const unsigned w2[] = { 1, 3 }, w3[] = { 1, 1, 2 };
+
+	for (int p = 0; p < 2; p++) {
+		for (int set = 0; set < 2; set++) {
+			unsigned n = set ? 3 : 2;
+			const unsigned *w = set ? w3 : w2;
+			struct config *c = weights_cfg(n, w, 10, policies[p]);
+			const struct backend_cfg *b = &c->backends[0];
+			unsigned got[3] = { 0 }, sum = 0, picks = 8000;
+			uint64_t rng = 99;
+			uint32_t cur = 0;
+
+			assert_true(b->weighted);
+			for (unsigned i = 0; i < n; i++)
+				sum += w[i];
+			for (unsigned i = 0; i < picks; i++) {
+				int k = router_pick_replica(b, NULL, 0, &rng, &cur);
+				assert_true(k >= 0);
+				got[k]++;
+				router_replica_release(b->replicas[k].state);
+			}
+			for (unsigned i = 0; i < n; i++) {
+				double share = (double)got[i] / picks, want = (double)w[i] / sum;
+				if (share < want - 0.02 || share > want + 0.02)
+					fail_msg("%s weights set %d: r%u got %.3f, want %.3f", policies[p],
+						 set, i, share, want);
+			}
+			config_unref(c);
+		}
+	}
+	/* A replica that is not up (drained) drops out of the weights: the
+	 * others split the picks by theirs, 1:3 of the rest. */
+	for (int p = 0; p < 2; p++) {
+		static const unsigned w4[] = { 1, 3, 4 };
+		struct config *c = weights_cfg(3, w4, 10, policies[p]);
+		const struct backend_cfg *b = &c->backends[0];
+		unsigned got[3] = { 0 }, picks = 8000;
+		uint64_t rng = 5;
+		uint32_t cur = 0;
+
+		atomic_store(&b->replicas[2].state->draining, 1);
+		for (unsigned i = 0; i < picks; i++) {
+			int k = router_pick_replica(b, NULL, 0, &rng, &cur);
+			assert_true(k >= 0 && k < 2);
+			got[k]++;
+			router_replica_release(b->replicas[k].state);
+		}
+		if (got[0] < picks * 23 / 100 || got[0] > picks * 27 / 100)
+			fail_msg("%s, r2 drained: r0 got %u of %u, want 25%%", policies[p], got[0], picks);
+		config_unref(c);
+	}
+	/* equal weights are not "weighted": the plain paths, unchanged */
+	{
+		static const unsigned same[] = { 4, 4 };
+		struct config *c = weights_cfg(2, same, 10, "round_robin");
+		assert_false(c->backends[0].weighted);
+		config_unref(c);
+	}
+}
+
+/* Under load (nothing released) weighted p2c fills the replicas in
+ * proportion to their weights: ongoing/weight stays level. */
+static void test_p2c_weight_under_load(void **state)
+{
+	(void)state;
+	static const unsigned w[] = { 1, 3 };
+	struct config *c = weights_cfg(2, w, 1000, "p2c");
+	const struct backend_cfg *b = &c->backends[0];
+	uint64_t rng = 7;
+
+	for (int i = 0; i < 400; i++)
+		assert_true(router_pick_replica(b, NULL, 0, &rng, NULL) >= 0);
+	assert_in_range(ongoing(b, 0), 98, 102);
+	assert_in_range(ongoing(b, 1), 298, 302);
+	release_all(b);
+	config_unref(c);
+}
+
+/* slow_start_ms: a replica's weight ramps linearly from a tenth to all of
+ * it over the window after up_since_ms, and a fresh replica's share of
+ * idle picks is its ramped weight's. */
+static void test_slow_start_ramp(void **state)
+{
+	(void)state;
+	struct config *c = parse_ok(
+		"{\"backends\": {\"m\": {\"slow_start_ms\": 1000, \"replicas\": {"
+		"\"r0\": \"127.0.0.1:9000\", \"r1\": {\"address\": \"127.0.0.1:9001\", \"weight\": 2}}}},"
+		" \"endpoints\": {\"e\": {\"route\": \"/\", \"traffic\": {\"m\": 1}}}}");
+	const struct backend_cfg *b = &c->backends[0];
+	const struct replica_cfg *r0 = &b->replicas[0], *r1 = &b->replicas[1];
+	uint64_t t0 = 1000000, rng = 3, now = clock_now_ms();
+	unsigned got0 = 0, picks = 8000;
+
+	assert_int_equal(b->slow_start_ms, 1000);
+	assert_true(b->weighted); /* even with one weight: the ramp differs */
+	atomic_store(&r0->state->up_since_ms, t0);
+	atomic_store(&r1->state->up_since_ms, t0);
+	assert_int_equal(router_replica_weight(b, r0, t0), 1024 / 10);
+	assert_int_equal(router_replica_weight(b, r0, t0 - 5), 1024 / 10); /* clock before since */
+	assert_int_equal(router_replica_weight(b, r0, t0 + 500), 1024 * 5500 / 10000);
+	assert_int_equal(router_replica_weight(b, r1, t0 + 500), 2048 * 5500 / 10000);
+	assert_int_equal(router_replica_weight(b, r0, t0 + 999), 1024 * 9991 / 10000);
+	assert_int_equal(router_replica_weight(b, r0, t0 + 1000), 1024);
+	assert_int_equal(router_replica_weight(b, r1, t0 + 5000), 2048);
+
+	/* r0 fresh, r1 ramped long ago: r0 gets 102 / (102 + 2048) of the picks */
+	atomic_store(&r0->state->up_since_ms, now + 60000); /* stays at the start of its ramp */
+	atomic_store(&r1->state->up_since_ms, 0);
+	for (unsigned i = 0; i < picks; i++) {
+		int k = router_pick_replica(b, NULL, 0, &rng, NULL);
+		assert_true(k >= 0);
+		got0 += k == 0;
+		router_replica_release(b->replicas[k].state);
+	}
+	assert_in_range(got0, picks * 3 / 100, picks * 7 / 100);
+	config_unref(c);
+}
+
 static void test_rendezvous(void **state)
 {
 	(void)state;
@@ -608,6 +748,9 @@ int main(void)
 		cmocka_unit_test(test_p2c_never_exceeds_cap),
 		cmocka_unit_test(test_cap_threads),
 		cmocka_unit_test(test_round_robin),
+		cmocka_unit_test(test_weight_shares),
+		cmocka_unit_test(test_p2c_weight_under_load),
+		cmocka_unit_test(test_slow_start_ramp),
 		cmocka_unit_test(test_rendezvous),
 		cmocka_unit_test(test_rendezvous_large),
 	};
