@@ -730,11 +730,11 @@ void h1_shard_abort(struct shard *s)
 	list_for_each_safe(pos, tmp, &s->clients) {
 		struct h1_conn *c = container_of(pos, struct h1_conn, all);
 
-		c->flags |= H1_F_CLOSE;
+		c->flags |= H1_F_CLOSE | H1_F_LINGER;
 		if (c->req)
 			req_fail(s, c->req, 503, REQ_R_SHUTDOWN, "shutting down");
 		/* With a 503 (or the rest of a response) to send, the connection
-		 * closes once it drained; otherwise now. */
+		 * closes once it drained (h1_on_sent); otherwise now. */
 		if (!c->sk.out_n)
 			sock_close(s, &c->sk);
 	}
@@ -744,11 +744,17 @@ void h1_shard_stop(struct shard *s)
 {
 	struct list *pos, *tmp;
 
-	/* Idle connections close now; busy ones after their response. */
+	/* Idle connections close now; busy ones after their response. An idle
+	 * one may still be sending the end of its last response: it closes
+	 * once that drained (closing now would cut it: test_drain.py
+	 * test_sent_response_not_cut). */
 	list_for_each_safe(pos, tmp, &s->clients) {
 		struct h1_conn *c = container_of(pos, struct h1_conn, all);
 		c->flags |= H1_F_CLOSE;
-		if (!c->req && !c->sk.in_n && !(c->flags & H1_F_BEGUN))
-			sock_close(s, &c->sk);
+		if (!c->req && !c->sk.in_n && !(c->flags & H1_F_BEGUN)) {
+			c->flags |= H1_F_LINGER;
+			if (!c->sk.out_n)
+				sock_close(s, &c->sk);
+		}
 	}
 }

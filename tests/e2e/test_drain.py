@@ -222,6 +222,41 @@ class DrainTest(harness.RRTestCase):
         self.assertEqual(by_id["rid-stream"]["reason"], "shutdown")
         self.assertEqual(by_id["rid-stream"]["path"], "/stream")
 
+    def test_sent_response_not_cut(self):
+        """A response that ended at ringroute (its access log line is
+        written) but still waits to be sent to a slow reader when SIGTERM
+        closes the listeners is sent whole, then the connection closes.
+        Before the fix the idle-connection sweep of the drain closed it with
+        the bytes still queued (the client got 2.8 of 3 MB)."""
+        m = self.mock("m")
+        cfg = {"backends": {"b": backend([m])}, "endpoints": {"e": endpoint("/", {"b": 1.0})}}
+        alog = os.path.join(tempfile.mkdtemp(dir=harness._TMPDIR), "access.log")
+        rr = self.ringroute(cfg, extra=["--access-log", alog])
+        # More than the kernel buffers between us while we do not read,
+        # less than those plus what ringroute queues: the response ends at
+        # ringroute with its tail still queued there.
+        size = 3000000
+        s = socket.socket()
+        self.addCleanup(s.close)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", rr.port))
+        s.sendall(harness.build_request("GET", "/big", headers={
+            "X-Mock-Size": str(size), "X-Request-Id": "rid-big"}))
+        wait_for(lambda: os.path.exists(alog) and "rid-big" in open(alog).read(), 10,
+                 "the response's end at ringroute (its access log line)")
+        os.kill(rr.pid, signal.SIGTERM)
+        s.settimeout(10)
+        data = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+        head, _, body = data.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200"), head[:100])
+        self.assertGreaterEqual(len(body), size, "the response was cut")
+        self.assertEqual(rr.p.wait(timeout=15), 0, rr.stderr_tail())
+
     def test_no_delay_by_default(self):
         # Bare use: SIGTERM closes the listeners at once.
         m = self.mock("m")
