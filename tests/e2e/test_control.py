@@ -83,7 +83,7 @@ class ControlCase(harness.RRTestCase):
         self.assertEqual(r.status, 200, r)
         return r.json()["control"]
 
-    def eventually(self, fn, timeout=3.0):
+    def eventually(self, fn, timeout=10.0):
         """Retries fn until it returns truthy (changes reach shards over
         MSG_RING, within one loop turn; allow a little time)."""
         return harness.poll(fn, timeout, interval=0.05)
