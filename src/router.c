@@ -190,6 +190,17 @@ static int pick_scan(const struct backend_cfg *b, size_t start, uint64_t avoid)
 	}
 	return -1;
 }
+/* The end of both p2c choices: a slot on the preferred candidate a, else on
+ * c, else on any replica (a scan from a random start). Index or -1. */
+static int take_pair(const struct backend_cfg *b, size_t a, size_t c, uint64_t *rng)
+{
+	if (router_replica_acquire(b->replicas[a].state, b->max_ongoing))
+		return (int)a;
+	if (router_replica_acquire(b->replicas[c].state, b->max_ongoing))
+		return (int)c;
+	return pick_scan(b, (size_t)(router_rand(rng) % b->nreplicas), 0);
+}
+
 
 /* Power of two choices. Both candidates share the backend's max, so
  * comparing ongoing compares ongoing/max. Losing both races falls back to a
@@ -214,11 +225,7 @@ static int pick_p2c(const struct backend_cfg *b, uint64_t *rng, uint64_t avoid)
 		a = c;
 		c = t;
 	}
-	if (router_replica_acquire(b->replicas[a].state, b->max_ongoing))
-		return (int)a;
-	if (router_replica_acquire(b->replicas[c].state, b->max_ongoing))
-		return (int)c;
-	return pick_scan(b, (size_t)(router_rand(rng) % n), 0);
+	return take_pair(b, a, c, rng);
 }
 
 /* Weights (docs/config.md "replicas"): only a backend whose replicas'
@@ -294,11 +301,7 @@ static int pick_p2c_weighted(const struct backend_cfg *b, uint64_t *rng)
 		a = c;
 		c = t;
 	}
-	if (router_replica_acquire(b->replicas[a].state, b->max_ongoing))
-		return (int)a;
-	if (router_replica_acquire(b->replicas[c].state, b->max_ongoing))
-		return (int)c;
-	return pick_scan(b, (size_t)(router_rand(rng) % b->nreplicas), 0);
+	return take_pair(b, a, c, rng);
 }
 
 /* Weighted round robin without per-replica state: pick k of a shard
