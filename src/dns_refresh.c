@@ -6,20 +6,17 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ringroute/alloc.h"
 #include "ringroute/config.h"
 #include "ringroute/dns.h"
 #include "ringroute/log.h"
 #include "ringroute/proxy.h"
+#include "ringroute/ticker.h"
 
 struct dns {
 	struct proxy *p;
-	pthread_t thread;
-	pthread_mutex_t lock;         /* guards stop, with cond */
-	pthread_cond_t cond;          /* CLOCK_MONOTONIC */
-	bool stop;
+	struct ticker *ticker;        /* every dns_refresh_ms: refresh_pass */
 	char last_err[1024];          /* the last refused rebuild, logged once */
 };
 
@@ -72,54 +69,33 @@ static void refresh_pass(struct dns *d)
 	config_unref(cur);
 }
 
-static void *dns_main(void *arg)
+/* The ticker's period: the current snapshot's dns_refresh_ms. */
+static uint64_t refresh_period(void *arg)
 {
 	struct dns *d = arg;
-	struct timespec ts;
+	struct config *c = proxy_config_get(d->p);
+	uint64_t ms = c->dns_refresh_ms;
 
-	pthread_mutex_lock(&d->lock);
-	while (!d->stop) {
-		struct config *c = proxy_config_get(d->p);
-		uint64_t ms = c->dns_refresh_ms;
-		config_unref(c);
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += (time_t)(ms / 1000);
-		ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		while (!d->stop && pthread_cond_timedwait(&d->cond, &d->lock, &ts) != ETIMEDOUT)
-			;
-		if (d->stop)
-			break;
-		pthread_mutex_unlock(&d->lock);
-		refresh_pass(d);
-		pthread_mutex_lock(&d->lock);
-	}
-	pthread_mutex_unlock(&d->lock);
-	return NULL;
+	config_unref(c);
+	return ms;
+}
+
+static void refresh_tick(void *arg)
+{
+	refresh_pass(arg);
 }
 
 /* See dns.h. */
 int dns_start(struct proxy *p, struct dns **out)
 {
 	struct dns *d = mi_zalloc(sizeof(*d));
-	pthread_condattr_t ca;
 	int rc;
 
 	if (!d)
 		return -ENOMEM;
 	d->p = p;
-	pthread_mutex_init(&d->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&d->cond, &ca);
-	pthread_condattr_destroy(&ca);
-	rc = -pthread_create(&d->thread, NULL, dns_main, d);
+	rc = ticker_start(refresh_period, refresh_tick, d, &d->ticker);
 	if (rc) {
-		pthread_cond_destroy(&d->cond);
-		pthread_mutex_destroy(&d->lock);
 		mi_free(d);
 		return rc;
 	}
@@ -132,12 +108,6 @@ void dns_stop(struct dns *d)
 {
 	if (!d)
 		return;
-	pthread_mutex_lock(&d->lock);
-	d->stop = true;
-	pthread_cond_signal(&d->cond);
-	pthread_mutex_unlock(&d->lock);
-	pthread_join(d->thread, NULL);
-	pthread_cond_destroy(&d->cond);
-	pthread_mutex_destroy(&d->lock);
+	ticker_stop(d->ticker);
 	mi_free(d);
 }

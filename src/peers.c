@@ -4,10 +4,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ifaddrs.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "ringroute/addr.h"
 #include "ringroute/alloc.h"
@@ -15,6 +13,7 @@
 #include "ringroute/log.h"
 #include "ringroute/peers.h"
 #include "ringroute/proxy.h"
+#include "ringroute/ticker.h"
 
 /* This machine's IPv4 addresses (every interface), plus the --listen
  * address when it is not the wildcard. */
@@ -75,59 +74,32 @@ void peers_round(struct proxy *p)
 
 struct peers {
 	struct proxy *p;
-	pthread_t thread;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	int stop;
+	struct ticker *ticker;
 };
 
-static void *peers_main(void *arg)
+static uint64_t peers_period(void *arg)
 {
-	struct peers *ip = arg;
-	struct timespec t;
+	(void)arg;
+	return INSTANCE_PEERS_PERIOD_MS;
+}
 
-	pthread_mutex_lock(&ip->lock);
-	while (!ip->stop) {
-		clock_gettime(CLOCK_MONOTONIC, &t);
-		t.tv_sec += INSTANCE_PEERS_PERIOD_MS / 1000;
-		t.tv_nsec += (long)(INSTANCE_PEERS_PERIOD_MS % 1000) * 1000000L;
-		if (t.tv_nsec >= 1000000000L) {
-			t.tv_sec++;
-			t.tv_nsec -= 1000000000L;
-		}
-		while (!ip->stop && pthread_cond_timedwait(&ip->cond, &ip->lock, &t) != ETIMEDOUT)
-			;
-		if (ip->stop)
-			break;
-		/* DNS may take seconds: never with the lock stop waits on. */
-		pthread_mutex_unlock(&ip->lock);
-		peers_round(ip->p);
-		pthread_mutex_lock(&ip->lock);
-	}
-	pthread_mutex_unlock(&ip->lock);
-	return NULL;
+static void peers_tick(void *arg)
+{
+	peers_round(((struct peers *)arg)->p);
 }
 
 int peers_start(struct proxy *p, struct peers **out)
 {
 	struct peers *ip = mi_zalloc(sizeof(*ip));
-	pthread_condattr_t ca;
 	int rc;
 
 	if (!ip)
 		return -ENOMEM;
 	ip->p = p;
-	pthread_mutex_init(&ip->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&ip->cond, &ca);
-	pthread_condattr_destroy(&ca);
-	rc = pthread_create(&ip->thread, NULL, peers_main, ip);
+	rc = ticker_start(peers_period, peers_tick, ip, &ip->ticker);
 	if (rc) {
-		pthread_cond_destroy(&ip->cond);
-		pthread_mutex_destroy(&ip->lock);
 		mi_free(ip);
-		return -rc;
+		return rc;
 	}
 	*out = ip;
 	return 0;
@@ -137,12 +109,6 @@ void peers_stop(struct peers *ip)
 {
 	if (!ip)
 		return;
-	pthread_mutex_lock(&ip->lock);
-	ip->stop = 1;
-	pthread_cond_signal(&ip->cond);
-	pthread_mutex_unlock(&ip->lock);
-	pthread_join(ip->thread, NULL);
-	pthread_cond_destroy(&ip->cond);
-	pthread_mutex_destroy(&ip->lock);
+	ticker_stop(ip->ticker);
 	mi_free(ip);
 }
