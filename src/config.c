@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -222,6 +223,12 @@ static void config_free(struct config *c)
 		free(e->call_method);
 		free(e->traffic);
 		free(e->shadow);
+		free(e->priority_header);
+		free(e->timeout_header);
+		free(e->fairness_header);
+		for (size_t j = 0; e->tenant_weights && j < e->ntenant_weights; j++)
+			free(e->tenant_weights[j].name);
+		free(e->tenant_weights);
 	}
 	free(c->endpoints);
 	free(c->json);
@@ -278,7 +285,9 @@ static const char *const od_keys[] = {
 	"count_5xx", NULL,
 };
 static const char *const endpoint_keys[] = {
-	"route", "methods", "call_method", "max_body_bytes", "traffic", "shadow", NULL,
+	"route", "methods", "call_method", "max_body_bytes", "traffic", "shadow",
+	"priority", "priority_header", "timeout_header", "timeout_ms", "fairness_header",
+	"tenant_weights", "max_queued_per_tenant", "queue_order", NULL,
 };
 
 /* The addresses one document entry stands for: one for a literal, one per
@@ -784,6 +793,152 @@ static int parse_methods(struct parse_ctx *ctx, json_t *arr, const char *path, u
 	return 0;
 }
 
+#define DEF_PRIORITY_HEADER "X-Request-Priority"
+#define DEF_TIMEOUT_HEADER "X-Request-Timeout-Ms"
+#define MAX_TENANT_WEIGHT 1000
+
+/* An optional header name key of obj into *out, lowercased (what
+ * http_head_find compares with): def when absent, NULL for null or "".
+ * 0, -EINVAL or -ENOMEM. */
+static int get_header_name(struct parse_ctx *ctx, json_t *obj, const char *path,
+			   const char *key, const char *def, char **out)
+{
+	json_t *v = json_object_get(obj, key);
+	char p[PATH_MAX_LEN];
+	const char *s = def;
+
+	join(p, sizeof(p), path, key);
+	if (v && json_is_null(v))
+		s = NULL;
+	else if (v) {
+		s = json_string_value(v);
+		if (!s)
+			return fail(ctx, p, "must be a header name (a string), \"\" or null");
+		for (const char *c = s; *c; c++)
+			if ((unsigned char)*c <= 0x20 || *c == 0x7f || *c == ':' || *c == '"' ||
+			    (unsigned char)*c >= 0x80)
+				return fail(ctx, p, "must be a header name: no spaces, ':' or control characters");
+		if (!*s)
+			s = NULL;
+	}
+	*out = NULL;
+	if (!s)
+		return 0;
+	*out = strdup(s);
+	if (!*out)
+		return fail_nomem(ctx, p);
+	for (char *c = *out; *c; c++)
+		if (*c >= 'A' && *c <= 'Z')
+			*c = (char)(*c - 'A' + 'a');
+	return 0;
+}
+
+static int cmp_tenant_weight(const void *a, const void *b)
+{
+	return strcmp(((const struct tenant_weight *)a)->name,
+		      ((const struct tenant_weight *)b)->name);
+}
+
+/* The keys of issue 12 of endpoint obj (priority, its headers, deadlines,
+ * tenants, queue order; docs/config.md), defaults when absent. 0 or
+ * -EINVAL / -ENOMEM with ctx->err set. */
+static int parse_endpoint_queueing(struct parse_ctx *ctx, struct endpoint_cfg *e, json_t *obj,
+				   const char *path)
+{
+	char p[PATH_MAX_LEN];
+	json_t *v;
+	int rc;
+
+	v = json_object_get(obj, "priority");
+	e->priority = 0;
+	if (v) {
+		join(p, sizeof(p), path, "priority");
+		if (!json_is_integer(v) || json_integer_value(v) < -10 || json_integer_value(v) > 10)
+			return fail(ctx, p, "must be an integer in [-10, 10]");
+		e->priority = (int32_t)json_integer_value(v);
+	}
+	if ((rc = get_header_name(ctx, obj, path, "priority_header", DEF_PRIORITY_HEADER,
+				  &e->priority_header)) ||
+	    (rc = get_header_name(ctx, obj, path, "timeout_header", DEF_TIMEOUT_HEADER,
+				  &e->timeout_header)) ||
+	    (rc = get_header_name(ctx, obj, path, "fairness_header", NULL, &e->fairness_header)) ||
+	    (rc = get_u32(ctx, obj, path, "timeout_ms", 0, 0, &e->timeout_ms)) ||
+	    (rc = get_u32(ctx, obj, path, "max_queued_per_tenant", 0, 0, &e->max_queued_per_tenant)))
+		return rc;
+	v = json_object_get(obj, "queue_order");
+	e->queue_edf = false;
+	if (v) {
+		const char *s = json_string_value(v);
+		join(p, sizeof(p), path, "queue_order");
+		if (!s || (strcmp(s, "fifo") && strcmp(s, "edf")))
+			return fail(ctx, p, "must be \"fifo\" or \"edf\"");
+		e->queue_edf = strcmp(s, "edf") == 0;
+	}
+	v = json_object_get(obj, "tenant_weights");
+	if (v) {
+		const char *key;
+		json_t *w;
+		size_t i = 0;
+
+		join(p, sizeof(p), path, "tenant_weights");
+		if (!json_is_object(v))
+			return fail(ctx, p, "must be an object {\"tenant\": weight, ...}");
+		e->ntenant_weights = 0;
+		e->tenant_weights = calloc(json_object_size(v) + 1, sizeof(*e->tenant_weights));
+		if (!e->tenant_weights)
+			return fail_nomem(ctx, p);
+		json_object_foreach(v, key, w) {
+			char wp[PATH_MAX_LEN];
+			join(wp, sizeof(wp), p, key);
+			if (!json_is_integer(w) || json_integer_value(w) < 1 ||
+			    json_integer_value(w) > MAX_TENANT_WEIGHT)
+				return fail(ctx, wp, "must be an integer weight in [1, %d]",
+					    MAX_TENANT_WEIGHT);
+			e->tenant_weights[i].name = strdup(key);
+			if (!e->tenant_weights[i].name)
+				return fail_nomem(ctx, wp);
+			e->tenant_weights[i].weight = (uint32_t)json_integer_value(w);
+			e->ntenant_weights = ++i;
+		}
+		qsort(e->tenant_weights, e->ntenant_weights, sizeof(*e->tenant_weights),
+		      cmp_tenant_weight);
+	}
+	return 0;
+}
+
+/* The endpoint keys of issue 12 that differ from their defaults, into o
+ * (the canonical document lists them only then). 0 or -1 (ENOMEM). */
+static int endpoint_queueing_to_json(const struct endpoint_cfg *e, json_t *o)
+{
+	int rc = 0;
+
+	if (e->priority)
+		rc |= json_object_set_new(o, "priority", json_integer(e->priority));
+	if (!e->priority_header || strcasecmp(e->priority_header, DEF_PRIORITY_HEADER))
+		rc |= json_object_set_new(o, "priority_header", e->priority_header
+					  ? json_string(e->priority_header) : json_null());
+	if (!e->timeout_header || strcasecmp(e->timeout_header, DEF_TIMEOUT_HEADER))
+		rc |= json_object_set_new(o, "timeout_header", e->timeout_header
+					  ? json_string(e->timeout_header) : json_null());
+	if (e->timeout_ms)
+		rc |= json_object_set_new(o, "timeout_ms", json_integer(e->timeout_ms));
+	if (e->fairness_header)
+		rc |= json_object_set_new(o, "fairness_header", json_string(e->fairness_header));
+	if (e->max_queued_per_tenant)
+		rc |= json_object_set_new(o, "max_queued_per_tenant",
+					  json_integer(e->max_queued_per_tenant));
+	if (e->queue_edf)
+		rc |= json_object_set_new(o, "queue_order", json_string("edf"));
+	if (e->ntenant_weights) {
+		json_t *w = json_object();
+		rc |= json_object_set_new(o, "tenant_weights", w);
+		for (size_t i = 0; w && i < e->ntenant_weights; i++)
+			rc |= json_object_set_new(w, e->tenant_weights[i].name,
+						  json_integer(e->tenant_weights[i].weight));
+	}
+	return rc ? -1 : 0;
+}
+
 static int parse_endpoint(struct parse_ctx *ctx, struct config *c, struct endpoint_cfg *e,
 			  json_t *obj, const char *path)
 {
@@ -840,7 +995,7 @@ static int parse_endpoint(struct parse_ctx *ctx, struct config *c, struct endpoi
 	v = json_object_get(obj, "shadow");
 	if (v && (rc = parse_weights(ctx, c, v, path, 1, &e->shadow, &e->nshadow)) != 0)
 		return rc;
-	return 0;
+	return parse_endpoint_queueing(ctx, e, obj, path);
 }
 
 /* Longest route first; equal lengths by route text (routes are unique). */
@@ -963,6 +1118,8 @@ static json_t *config_to_json(const struct config *c)
 		}
 		if (e->call_method &&
 		    json_object_set_new(o, "call_method", json_string(e->call_method)))
+			goto fail;
+		if (endpoint_queueing_to_json(e, o))
 			goto fail;
 	}
 	json_decref(bs);

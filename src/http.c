@@ -395,6 +395,8 @@ int http_write_request_head(struct strbuf *out, const struct http_head *h, const
 			continue; /* rewritten below, joined with ours */
 		if (name_is(h, x, "x-request-id", 12) && x != rid)
 			continue; /* one id per request: the one that stands */
+		if (fi->drop_timeout && name_is(h, x, "x-request-timeout-ms", 20))
+			continue; /* the remaining time replaces it (request.c) */
 		if (name_is(h, x, "x-serve-call-method", 19))
 			have_cm = 1;
 		ret |= put_header(out, h, x);

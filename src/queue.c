@@ -3,13 +3,18 @@
 
 #include <errno.h>
 #include <stdatomic.h>
+#include <string.h>
+
+#include <xxhash.h>
 
 #include "ringroute/alloc.h"
 #include "ringroute/shard.h"
 #include "ringroute/timer.h"
 #include "ringroute/xring.h"
 
-/* This shard's FIFO for bs, created on first use. NULL on ENOMEM. */
+#define KEY_TIME_MASK ((1ull << 56) - 1)
+
+/* This shard's queue for bs, created on first use. NULL on ENOMEM. */
 static struct bqueue *bq_get(struct shard *s, struct backend_state *bs)
 {
 	struct list *pos, *tmp;
@@ -24,22 +29,48 @@ static struct bqueue *bq_get(struct shard *s, struct backend_state *bs)
 	if (!q)
 		return NULL;
 	list_init(&q->node);
-	list_init(&q->entries);
+	for (unsigned i = 0; i < QUEUE_TENANT_HASH; i++)
+		list_init(&q->tenants[i]);
+	for (unsigned p = 0; p < QUEUE_LEVELS; p++) {
+		list_init(&q->ring[p]);
+		list_init(&q->age[p]);
+	}
 	q->bs = bs;
 	atomic_fetch_add(&bs->refs, 1);
 	list_push_back(&s->queued, &q->node);
 	return q;
 }
 
-/* Publish this shard's oldest waiter for the backend, so that a slot freed
- * on any shard wakes the shard whose waiter is oldest process-wide. */
+static uint64_t entry_deadline_key(const struct queue_entry *e)
+{
+	return e->req_deadline_us ? e->req_deadline_us : UINT64_MAX;
+}
+
+uint64_t queue_entry_key(const struct queue_entry *e)
+{
+	uint64_t t = e->edf && e->req_deadline_us ? e->req_deadline_us : e->t_queued_us;
+
+	return ((uint64_t)(QUEUE_PRIO_MAX - e->prio) << 56) | (t & KEY_TIME_MASK);
+}
+
+/* Publish this shard's best waiter (its key), its oldest one (the
+ * reports' oldest wait) and its lowest priority (cross-shard eviction). */
 static void bq_publish(struct shard *s, struct bqueue *q)
 {
 	uint64_t bit = 1ull << s->id;
 
 	if (q->n) {
-		struct queue_entry *head = queue_front(q);
-		atomic_store(&q->bs->oldest_ns[s->id], head->t_queued_us);
+		uint64_t oldest = UINT64_MAX;
+		for (unsigned p = 0; p < QUEUE_LEVELS; p++)
+			if (q->level_n[p]) {
+				struct queue_entry *o =
+					container_of(q->age[p].next, struct queue_entry, age_node);
+				if (o->t_queued_us < oldest)
+					oldest = o->t_queued_us;
+			}
+		atomic_store(&q->bs->best_key[s->id], queue_entry_key(queue_front(q)));
+		atomic_store(&q->bs->oldest_ns[s->id], oldest);
+		atomic_store(&q->bs->lowest_prio[s->id], (uint8_t)__builtin_ctz(q->levels));
 		atomic_fetch_or(&q->bs->waiting_shards, bit);
 	} else {
 		atomic_fetch_and(&q->bs->waiting_shards, ~bit);
@@ -52,30 +83,215 @@ void queue_arm_tick(struct shard *s)
 		timer_arm(&s->tw, &s->queue_tick, QUEUE_TICK_MS);
 }
 
-int queue_add(struct shard *s, struct backend_state *bs, uint32_t max_queued,
-	      struct queue_entry *e, uint64_t now_us, uint32_t timeout_ms)
+/* q's tenant name[0..len), made on first use. NULL on ENOMEM. */
+static struct qtenant *tenant_get(struct bqueue *q, const char *name, size_t len, uint64_t hash)
 {
-	struct bqueue *q;
+	struct list *head = &q->tenants[hash % QUEUE_TENANT_HASH], *pos, *tmp;
+	uint32_t n = len < QUEUE_TENANT_NAME_MAX ? (uint32_t)len : QUEUE_TENANT_NAME_MAX;
+	struct qtenant *t;
 
-	if (atomic_fetch_add(&bs->queued, 1) >= max_queued) {
-		atomic_fetch_sub(&bs->queued, 1);
-		return -ENOSPC;
+	list_for_each_safe(pos, tmp, head) {
+		t = container_of(pos, struct qtenant, hnode);
+		if (t->hash == hash && t->len == n && memcmp(t->name, name, n) == 0)
+			return t;
 	}
+	t = mi_zalloc(sizeof(*t));
+	if (!t)
+		return NULL;
+	for (unsigned p = 0; p < QUEUE_LEVELS; p++) {
+		list_init(&t->lv[p].ring);
+		list_init(&t->lv[p].entries);
+	}
+	t->hash = hash;
+	t->len = n;
+	memcpy(t->name, name, n);
+	t->weight = 1;
+	list_push_back(head, &t->hnode);
+	return t;
+}
+
+static void tenant_put(struct qtenant *t)
+{
+	if (t->n)
+		return;
+	list_del_init(&t->hnode);
+	mi_free(t);
+}
+
+/* The place a leaving entry held: it pays an owed eviction that found no
+ * victim (the backend's debt), else it frees a place of max_queued. */
+static void place_release(struct backend_state *bs)
+{
+	uint32_t d = atomic_load(&bs->evict_debt);
+
+	while (d)
+		if (atomic_compare_exchange_weak(&bs->evict_debt, &d, d - 1))
+			return;
+	atomic_fetch_sub(&bs->queued, 1);
+}
+
+static void tenant_release(struct backend_state *bs, struct queue_entry *e)
+{
+	if (e->tenant_counted) {
+		atomic_fetch_sub(&bs->tenant_queued[e->tenant_bucket], 1);
+		e->tenant_counted = false;
+	}
+}
+
+/* Unlink e from q and everything it is counted in, except its place
+ * (bs->queued): the caller frees that or hands it on. */
+static void entry_unlink(struct shard *s, struct bqueue *q, struct queue_entry *e)
+{
+	struct qtenant *t = e->tenant;
+	struct qtenant_level *tl = &t->lv[e->prio];
+
+	list_del_init(&e->node);
+	list_del_init(&e->age_node);
+	timer_cancel(&s->tw, &e->timer);
+	if (--tl->n == 0)
+		list_del_init(&tl->ring);
+	t->n--;
+	tenant_put(t);
+	if (--q->level_n[e->prio] == 0)
+		q->levels &= ~(1u << e->prio);
+	q->n--;
+	atomic_fetch_sub(&q->bs->queued_by_prio[e->prio], 1);
+	tenant_release(q->bs, e);
+	e->bq = NULL;
+	e->tenant = NULL;
+}
+
+/* The youngest waiter of q's lowest priority, if that is below prio. */
+static struct queue_entry *lowest_below(struct bqueue *q, int prio)
+{
+	int low;
+
+	if (!q->n)
+		return NULL;
+	low = __builtin_ctz(q->levels);
+	if (low >= prio)
+		return NULL;
+	return container_of(q->age[low].prev, struct queue_entry, age_node);
+}
+
+/* The other shard that published the lowest priority below prio for bs,
+ * or -1. */
+static int remote_lowest(const struct shard *s, struct backend_state *bs, int prio)
+{
+	uint64_t mask = atomic_load(&bs->waiting_shards);
+	int best = -1, bp = prio;
+
+	for (unsigned i = 0; mask && i < s->proxy_nshards; i++) {
+		int lp;
+		if (!(mask & (1ull << i)) || i == s->id)
+			continue;
+		lp = atomic_load(&bs->lowest_prio[i]);
+		if (lp < bp) {
+			bp = lp;
+			best = (int)i;
+		}
+	}
+	return best;
+}
+
+/* Link e into q at its priority and tenant (FIFO, or by deadline). */
+static void entry_link(struct bqueue *q, struct qtenant *t, struct queue_entry *e)
+{
+	struct qtenant_level *tl = &t->lv[e->prio];
+	struct list *pos = &tl->entries;
+
+	if (e->edf) {
+		/* From the back: O(1) while deadlines come in order (one timeout). */
+		while (pos->prev != &tl->entries) {
+			struct queue_entry *p = container_of(pos->prev, struct queue_entry, node);
+			if (p->edf && entry_deadline_key(p) <= entry_deadline_key(e))
+				break;
+			if (!p->edf)
+				break;
+			pos = pos->prev;
+		}
+	}
+	list_insert_before(pos, &e->node);
+	if (tl->n++ == 0) {
+		tl->deficit = (int32_t)t->weight;
+		list_push_back(&q->ring[e->prio], &tl->ring);
+	}
+	t->n++;
+	list_push_back(&q->age[e->prio], &e->age_node);
+	q->level_n[e->prio]++;
+	q->levels |= 1u << e->prio;
+	q->n++;
+	e->tenant = t;
+	e->bq = q;
+	atomic_fetch_add(&q->bs->queued_by_prio[e->prio], 1);
+}
+
+int queue_add(struct shard *s, struct backend_state *bs, uint32_t max_queued,
+	      struct queue_entry *e, uint64_t now_us, uint32_t timeout_ms,
+	      struct queue_entry **victim)
+{
+	struct queue_entry *v = NULL;
+	struct bqueue *q;
+	struct qtenant *t;
+	uint64_t hash, dl;
+	int owed = -1;
+
+	*victim = NULL;
+	if (e->prio < 0)
+		e->prio = 0;
+	if (e->prio > QUEUE_PRIO_MAX)
+		e->prio = QUEUE_PRIO_MAX;
+	if (!e->weight)
+		e->weight = 1;
 	q = bq_get(s, bs);
-	if (!q) {
-		atomic_fetch_sub(&bs->queued, 1);
+	if (!q)
+		return -ENOMEM;
+	hash = XXH64(e->tenant_name, e->tenant_len, 0);
+	e->tenant_bucket = (uint32_t)(hash & (TENANT_BUCKETS - 1));
+	if (e->tenant_max) {
+		if (atomic_fetch_add(&bs->tenant_queued[e->tenant_bucket], 1) >= e->tenant_max) {
+			atomic_fetch_sub(&bs->tenant_queued[e->tenant_bucket], 1);
+			return -EDQUOT;
+		}
+		e->tenant_counted = true;
+	}
+	t = tenant_get(q, e->tenant_name, e->tenant_len, hash);
+	if (!t) {
+		tenant_release(bs, e);
 		return -ENOMEM;
 	}
+	if (atomic_fetch_add(&bs->queued, 1) >= max_queued) {
+		atomic_fetch_sub(&bs->queued, 1);
+		/* Full: e takes the place of a lower waiter, here or elsewhere. */
+		v = lowest_below(q, e->prio);
+		if (!v)
+			owed = remote_lowest(s, bs, e->prio);
+		if (!v && owed < 0) {
+			tenant_release(bs, e);
+			tenant_put(t);
+			return -ENOSPC;
+		}
+	}
+	if (v)
+		entry_unlink(s, q, v); /* its place is e's now */
 	if (!e->t_queued_us) {
 		e->t_queued_us = now_us;
 		e->deadline_us = now_us + (uint64_t)timeout_ms * 1000u;
 	}
 	e->t_entered_us = now_us;
-	e->bq = q;
-	list_push_back(&q->entries, &e->node);
-	q->n++;
+	t->weight = e->weight;
+	entry_link(q, t, e);
 	bq_publish(s, q);
 	queue_arm_tick(s);
+	dl = e->deadline_us;
+	if (e->req_deadline_us && e->req_deadline_us < dl)
+		dl = e->req_deadline_us;
+	timer_arm(&s->tw, &e->timer, dl > now_us ? (dl - now_us + 999) / 1000 : 0);
+	if (owed >= 0) {
+		atomic_fetch_add(&bs->evict_owed[owed][e->prio], 1);
+		xring_msg(s, s->peers[owed], MSG_WAKE);
+	}
+	*victim = v;
 	return 0;
 }
 
@@ -85,34 +301,86 @@ void queue_remove(struct shard *s, struct queue_entry *e)
 
 	if (!q)
 		return;
-	list_del_init(&e->node);
-	e->bq = NULL;
-	q->n--;
-	atomic_fetch_sub(&q->bs->queued, 1);
+	entry_unlink(s, q, e);
+	place_release(q->bs);
+	bq_publish(s, q);
+}
+
+void queue_take(struct shard *s, struct queue_entry *e)
+{
+	struct bqueue *q = e->bq;
+	struct qtenant_level *tl;
+	int head;
+
+	if (!q)
+		return;
+	tl = &e->tenant->lv[e->prio];
+	head = q->ring[e->prio].next == &tl->ring;
+	tl->deficit--;
+	/* Its turn is over: the next tenant of this priority goes next. */
+	if (head && tl->n > 1 && tl->deficit <= 0) {
+		list_del_init(&tl->ring);
+		list_push_back(&q->ring[e->prio], &tl->ring);
+		tl->deficit = (int32_t)e->tenant->weight;
+	}
+	entry_unlink(s, q, e);
+	place_release(q->bs);
 	bq_publish(s, q);
 }
 
 struct queue_entry *queue_front(struct bqueue *q)
 {
-	return q->n ? container_of(q->entries.next, struct queue_entry, node) : NULL;
+	struct qtenant_level *tl;
+	int p;
+
+	if (!q->n)
+		return NULL;
+	p = 31 - __builtin_clz(q->levels);
+	tl = container_of(q->ring[p].next, struct qtenant_level, ring);
+	return container_of(tl->entries.next, struct queue_entry, node);
 }
 
-/* The shard (other than skip) whose oldest waiter for bs is older than
- * (t, tie_id) -- ties go to the lower shard id -- or -1 if none is. */
-static int oldest_waiter_shard(const struct shard *s, struct backend_state *bs, int skip,
-			       uint64_t t, unsigned tie_id)
+struct queue_entry *queue_owed_victim(struct shard *s, struct bqueue *q)
+{
+	struct backend_state *bs = q->bs;
+
+	for (int p = QUEUE_PRIO_MAX; p >= 1; p--) {
+		_Atomic uint32_t *o = &bs->evict_owed[s->id][p];
+		uint32_t n = atomic_load(o);
+
+		while (n) {
+			struct queue_entry *v;
+			if (!atomic_compare_exchange_weak(o, &n, n - 1))
+				continue;
+			v = lowest_below(q, p);
+			if (v) {
+				entry_unlink(s, q, v); /* its place went to the arrival */
+				bq_publish(s, q);
+				return v;
+			}
+			atomic_fetch_add(&bs->evict_debt, 1);
+			n = atomic_load(o);
+		}
+	}
+	return NULL;
+}
+
+/* The shard (other than skip) whose best waiter for bs goes before
+ * (key, tie_id) -- ties go to the lower shard id -- or -1 if none does. */
+static int best_waiter_shard(const struct shard *s, struct backend_state *bs, int skip,
+			     uint64_t key, unsigned tie_id)
 {
 	uint64_t mask = atomic_load(&bs->waiting_shards);
 	int best = -1;
 
 	for (unsigned i = 0; mask && i < s->proxy_nshards; i++) {
-		uint64_t ti;
+		uint64_t ki;
 
 		if (!(mask & (1ull << i)) || (int)i == skip)
 			continue;
-		ti = atomic_load(&bs->oldest_ns[i]);
-		if (ti < t || (ti == t && i < tie_id)) {
-			t = ti;
+		ki = atomic_load(&bs->best_key[i]);
+		if (ki < key || (ki == key && i < tie_id)) {
+			key = ki;
 			tie_id = i;
 			best = (int)i;
 		}
@@ -120,9 +388,9 @@ static int oldest_waiter_shard(const struct shard *s, struct backend_state *bs, 
 	return best;
 }
 
-int queue_older_elsewhere(struct shard *s, struct bqueue *q, uint64_t t)
+int queue_older_elsewhere(struct shard *s, struct bqueue *q, uint64_t key)
 {
-	int best = oldest_waiter_shard(s, q->bs, (int)s->id, t, s->id);
+	int best = best_waiter_shard(s, q->bs, (int)s->id, key, s->id);
 
 	if (best < 0)
 		return 0;
@@ -132,7 +400,7 @@ int queue_older_elsewhere(struct shard *s, struct bqueue *q, uint64_t t)
 
 void queue_slot_freed(struct shard *s, struct backend_state *bs)
 {
-	int best = oldest_waiter_shard(s, bs, -1, UINT64_MAX, UINT32_MAX);
+	int best = best_waiter_shard(s, bs, -1, UINT64_MAX, UINT32_MAX);
 
 	if (best < 0)
 		return;
@@ -140,6 +408,45 @@ void queue_slot_freed(struct shard *s, struct backend_state *bs)
 		s->retry_pending = 1;
 	else
 		xring_msg(s, s->peers[best], MSG_WAKE);
+}
+
+void queue_service_note(struct backend_state *bs, uint64_t us)
+{
+	uint32_t i = atomic_fetch_add_explicit(&bs->service_next, 1, memory_order_relaxed);
+
+	atomic_store_explicit(&bs->service_us[i % SERVICE_SAMPLES],
+			      us > UINT32_MAX ? UINT32_MAX : (uint32_t)(us ? us : 1),
+			      memory_order_relaxed);
+}
+
+uint64_t queue_service_median(struct backend_state *bs)
+{
+	uint32_t v[SERVICE_SAMPLES], n = 0;
+
+	for (unsigned i = 0; i < SERVICE_SAMPLES; i++) {
+		uint32_t x = atomic_load_explicit(&bs->service_us[i], memory_order_relaxed);
+		unsigned j = n;
+		if (!x)
+			continue; /* not written yet */
+		while (j > 0 && v[j - 1] > x) {
+			v[j] = v[j - 1];
+			j--;
+		}
+		v[j] = x;
+		n++;
+	}
+	return n ? v[n / 2] : 0;
+}
+
+uint64_t queue_wait_estimate_us(struct backend_state *bs, int prio, uint32_t max_ongoing)
+{
+	uint64_t ahead = 0;
+
+	if (prio < 0)
+		prio = 0;
+	for (int p = prio; p < QUEUE_LEVELS; p++)
+		ahead += atomic_load_explicit(&bs->queued_by_prio[p], memory_order_relaxed);
+	return ahead * queue_service_median(bs) / (max_ongoing ? max_ongoing : 1);
 }
 
 void queue_shard_init(struct shard *s, void (*tick)(struct timer *t, void *ctx))
@@ -153,11 +460,23 @@ void queue_shard_teardown(struct shard *s)
 
 	while ((pos = list_pop_front(&s->queued))) {
 		struct bqueue *q = container_of(pos, struct bqueue, node);
-		struct list *e;
 
 		/* Entries left are their owners'; only unlink them. */
-		while ((e = list_pop_front(&q->entries)))
-			container_of(e, struct queue_entry, node)->bq = NULL;
+		for (unsigned p = 0; p < QUEUE_LEVELS; p++) {
+			struct list *a;
+			while ((a = list_pop_front(&q->age[p]))) {
+				struct queue_entry *e = container_of(a, struct queue_entry, age_node);
+				list_del_init(&e->node);
+				timer_cancel(&s->tw, &e->timer);
+				e->bq = NULL;
+				e->tenant = NULL;
+			}
+		}
+		for (unsigned i = 0; i < QUEUE_TENANT_HASH; i++) {
+			struct list *h;
+			while ((h = list_pop_front(&q->tenants[i])))
+				mi_free(container_of(h, struct qtenant, hnode));
+		}
 		registry_backend_unref(q->bs);
 		mi_free(q);
 	}

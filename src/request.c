@@ -34,6 +34,11 @@ static const char *const reason_names[REQ_R_COUNT] = {
 	[REQ_R_NO_MEMORY] = "no_memory",
 	[REQ_R_SHUTDOWN] = "shutdown",
 	[REQ_R_NO_HEALTHY_REPLICA] = "no_healthy_replica",
+	[REQ_R_EVICTED] = "evicted",
+	[REQ_R_DEADLINE] = "deadline",
+	[REQ_R_DEADLINE_UNREACHABLE] = "deadline_unreachable",
+	[REQ_R_SHED] = "shed",
+	[REQ_R_TENANT_QUEUE_FULL] = "tenant_queue_full",
 };
 
 _Static_assert(REQ_R_COUNT <= METRICS_REASONS, "metrics by_reason is too small");
@@ -42,6 +47,7 @@ static int req_start_upstream(struct shard *s, struct request *req, int fresh);
 static bool backend_serving(const struct backend_cfg *be);
 static void req_cut_upstream(struct shard *s, struct request *req);
 static void retry_fire(struct timer *t, void *ctx);
+static void queue_expired(struct timer *t, void *ctx);
 
 const char *req_reason_name(enum req_reason r)
 {
@@ -64,7 +70,7 @@ struct request *req_new(struct shard *s, const struct req_client_ops *ops, void 
 	config_ref(req->cfg);
 	req->ridx = -1;
 	req->t_start_us = clock_now_us();
-	queue_entry_init(&req->qe);
+	queue_entry_init(&req->qe, queue_expired);
 	list_init(&req->shadows);
 	timer_init(&req->retry_timer, retry_fire);
 	counter_add(&s->metrics.requests, 1);
@@ -143,17 +149,31 @@ static void req_record(struct shard *s, struct request *req)
 /* Take req out of its queue. The wait that ends here is observed, however
  * it ends: a slot, the queue timeout, the client leaving, a removed
  * backend. */
-static void req_unqueue(struct shard *s, struct request *req)
+static void req_wait_ended(struct request *req)
 {
-	uint64_t w;
+	uint64_t w = clock_now_us() - req->qe.t_entered_us;
 
-	if (!queue_entry_queued(&req->qe))
-		return;
-	w = clock_now_us() - req->qe.t_entered_us;
 	req->queue_us += w; /* the access log's queue_ms: every wait summed */
 	if (req->em)
 		metrics_hist_observe(&req->em->queue_wait, w);
+}
+
+static void req_unqueue(struct shard *s, struct request *req)
+{
+	if (!queue_entry_queued(&req->qe))
+		return;
+	req_wait_ended(req);
 	queue_remove(s, &req->qe);
+}
+
+/* req was taken out of its queue by the queue itself (an eviction): it
+ * ends with 503 evicted. */
+static void req_evicted(struct shard *s, struct queue_entry *e)
+{
+	struct request *req = container_of(e, struct request, qe);
+
+	req_wait_ended(req);
+	req_fail(s, req, 503, REQ_R_EVICTED, "backend overloaded: evicted by a higher priority");
 }
 
 /* req is tried again after a failed attempt. */
@@ -276,6 +296,7 @@ static void req_end(struct shard *s, struct request *req)
 	mi_free(req->head.p);
 	mi_free(req->path);
 	mi_free(req->shard_key);
+	mi_free(req->tenant);
 	if (req->be_cfg)
 		config_unref(req->be_cfg);
 	config_unref(req->cfg);
@@ -322,25 +343,75 @@ static int pick_replica(struct shard *s, struct request *req)
 /* Queue req for its backend. Returns 1 (queued) or 0 (ended: 503). Fails
  * fast while no replica is up: a wait would only end in the queue timeout,
  * unless the backend asks to wait for one (queue_when_unavailable). */
+/* ep's weight for tenant name[0..len) (NULL: ""): tenant_weights, else 1. */
+static uint32_t tenant_weight(const struct endpoint_cfg *ep, const char *name, size_t len)
+{
+	size_t lo = 0, hi = ep->ntenant_weights;
+
+	if (!name)
+		name = "";
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		const char *k = ep->tenant_weights[mid].name;
+		size_t kl = strlen(k);
+		int c = memcmp(k, name, kl < len ? kl : len);
+		if (!c)
+			c = kl < len ? -1 : kl > len ? 1 : 0;
+		if (!c)
+			return ep->tenant_weights[mid].weight;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 1;
+}
+
 static int req_enqueue(struct shard *s, struct request *req)
 {
 	const struct backend_cfg *be = req->be;
 	uint64_t now = clock_now_us();
 	int rc;
 
+	struct queue_entry *victim;
+	uint64_t dl = req->qe.req_deadline_us;
+
+	if (req->prio < 0) {
+		req_fail(s, req, 503, REQ_R_SHED, "backend overloaded: sheddable request shed");
+		return 0;
+	}
 	if (!be->queue_when_unavailable && !backend_serving(be)) {
 		req_fail(s, req, 503, REQ_R_NO_HEALTHY_REPLICA, "no healthy replica");
 		return 0;
 	}
-	rc = queue_add(s, be->state, be->max_queued, &req->qe, now, be->queue_timeout_ms);
+	/* It would wait past its deadline: refused now, not failed later. */
+	if (dl && !queue_entry_queued(&req->qe) &&
+	    (now >= dl || queue_wait_estimate_us(be->state, req->prio, be->max_ongoing) >= dl - now)) {
+		req_fail(s, req, 503, REQ_R_DEADLINE_UNREACHABLE,
+			 "backend overloaded: deadline unreachable");
+		return 0;
+	}
+	req->qe.prio = req->prio;
+	req->qe.edf = req->ep->queue_edf;
+	req->qe.tenant_name = req->tenant ? req->tenant : "";
+	req->qe.tenant_len = req->tenant ? req->tenant_len : 0;
+	req->qe.tenant_max = req->ep->fairness_header ? req->ep->max_queued_per_tenant : 0;
+	req->qe.weight = tenant_weight(req->ep, req->tenant, req->tenant_len);
+	rc = queue_add(s, be->state, be->max_queued, &req->qe, now, be->queue_timeout_ms, &victim);
 	if (rc == -ENOSPC) {
 		req_fail(s, req, 503, REQ_R_QUEUE_FULL, "backend overloaded: queue full");
+		return 0;
+	}
+	if (rc == -EDQUOT) {
+		req_fail(s, req, 503, REQ_R_TENANT_QUEUE_FULL, "backend overloaded: tenant queue full");
 		return 0;
 	}
 	if (rc) {
 		req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
 		return 0;
 	}
+	if (victim)
+		req_evicted(s, victim);
 	return 1;
 }
 
@@ -361,8 +432,10 @@ static int req_dispatch(struct shard *s, struct request *req, int from_queue)
 	idx = pick_replica(s, req);
 	if (idx < 0)
 		return from_queue ? 1 : req_enqueue(s, req);
-	if (from_queue)
-		req_unqueue(s, req);
+	if (from_queue && queue_entry_queued(&req->qe)) {
+		req_wait_ended(req);
+		queue_take(s, &req->qe);
+	}
 	req->ridx = idx;
 	req->rs = be->replicas[idx].state;
 	ret = req_start_upstream(s, req, 0);
@@ -383,6 +456,60 @@ static void body_room(struct shard *s, struct request *req)
 {
 	if (req->cops && req->up)
 		req->cops->on_body_room(s, req);
+}
+
+/* The integer value of header h of hd in *out: optional sign, 1..18
+ * digits. 0, or -1 when it is not one (it is then ignored). */
+static int header_int(const struct http_head *hd, const struct http_hdr *h, int64_t *out)
+{
+	const char *v = http_hdr_value(hd, h);
+	size_t n = h->value_len, i = 0;
+	int neg = 0;
+	int64_t x = 0;
+
+	if (n && (v[0] == '-' || v[0] == '+')) {
+		neg = v[0] == '-';
+		i = 1;
+	}
+	if (i == n || n - i > 18)
+		return -1;
+	for (; i < n; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return -1;
+		x = x * 10 + (v[i] - '0');
+	}
+	*out = neg ? -x : x;
+	return 0;
+}
+
+/* Who goes next: req's priority (the priority header's integer, clamped
+ * to [-10, 10], else the endpoint's), its deadline (arrival + the timeout
+ * header's milliseconds, at least 1, else + timeout_ms, else none) and its
+ * tenant (the fairness header's value; "" without one). 0 or -ENOMEM. */
+static int req_classify(struct request *req, const struct endpoint_cfg *ep,
+			const struct http_head *hd)
+{
+	const struct http_hdr *h;
+	int64_t v;
+	uint64_t ms = ep->timeout_ms;
+
+	req->prio = ep->priority;
+	if (ep->priority_header && (h = http_head_find(hd, ep->priority_header)) &&
+	    header_int(hd, h, &v) == 0)
+		req->prio = v < QUEUE_PRIO_MIN ? QUEUE_PRIO_MIN : v > QUEUE_PRIO_MAX ? QUEUE_PRIO_MAX
+										  : (int)v;
+	if (ep->timeout_header && (h = http_head_find(hd, ep->timeout_header)) &&
+	    header_int(hd, h, &v) == 0)
+		ms = v < 1 ? 1 : (uint64_t)v > 86400000ull * 365 ? 86400000ull * 365 : (uint64_t)v;
+	req->qe.req_deadline_us = ms ? req->t_start_us + ms * 1000u : 0;
+	if (ep->fairness_header && (h = http_head_find(hd, ep->fairness_header)) &&
+	    h->value_len) {
+		req->tenant = mi_strndup(http_hdr_value(hd, h), h->value_len);
+		if (!req->tenant)
+			return -ENOMEM;
+		req->tenant_len = h->value_len;
+	}
+	return 0;
 }
 
 void req_start(struct shard *s, struct request *req, const struct req_info *ri)
@@ -422,13 +549,21 @@ void req_start(struct shard *s, struct request *req, const struct req_info *ri)
 		}
 		req->shard_key_len = key->value_len;
 	}
+	if (req_classify(req, ep, ri->hd)) {
+		req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
+		return;
+	}
 	fi.client_ip = ri->client_ip;
 	fi.request_id = req_id(req);
 	fi.call_method = ep->call_method;
+	fi.drop_timeout = req->qe.req_deadline_us != 0;
 	if (http_write_request_head(&req->head, ri->hd, ri->p, &fi)) {
 		req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
 		return;
 	}
+	/* The remaining time goes last, written at each attempt. */
+	if (req->qe.req_deadline_us)
+		req->head_base = req->head.len - 2;
 	u = req->shard_key ? router_key_unit(req->shard_key, req->shard_key_len)
 			   : router_rand_unit(&s->rng);
 	req->be = router_pick_weighted(ep->traffic, ep->ntraffic, u);
@@ -536,11 +671,31 @@ int req_retry_queued(struct shard *s)
 		struct bqueue *q = container_of(pos, struct bqueue, node);
 		struct queue_entry *e;
 
+		struct queue_entry *v;
+		uint64_t median = 0;
+
+		/* Evictions owed to arrivals on other shards come first. */
+		while ((v = queue_owed_victim(s, q)))
+			req_evicted(s, v);
 		while ((e = queue_front(q))) {
 			struct request *req = container_of(e, struct request, qe);
 			uint32_t before;
 			int r;
 
+			if (e->req_deadline_us && now >= e->req_deadline_us) {
+				req_unqueue(s, req);
+				req_fail(s, req, 504, REQ_R_DEADLINE, "deadline passed while queued");
+				continue;
+			}
+			/* It would be late anyway: its slot goes to one that will not. */
+			if (e->req_deadline_us && !median)
+				median = queue_service_median(q->bs);
+			if (e->req_deadline_us && e->req_deadline_us - now < median) {
+				req_unqueue(s, req);
+				req_fail(s, req, 503, REQ_R_DEADLINE_UNREACHABLE,
+					 "backend overloaded: deadline unreachable");
+				continue;
+			}
 			/* A queued request of a backend whose replicas all
 			 * went down fails now (fail fast), as a new one would. */
 			if (now >= e->deadline_us ||
@@ -565,7 +720,7 @@ int req_retry_queued(struct shard *s)
 				sent++;
 				continue;
 			}
-			if (queue_older_elsewhere(s, q, e->t_queued_us))
+			if (queue_older_elsewhere(s, q, queue_entry_key(e)))
 				break; /* that shard was woken: it goes first */
 			before = q->n;
 			if (req_dispatch(s, req, 1) && req->up)
@@ -580,6 +735,33 @@ int req_retry_queued(struct shard *s)
 	if (any)
 		queue_arm_tick(s);
 	return sent;
+}
+
+/* A queued request's deadline or queue timeout passed (queue_add armed
+ * qe.timer for the earlier one): it leaves with 504 deadline, or with the
+ * queue timeout's 503 (no_healthy_replica when none could serve it). */
+static void queue_expired(struct timer *t, void *ctx)
+{
+	struct shard *s = ctx;
+	struct queue_entry *e = container_of(t, struct queue_entry, timer);
+	struct request *req = container_of(e, struct request, qe);
+	uint64_t now = clock_now_us(), dl = e->deadline_us;
+
+	if (!queue_entry_queued(e))
+		return;
+	if (e->req_deadline_us && e->req_deadline_us < dl)
+		dl = e->req_deadline_us;
+	if (now < dl) { /* the wheel's millisecond came before the microsecond */
+		timer_arm(&s->tw, t, (dl - now + 999) / 1000);
+		return;
+	}
+	req_unqueue(s, req);
+	if (e->req_deadline_us && now >= e->req_deadline_us)
+		req_fail(s, req, 504, REQ_R_DEADLINE, "deadline passed while queued");
+	else if (backend_serving(req->be))
+		req_fail(s, req, 503, REQ_R_QUEUE_TIMEOUT, "backend overloaded: queue timeout");
+	else
+		req_fail(s, req, 503, REQ_R_NO_HEALTHY_REPLICA, "no healthy replica");
 }
 
 static void queue_tick(struct timer *t, void *ctx)
@@ -675,6 +857,8 @@ static void req_up_end(struct shard *s, void *owner)
 
 	req->up = NULL;
 	req->reason = REQ_R_OK;
+	if (req->t_dispatch_us)
+		queue_service_note(req->be->state, clock_now_us() - req->t_dispatch_us);
 	req->cops->on_end(s, req);
 	shadow_abort(s, &req->shadows); /* only copies still missing body bytes are left */
 	req_end(s, req);
@@ -825,6 +1009,20 @@ static const struct upstream_events req_up_events = {
 static int req_start_upstream(struct shard *s, struct request *req, int fresh)
 {
 	const struct backend_cfg *be = req->be;
+	uint32_t tmo = be->request_timeout_ms;
+	uint64_t now = clock_now_us(), dl = req->qe.req_deadline_us;
+
+	/* The replica is told the time left, and is not waited for longer. */
+	if (dl) {
+		uint64_t left = dl > now ? (dl - now + 999) / 1000 : 1;
+		req->head.len = req->head_base;
+		if (sb_printf(&req->head, "X-Request-Timeout-Ms: %llu\r\n\r\n",
+			      (unsigned long long)left))
+			return -ENOMEM;
+		if (!tmo || left < tmo)
+			tmo = (uint32_t)left;
+	}
+	req->t_dispatch_us = now;
 	struct upstream_req ur = {
 		.ev = &req_up_events,
 		.owner = req,
@@ -833,7 +1031,7 @@ static int req_start_upstream(struct shard *s, struct request *req, int fresh)
 		.body = req->replay,
 		.nbody = req->nreplay,
 		.connect_timeout_ms = be->connect_timeout_ms,
-		.request_timeout_ms = be->request_timeout_ms,
+		.request_timeout_ms = tmo,
 		.is_head = req->is_head,
 	};
 

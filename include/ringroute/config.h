@@ -22,6 +22,9 @@
 #include "ringroute/outlier.h"
 
 #define RR_MAX_SHARDS 64
+#define QUEUE_LEVELS 11       /* priorities 0..10 queue; below 0 never does */
+#define TENANT_BUCKETS 512    /* per-backend tenant counters (power of two) */
+#define SERVICE_SAMPLES 32    /* service times kept per backend */
 #define RR_DEFAULT_MAX_BODY (64ull << 20)
 
 struct upstream_pool; /* per shard, defined by upstream.h */
@@ -78,6 +81,27 @@ struct backend_state {
 	char *name;
 	struct list reg_node;
 	struct replica_registry *reg; /* owner, set once; NULL: private, freed by last unref */
+	/* Priorities, tenants, deadlines (queue.c, issue 12), shared by the
+	 * shards. best_key[s]: queue_entry_key of shard s's best waiter
+	 * (valid while its waiting_shards bit is set); lowest_prio[s]: the
+	 * lowest priority queued there (0xff: none), for cross-shard
+	 * eviction; evict_owed[s][p]: evictions shard s owes to arrivals of
+	 * priority p elsewhere (they already hold the victims' places);
+	 * evict_debt: owed evictions that found no victim, paid by the next
+	 * removal anywhere (it keeps the place instead of freeing it). */
+	_Atomic uint64_t best_key[RR_MAX_SHARDS];
+	_Atomic uint8_t lowest_prio[RR_MAX_SHARDS];
+	_Atomic uint32_t evict_owed[RR_MAX_SHARDS][QUEUE_LEVELS];
+	_Atomic uint32_t evict_debt;
+	_Atomic uint32_t queued_by_prio[QUEUE_LEVELS]; /* process-wide, for the reports */
+	/* max_queued_per_tenant, process-wide: queued requests per bucket of
+	 * a hash of the tenant name (tenants sharing a bucket share a bound). */
+	_Atomic uint32_t tenant_queued[TENANT_BUCKETS];
+	/* Recent service times (dispatch to response end, us) of the last
+	 * SERVICE_SAMPLES completions, any shard: the deadline estimator's
+	 * median (queue_service_median). */
+	_Atomic uint32_t service_us[SERVICE_SAMPLES];
+	_Atomic uint32_t service_next;
 } __attribute__((aligned(64)));
 
 /* Owns the replica_state/backend_state objects. Only the control thread (and
@@ -161,6 +185,12 @@ struct weighted {
 	double cum;                   /* cumulative weight up to and including this one */
 };
 
+/* One entry of an endpoint's tenant_weights. */
+struct tenant_weight {
+	char *name;
+	uint32_t weight;              /* 1..1000 */
+};
+
 struct endpoint_cfg {
 	char *name;
 	char *route;                  /* path prefix, starts with '/' */
@@ -172,6 +202,17 @@ struct endpoint_cfg {
 	struct weighted *traffic;     /* weights sum > 0 */
 	size_t nshadow;
 	struct weighted *shadow;      /* weight = probability in [0,1] */
+	/* Who goes next in the queues (docs/config.md "Priorities, tenants
+	 * and deadlines"; parse_endpoint_queueing in config.c). */
+	int32_t priority;             /* -10..10, default 0; < 0: sheddable */
+	char *priority_header;        /* lowercase header name, NULL: none read */
+	char *timeout_header;         /* lowercase header name, NULL: none read */
+	uint32_t timeout_ms;          /* deadline without a header; 0: none */
+	char *fairness_header;        /* lowercase header name, NULL: no tenants */
+	size_t ntenant_weights;
+	struct tenant_weight *tenant_weights; /* sorted by name */
+	uint32_t max_queued_per_tenant; /* 0: no bound */
+	bool queue_edf;               /* queue_order "edf" */
 };
 
 struct config {

@@ -5,6 +5,7 @@
 #ifndef RINGROUTE_HTTP_H
 #define RINGROUTE_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -131,6 +132,8 @@ struct fwd_info {
 	const char *client_ip;        /* for X-Forwarded-For */
 	const char *request_id;       /* used when the client sent no valid one */
 	const char *call_method;      /* endpoint default, or NULL */
+	bool drop_timeout;            /* leave out the client's X-Request-Timeout-Ms: the
+	                               * request layer adds the remaining time itself */
 };
 
 /* Write the request head sent to a replica: "METHOD URL HTTP/1.1", the

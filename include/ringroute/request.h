@@ -60,6 +60,11 @@ enum req_reason {
 	REQ_R_SHUTDOWN,
 	REQ_R_NO_HEALTHY_REPLICA,   /* no replica of the backend up: at once, or at the queue
 	                             * timeout with queue_when_unavailable */
+	REQ_R_EVICTED,              /* queued, its place taken by a higher priority (503) */
+	REQ_R_DEADLINE,             /* its deadline passed while queued (504) */
+	REQ_R_DEADLINE_UNREACHABLE, /* could not start before its deadline (503) */
+	REQ_R_SHED,                 /* sheddable (priority < 0) and no free slot (503) */
+	REQ_R_TENANT_QUEUE_FULL,    /* max_queued_per_tenant reached (503) */
 	REQ_R_COUNT,
 };
 const char *req_reason_name(enum req_reason r);
@@ -168,6 +173,16 @@ struct request {
 	uint64_t bytes_out;           /* bytes queued for the client: the protocol adds them */
 	uint64_t queue_us;            /* time spent queued, every wait summed */
 	char rid[REQ_ID_MAX + 1];     /* X-Request-Id, NUL-terminated; "" until req_id */
+	/* Who goes next (issue 12; req_classify): its priority (-10..10),
+	 * its tenant (the fairness header's value, owned; NULL: tenant ""),
+	 * its deadline (qe.req_deadline_us, 0: none). With a deadline the
+	 * head is sent as head[0..head_base) + "X-Request-Timeout-Ms: N"
+	 * + CRLF CRLF, N the time left at each attempt. */
+	int prio;
+	char *tenant;
+	size_t tenant_len;
+	size_t head_base;
+	uint64_t t_dispatch_us;       /* the current attempt's start, for service times */
 };
 
 /* ---- for the client protocol ---- */

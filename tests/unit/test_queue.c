@@ -58,6 +58,14 @@ struct fx {
 	int ticks;
 };
 
+static struct queue_entry *vic; /* queue_add's victim: NULL unless a test evicts */
+
+static void expire(struct timer *t, void *ctx)
+{
+	(void)t;
+	(void)ctx;
+}
+
 static void tick(struct timer *t, void *ctx)
 {
 	(void)t;
@@ -119,9 +127,9 @@ static void test_fifo_order(void **state)
 	struct bqueue *q;
 
 	for (int i = 0; i < 4; i++) {
-		queue_entry_init(&e[i]);
+		queue_entry_init(&e[i], expire);
 		assert_false(queue_entry_queued(&e[i]));
-		assert_int_equal(queue_add(s, f->bs, 10, &e[i], 1000 + (uint64_t)i, 100), 0);
+		assert_int_equal(queue_add(s, f->bs, 10, &e[i], 1000 + (uint64_t)i, 100, &vic), 0);
 		assert_true(queue_entry_queued(&e[i]));
 	}
 	q = e[0].bq;
@@ -147,8 +155,8 @@ static void test_fifo_order(void **state)
 	assert_int_equal(queued(f), 0);
 
 	/* Added again: at the back, in arrival order. */
-	assert_int_equal(queue_add(s, f->bs, 10, &e[3], 2000, 100), 0);
-	assert_int_equal(queue_add(s, f->bs, 10, &e[1], 2001, 100), 0);
+	assert_int_equal(queue_add(s, f->bs, 10, &e[3], 2000, 100, &vic), 0);
+	assert_int_equal(queue_add(s, f->bs, 10, &e[1], 2001, 100, &vic), 0);
 	assert_ptr_equal(e[3].bq, q); /* the shard's FIFO is reused */
 	assert_ptr_equal(queue_front(q), &e[3]);
 	queue_remove(s, &e[3]);
@@ -162,14 +170,14 @@ static void test_enospc_across_shards(void **state)
 	struct queue_entry e[5];
 
 	for (int i = 0; i < 5; i++)
-		queue_entry_init(&e[i]);
+		queue_entry_init(&e[i], expire);
 	/* max 3: two on shard 0 and one on shard 1 fill it. */
-	assert_int_equal(queue_add(f->sh[0], f->bs, 3, &e[0], 10, 100), 0);
-	assert_int_equal(queue_add(f->sh[1], f->bs, 3, &e[1], 11, 100), 0);
-	assert_int_equal(queue_add(f->sh[0], f->bs, 3, &e[2], 12, 100), 0);
+	assert_int_equal(queue_add(f->sh[0], f->bs, 3, &e[0], 10, 100, &vic), 0);
+	assert_int_equal(queue_add(f->sh[1], f->bs, 3, &e[1], 11, 100, &vic), 0);
+	assert_int_equal(queue_add(f->sh[0], f->bs, 3, &e[2], 12, 100, &vic), 0);
 	assert_int_equal(queued(f), 3);
-	assert_int_equal(queue_add(f->sh[1], f->bs, 3, &e[3], 13, 100), -ENOSPC);
-	assert_int_equal(queue_add(f->sh[0], f->bs, 3, &e[4], 14, 100), -ENOSPC);
+	assert_int_equal(queue_add(f->sh[1], f->bs, 3, &e[3], 13, 100, &vic), -ENOSPC);
+	assert_int_equal(queue_add(f->sh[0], f->bs, 3, &e[4], 14, 100, &vic), -ENOSPC);
 	/* Nothing changed on the error. */
 	assert_int_equal(queued(f), 3);
 	assert_false(queue_entry_queued(&e[3]));
@@ -181,12 +189,12 @@ static void test_enospc_across_shards(void **state)
 
 	/* One leaves on shard 1: the other shard may queue one more. */
 	queue_remove(f->sh[1], &e[1]);
-	assert_int_equal(queue_add(f->sh[0], f->bs, 3, &e[4], 15, 100), 0);
-	assert_int_equal(queue_add(f->sh[1], f->bs, 3, &e[3], 16, 100), -ENOSPC);
+	assert_int_equal(queue_add(f->sh[0], f->bs, 3, &e[4], 15, 100, &vic), 0);
+	assert_int_equal(queue_add(f->sh[1], f->bs, 3, &e[3], 16, 100, &vic), -ENOSPC);
 	assert_int_equal(queued(f), 3);
 
 	/* max 0: no queueing at all. */
-	assert_int_equal(queue_add(f->sh[1], f->bs, 0, &e[3], 17, 100), -ENOSPC);
+	assert_int_equal(queue_add(f->sh[1], f->bs, 0, &e[3], 17, 100, &vic), -ENOSPC);
 	assert_int_equal(queued(f), 3);
 
 	queue_remove(f->sh[0], &e[0]);
@@ -202,12 +210,12 @@ static void test_remove_idempotent(void **state)
 	struct queue_entry a, b;
 	struct bqueue *q;
 
-	queue_entry_init(&a);
-	queue_entry_init(&b);
+	queue_entry_init(&a, expire);
+	queue_entry_init(&b, expire);
 	queue_remove(s, &a); /* never queued: no-op */
 	assert_int_equal(queued(f), 0);
-	assert_int_equal(queue_add(s, f->bs, 5, &a, 1, 10), 0);
-	assert_int_equal(queue_add(s, f->bs, 5, &b, 2, 10), 0);
+	assert_int_equal(queue_add(s, f->bs, 5, &a, 1, 10, &vic), 0);
+	assert_int_equal(queue_add(s, f->bs, 5, &b, 2, 10, &vic), 0);
 	q = a.bq;
 	queue_remove(s, &a);
 	queue_remove(s, &a);
@@ -231,23 +239,23 @@ static void test_stamps_kept_on_requeue(void **state)
 	struct shard *s = f->sh[0];
 	struct queue_entry e;
 
-	queue_entry_init(&e);
-	assert_int_equal(queue_add(s, f->bs, 5, &e, 1000, 50), 0);
+	queue_entry_init(&e, expire);
+	assert_int_equal(queue_add(s, f->bs, 5, &e, 1000, 50, &vic), 0);
 	assert_int_equal(e.t_queued_us, 1000);
 	assert_int_equal(e.deadline_us, 1000 + 50 * 1000);
 	queue_remove(s, &e);
 	/* Removal keeps them: the entry may be requeued. */
 	assert_int_equal(e.t_queued_us, 1000);
 	assert_int_equal(e.deadline_us, 51000);
-	assert_int_equal(queue_add(s, f->bs, 5, &e, 7000, 900), 0);
+	assert_int_equal(queue_add(s, f->bs, 5, &e, 7000, 900, &vic), 0);
 	assert_int_equal(e.t_queued_us, 1000);
 	assert_int_equal(e.deadline_us, 51000);
 	/* The published age is the first enqueue's. */
 	assert_int_equal(atomic_load(&f->bs->oldest_ns[0]), 1000);
 	queue_remove(s, &e);
 	/* A large timeout does not overflow 32 bits. */
-	queue_entry_init(&e);
-	assert_int_equal(queue_add(s, f->bs, 5, &e, 1, UINT32_MAX), 0);
+	queue_entry_init(&e, expire);
+	assert_int_equal(queue_add(s, f->bs, 5, &e, 1, UINT32_MAX, &vic), 0);
 	assert_int_equal(e.deadline_us, 1 + (uint64_t)UINT32_MAX * 1000u);
 	queue_remove(s, &e);
 }
@@ -257,16 +265,16 @@ static void test_publish_and_clear(void **state)
 	struct fx *f = *state;
 	struct queue_entry a, b, c;
 
-	queue_entry_init(&a);
-	queue_entry_init(&b);
-	queue_entry_init(&c);
+	queue_entry_init(&a, expire);
+	queue_entry_init(&b, expire);
+	queue_entry_init(&c, expire);
 	assert_int_equal(waiting(f), 0);
-	assert_int_equal(queue_add(f->sh[0], f->bs, 9, &a, 100, 10), 0);
+	assert_int_equal(queue_add(f->sh[0], f->bs, 9, &a, 100, 10, &vic), 0);
 	assert_int_equal(waiting(f), 1u << 0);
 	assert_int_equal(atomic_load(&f->bs->oldest_ns[0]), 100);
-	assert_int_equal(queue_add(f->sh[0], f->bs, 9, &b, 200, 10), 0);
+	assert_int_equal(queue_add(f->sh[0], f->bs, 9, &b, 200, 10, &vic), 0);
 	assert_int_equal(atomic_load(&f->bs->oldest_ns[0]), 100); /* still the front */
-	assert_int_equal(queue_add(f->sh[1], f->bs, 9, &c, 150, 10), 0);
+	assert_int_equal(queue_add(f->sh[1], f->bs, 9, &c, 150, 10, &vic), 0);
 	assert_int_equal(waiting(f), (1u << 0) | (1u << 1));
 	assert_int_equal(atomic_load(&f->bs->oldest_ns[1]), 150);
 
@@ -285,16 +293,16 @@ static void test_slot_freed_oldest(void **state)
 	struct fx *f = *state;
 	struct queue_entry a, b;
 
-	queue_entry_init(&a);
-	queue_entry_init(&b);
+	queue_entry_init(&a, expire);
+	queue_entry_init(&b, expire);
 
 	/* Nobody waits: nobody is told. */
 	queue_slot_freed(f->sh[0], f->bs);
 	assert_int_equal(nmsgs, 0);
 	assert_int_equal(f->sh[0]->retry_pending, 0);
 
-	assert_int_equal(queue_add(f->sh[0], f->bs, 9, &a, 300, 10), 0);
-	assert_int_equal(queue_add(f->sh[1], f->bs, 9, &b, 200, 10), 0);
+	assert_int_equal(queue_add(f->sh[0], f->bs, 9, &a, 300, 10, &vic), 0);
+	assert_int_equal(queue_add(f->sh[1], f->bs, 9, &b, 200, 10, &vic), 0);
 
 	/* Freed on shard 0, oldest waiter on shard 1: a wake-up goes there. */
 	queue_slot_freed(f->sh[0], f->bs);
@@ -330,11 +338,11 @@ static void test_slot_freed_tie_lower_id(void **state)
 	struct fx *f = *state;
 	struct queue_entry a, b;
 
-	queue_entry_init(&a);
-	queue_entry_init(&b);
+	queue_entry_init(&a, expire);
+	queue_entry_init(&b, expire);
 	/* Shard 1 queued first in wall time, but the ages are equal. */
-	assert_int_equal(queue_add(f->sh[1], f->bs, 9, &b, 500, 10), 0);
-	assert_int_equal(queue_add(f->sh[0], f->bs, 9, &a, 500, 10), 0);
+	assert_int_equal(queue_add(f->sh[1], f->bs, 9, &b, 500, 10, &vic), 0);
+	assert_int_equal(queue_add(f->sh[0], f->bs, 9, &a, 500, 10, &vic), 0);
 
 	queue_slot_freed(f->sh[1], f->bs);
 	assert_int_equal(nmsgs, 1);
@@ -353,28 +361,28 @@ static void test_older_elsewhere(void **state)
 	struct fx *f = *state;
 	struct queue_entry a, b;
 
-	queue_entry_init(&a);
-	queue_entry_init(&b);
-	assert_int_equal(queue_add(f->sh[0], f->bs, 9, &a, 100, 10), 0);
+	queue_entry_init(&a, expire);
+	queue_entry_init(&b, expire);
+	assert_int_equal(queue_add(f->sh[0], f->bs, 9, &a, 100, 10, &vic), 0);
 	/* Alone: nobody is older. */
-	assert_int_equal(queue_older_elsewhere(f->sh[0], a.bq, a.t_queued_us), 0);
+	assert_int_equal(queue_older_elsewhere(f->sh[0], a.bq, queue_entry_key(&a)), 0);
 	assert_int_equal(nmsgs, 0);
 
-	assert_int_equal(queue_add(f->sh[1], f->bs, 9, &b, 50, 10), 0);
-	assert_int_equal(queue_older_elsewhere(f->sh[0], a.bq, a.t_queued_us), 1);
+	assert_int_equal(queue_add(f->sh[1], f->bs, 9, &b, 50, 10, &vic), 0);
+	assert_int_equal(queue_older_elsewhere(f->sh[0], a.bq, queue_entry_key(&a)), 1);
 	assert_int_equal(nmsgs, 1);
 	assert_ptr_equal(msgs[0].from, f->sh[0]);
 	assert_ptr_equal(msgs[0].to, f->sh[1]);
 	assert_int_equal(msgs[0].kind, MSG_WAKE);
-	assert_int_equal(queue_older_elsewhere(f->sh[1], b.bq, b.t_queued_us), 0);
+	assert_int_equal(queue_older_elsewhere(f->sh[1], b.bq, queue_entry_key(&b)), 0);
 	assert_int_equal(nmsgs, 1);
 
 	/* Equal ages: the lower shard id goes first. */
 	queue_remove(f->sh[1], &b);
-	queue_entry_init(&b);
-	assert_int_equal(queue_add(f->sh[1], f->bs, 9, &b, 100, 10), 0);
-	assert_int_equal(queue_older_elsewhere(f->sh[0], a.bq, 100), 0);
-	assert_int_equal(queue_older_elsewhere(f->sh[1], b.bq, 100), 1);
+	queue_entry_init(&b, expire);
+	assert_int_equal(queue_add(f->sh[1], f->bs, 9, &b, 100, 10, &vic), 0);
+	assert_int_equal(queue_older_elsewhere(f->sh[0], a.bq, queue_entry_key(&a)), 0);
+	assert_int_equal(queue_older_elsewhere(f->sh[1], b.bq, queue_entry_key(&b)), 1);
 	assert_int_equal(nmsgs, 2);
 	assert_ptr_equal(msgs[1].to, f->sh[0]);
 	queue_remove(f->sh[0], &a);
@@ -389,12 +397,12 @@ static void test_teardown_unlinks(void **state)
 
 	assert_non_null(bs2);
 	for (int i = 0; i < 3; i++)
-		queue_entry_init(&e[i]);
-	queue_entry_init(&g);
-	assert_int_equal(queue_add(f->sh[0], f->bs, 9, &e[0], 1, 10), 0);
-	assert_int_equal(queue_add(f->sh[0], f->bs, 9, &e[1], 2, 10), 0);
-	assert_int_equal(queue_add(f->sh[0], bs2, 9, &e[2], 3, 10), 0);
-	assert_int_equal(queue_add(f->sh[1], f->bs, 9, &g, 4, 10), 0);
+		queue_entry_init(&e[i], expire);
+	queue_entry_init(&g, expire);
+	assert_int_equal(queue_add(f->sh[0], f->bs, 9, &e[0], 1, 10, &vic), 0);
+	assert_int_equal(queue_add(f->sh[0], f->bs, 9, &e[1], 2, 10, &vic), 0);
+	assert_int_equal(queue_add(f->sh[0], bs2, 9, &e[2], 3, 10, &vic), 0);
+	assert_int_equal(queue_add(f->sh[1], f->bs, 9, &g, 4, 10, &vic), 0);
 	/* Each shard's FIFO references the backend state once. */
 	assert_int_equal(atomic_load(&f->bs->refs), 3);
 	assert_int_equal(atomic_load(&bs2->refs), 2);
