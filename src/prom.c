@@ -352,7 +352,9 @@ static void put_endpoints(struct prom *w, struct proxy *p)
 
 /* The reasons that refuse a request without trying a replica. */
 static const enum req_reason rejections[] = {REQ_R_QUEUE_FULL, REQ_R_QUEUE_TIMEOUT,
-					    REQ_R_NO_HEALTHY_REPLICA};
+					    REQ_R_NO_HEALTHY_REPLICA, REQ_R_EVICTED, REQ_R_DEADLINE,
+					    REQ_R_DEADLINE_UNREACHABLE, REQ_R_SHED,
+					    REQ_R_TENANT_QUEUE_FULL};
 
 static int shadowed(const struct config *c, const struct backend_cfg *b)
 {
@@ -397,7 +399,7 @@ static void put_backends(struct prom *w, struct proxy *p, const struct config *c
 				c->backends[i].max_queued);
 	}
 	prom_family(w, "ringroute_rejected_requests_total", "counter",
-		    "Requests the backend refused (503) without trying a replica, by reason.");
+		    "Requests the backend refused (503; 504 for deadline) without trying a replica, by reason.");
 	for (size_t i = 0; i < c->nbackends; i++) {
 		struct prom_labels lr = {2, {"backend", "reason"}, {c->backends[i].name}};
 		for (size_t r = 0; r < sizeof(rejections) / sizeof(rejections[0]); r++) {

@@ -227,6 +227,34 @@ void proxy_sum_shards(struct proxy *p, struct shards_sum *out)
 	}
 }
 
+/* The queue of bs by priority ("by_priority": {"P": waiting, ...}, the
+ * priorities with waiters) and the oldest wait ("oldest_wait_ms": the
+ * longest any waiter of any shard has waited, 0 when none), into bo. */
+static void queues_json_priorities(struct proxy *p, struct backend_state *bs, json_t *bo)
+{
+	json_t *bp = json_object();
+	uint64_t mask = atomic_load(&bs->waiting_shards), oldest = UINT64_MAX, now;
+
+	for (int k = 0; bp && k < QUEUE_LEVELS; k++) {
+		uint32_t n = atomic_load(&bs->queued_by_prio[k]);
+		char key[8];
+		if (!n)
+			continue;
+		snprintf(key, sizeof(key), "%d", k);
+		json_object_set_new(bp, key, json_integer(n));
+	}
+	json_object_set_new(bo, "by_priority", bp);
+	for (unsigned i = 0; i < p->nshards && i < RR_MAX_SHARDS; i++)
+		if (mask & (1ull << i)) {
+			uint64_t t = atomic_load(&bs->oldest_ns[i]);
+			if (t < oldest)
+				oldest = t;
+		}
+	now = clock_now_us();
+	json_object_set_new(bo, "oldest_wait_ms",
+			    json_integer(oldest < now ? (json_int_t)((now - oldest) / 1000) : 0));
+}
+
 json_t *proxy_queues_json(struct proxy *p)
 {
 	struct config *c = proxy_config_get(p);
@@ -236,10 +264,12 @@ json_t *proxy_queues_json(struct proxy *p)
 		uint64_t ongoing = 0;
 		for (size_t r = 0; r < b->nreplicas; r++)
 			ongoing += atomic_load(&b->replicas[r].state->ongoing);
-		json_object_set_new(out, b->name,
-				    json_pack("{s:I,s:I,s:I}", "queued",
-					      (json_int_t)atomic_load(&b->state->queued), "ongoing",
-					      (json_int_t)ongoing, "replicas", (json_int_t)b->nreplicas));
+		json_t *bo = json_pack("{s:I,s:I,s:I}", "queued",
+				       (json_int_t)atomic_load(&b->state->queued), "ongoing",
+				       (json_int_t)ongoing, "replicas", (json_int_t)b->nreplicas);
+		if (bo)
+			queues_json_priorities(p, b->state, bo);
+		json_object_set_new(out, b->name, bo);
 	}
 	config_unref(c);
 	return out;

@@ -46,10 +46,24 @@ static uint64_t entry_deadline_key(const struct queue_entry *e)
 	return e->req_deadline_us ? e->req_deadline_us : UINT64_MAX;
 }
 
+/* Tenant t's start tag in bs now: where its next request stands in the
+ * fair order of the whole process. */
+static uint64_t tenant_start(struct backend_state *bs, const struct qtenant *t)
+{
+	uint64_t v = atomic_load_explicit(&bs->vclock, memory_order_relaxed);
+	uint64_t f = atomic_load_explicit(&bs->tenant_finish[t->bucket], memory_order_relaxed);
+
+	return f > v ? f : v;
+}
+
 uint64_t queue_entry_key(const struct queue_entry *e)
 {
-	uint64_t t = e->edf && e->req_deadline_us ? e->req_deadline_us : e->t_queued_us;
+	uint64_t t;
 
+	if (e->fair && e->bq && e->tenant)
+		t = tenant_start(e->bq->bs, e->tenant);
+	else
+		t = e->edf && e->req_deadline_us ? e->req_deadline_us : e->t_queued_us;
 	return ((uint64_t)(QUEUE_PRIO_MAX - e->prio) << 56) | (t & KEY_TIME_MASK);
 }
 
@@ -103,6 +117,7 @@ static struct qtenant *tenant_get(struct bqueue *q, const char *name, size_t len
 		list_init(&t->lv[p].entries);
 	}
 	t->hash = hash;
+	t->bucket = (uint32_t)(hash & (TENANT_BUCKETS - 1));
 	t->len = n;
 	memcpy(t->name, name, n);
 	t->weight = 1;
@@ -212,10 +227,8 @@ static void entry_link(struct bqueue *q, struct qtenant *t, struct queue_entry *
 		}
 	}
 	list_insert_before(pos, &e->node);
-	if (tl->n++ == 0) {
-		tl->deficit = (int32_t)t->weight;
+	if (tl->n++ == 0)
 		list_push_back(&q->ring[e->prio], &tl->ring);
-	}
 	t->n++;
 	list_push_back(&q->age[e->prio], &e->age_node);
 	q->level_n[e->prio]++;
@@ -309,19 +322,21 @@ void queue_remove(struct shard *s, struct queue_entry *e)
 void queue_take(struct shard *s, struct queue_entry *e)
 {
 	struct bqueue *q = e->bq;
-	struct qtenant_level *tl;
-	int head;
 
 	if (!q)
 		return;
-	tl = &e->tenant->lv[e->prio];
-	head = q->ring[e->prio].next == &tl->ring;
-	tl->deficit--;
-	/* Its turn is over: the next tenant of this priority goes next. */
-	if (head && tl->n > 1 && tl->deficit <= 0) {
-		list_del_init(&tl->ring);
-		list_push_back(&q->ring[e->prio], &tl->ring);
-		tl->deficit = (int32_t)e->tenant->weight;
+	if (e->fair) {
+		/* The tenant's next request starts a quantum later; the
+		 * clock moves to this one's start. Races between shards only
+		 * blur the order by a request or so. */
+		struct backend_state *bs = q->bs;
+		uint64_t st = tenant_start(bs, e->tenant), v;
+		atomic_store_explicit(&bs->tenant_finish[e->tenant->bucket],
+				      st + QUEUE_QUANTUM / (e->tenant->weight ? e->tenant->weight : 1),
+				      memory_order_relaxed);
+		v = atomic_load_explicit(&bs->vclock, memory_order_relaxed);
+		while (v < st && !atomic_compare_exchange_weak(&bs->vclock, &v, st))
+			;
 	}
 	entry_unlink(s, q, e);
 	place_release(q->bs);
@@ -330,13 +345,28 @@ void queue_take(struct shard *s, struct queue_entry *e)
 
 struct queue_entry *queue_front(struct bqueue *q)
 {
-	struct qtenant_level *tl;
+	struct qtenant_level *tl, *best = NULL;
+	uint64_t bst = UINT64_MAX;
+	struct list *pos, *tmp;
 	int p;
 
 	if (!q->n)
 		return NULL;
 	p = 31 - __builtin_clz(q->levels);
 	tl = container_of(q->ring[p].next, struct qtenant_level, ring);
+	if (tl->ring.next != &q->ring[p]) {
+		/* Several tenants: the smallest start tag; ties in join order. */
+		list_for_each_safe(pos, tmp, &q->ring[p]) {
+			struct qtenant_level *x = container_of(pos, struct qtenant_level, ring);
+			struct qtenant *t = container_of(x, struct qtenant, lv[p]);
+			uint64_t st = tenant_start(q->bs, t);
+			if (st < bst) {
+				bst = st;
+				best = x;
+			}
+		}
+		tl = best;
+	}
 	return container_of(tl->entries.next, struct queue_entry, node);
 }
 
@@ -390,6 +420,7 @@ static int best_waiter_shard(const struct shard *s, struct backend_state *bs, in
 
 int queue_older_elsewhere(struct shard *s, struct bqueue *q, uint64_t key)
 {
+	atomic_store(&q->bs->best_key[s->id], key);
 	int best = best_waiter_shard(s, q->bs, (int)s->id, key, s->id);
 
 	if (best < 0)

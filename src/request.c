@@ -393,6 +393,7 @@ static int req_enqueue(struct shard *s, struct request *req)
 	}
 	req->qe.prio = req->prio;
 	req->qe.edf = req->ep->queue_edf;
+	req->qe.fair = req->ep->fairness_header != NULL;
 	req->qe.tenant_name = req->tenant ? req->tenant : "";
 	req->qe.tenant_len = req->tenant ? req->tenant_len : 0;
 	req->qe.tenant_max = req->ep->fairness_header ? req->ep->max_queued_per_tenant : 0;

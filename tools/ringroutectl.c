@@ -1012,21 +1012,40 @@ static void fmt_int(char *buf, size_t n, json_t *v)
 		snprintf(buf, n, "-");
 }
 
-/* Prints the queues view {"backends": {name: {queued, ongoing, replicas}}}. */
+/* Prints the queues view {"backends": {name: {queued, ongoing, replicas,
+ * by_priority: {P: n}, oldest_wait_ms}}}: BY_PRIORITY lists "P:n" from the
+ * highest priority down ("-" when none waits). */
 static void print_queues(json_t *j)
 {
-	static const char *const head[] = { "BACKEND", "QUEUED", "ONGOING", "REPLICAS" };
+	static const char *const head[] = { "BACKEND", "QUEUED", "ONGOING", "REPLICAS",
+					    "BY_PRIORITY", "OLDEST_WAIT_MS" };
 	json_t *bes = json_object_get(j, "backends"), *b;
 	const char *name;
 	struct table t;
 
-	table_init(&t, 4, head);
+	table_init(&t, 6, head);
 	json_object_foreach(bes, name, b) {
-		char q[32], o[32], r[32];
-		const char *row[4] = { name, q, o, r };
+		char q[32], o[32], r[32], bp[256], ow[32];
+		const char *row[6] = { name, q, o, r, bp, ow };
+		json_t *byp = json_object_get(b, "by_priority");
+		size_t n = 0;
 		fmt_int(q, sizeof(q), json_object_get(b, "queued"));
 		fmt_int(o, sizeof(o), json_object_get(b, "ongoing"));
 		fmt_int(r, sizeof(r), json_object_get(b, "replicas"));
+		fmt_int(ow, sizeof(ow), json_object_get(b, "oldest_wait_ms"));
+		bp[0] = '\0';
+		for (int p = 10; p >= 0; p--) {
+			char key[8];
+			json_t *v;
+			snprintf(key, sizeof(key), "%d", p);
+			v = json_object_get(byp, key);
+			if (!json_is_integer(v) || n >= sizeof(bp) - 32)
+				continue;
+			n += (size_t)snprintf(bp + n, sizeof(bp) - n, "%s%d:%" JSON_INTEGER_FORMAT,
+					      n ? " " : "", p, json_integer_value(v));
+		}
+		if (!n)
+			snprintf(bp, sizeof(bp), "-");
 		if (table_row(&t, row))
 			break;
 	}

@@ -97,6 +97,12 @@ struct backend_state {
 	/* max_queued_per_tenant, process-wide: queued requests per bucket of
 	 * a hash of the tenant name (tenants sharing a bucket share a bound). */
 	_Atomic uint32_t tenant_queued[TENANT_BUCKETS];
+	/* Tenant fairness, process-wide (start-time fair queueing): the
+	 * virtual clock (the start tag of the last request served) and each
+	 * tenant bucket's finish tag. A tenant's next request starts at
+	 * max(vclock, finish) and moves finish on by QUEUE_QUANTUM / weight. */
+	_Atomic uint64_t vclock;
+	_Atomic uint64_t tenant_finish[TENANT_BUCKETS];
 	/* Recent service times (dispatch to response end, us) of the last
 	 * SERVICE_SAMPLES completions, any shard: the deadline estimator's
 	 * median (queue_service_median). */

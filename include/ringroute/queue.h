@@ -1,8 +1,9 @@
 /* Per-backend queues of one shard and the cross-shard wake-ups (docs/ARCHITECTURE.md
  * "Queued requests"). A request that finds every replica of its backend
  * full waits in its shard's queue for that backend, ordered by priority
- * (highest first), then, within a priority, round robin across tenants
- * (weighted: deficit round robin with unit costs), then FIFO (or earliest
+ * (highest first), then, within a priority, fairly across tenants
+ * (weighted start-time fair queueing with a virtual clock shared by the
+ * shards, so a tenant's share holds process-wide), then FIFO (or earliest
  * deadline first) within a tenant. The backend's shared state counts
  * waiters process-wide (max_queued_requests, exact), counts them per
  * tenant bucket (max_queued_per_tenant) and publishes, per shard, the key
@@ -11,7 +12,8 @@
  *
  * Layout of one struct bqueue, all O(1) per operation:
  *   levels            bitmap of the priorities with waiters (0..10)
- *   ring[p]           the tenants with waiters at priority p, in turn order
+ *   ring[p]           the tenants with waiters at priority p (the pick
+ *                     scans them: O(active tenants), 1 without tenants)
  *   age[p]            every waiter of priority p, oldest first (eviction
  *                     takes the youngest of the lowest level; reports)
  *   tenant->lv[p]     one tenant's waiters at p: FIFO, or by deadline (edf)
@@ -38,13 +40,13 @@ struct shard;
 #define QUEUE_PRIO_MAX 10         /* QUEUE_LEVELS - 1 */
 #define QUEUE_TENANT_NAME_MAX 64  /* bytes of a tenant's name compared (and its hash) */
 #define QUEUE_TENANT_HASH 32      /* buckets of a bqueue's tenant table */
+#define QUEUE_QUANTUM 1000000u    /* virtual time of one request of weight 1 */
 
 /* One tenant's waiters at one priority. */
 struct qtenant_level {
 	struct list ring;          /* in bq->ring[p] while n > 0 */
 	struct list entries;       /* front first */
 	uint32_t n;
-	int32_t deficit;           /* turns left in its current round */
 };
 
 /* One tenant of one shard's queue of one backend; freed when it has no waiter. */
@@ -53,6 +55,7 @@ struct qtenant {
 	struct qtenant_level lv[QUEUE_LEVELS];
 	uint32_t n;                /* waiters, every level */
 	uint32_t weight;           /* the latest waiter's endpoint's weight for it */
+	uint32_t bucket;           /* in bs->tenant_queued, bs->tenant_finish */
 	uint64_t hash;
 	uint32_t len;
 	char name[QUEUE_TENANT_NAME_MAX];
@@ -84,6 +87,8 @@ struct queue_entry {
 	uint64_t req_deadline_us;  /* the request's own deadline, 0: none */
 	int prio;                  /* 0..QUEUE_PRIO_MAX */
 	bool edf;                  /* ordered by req_deadline_us within its tenant */
+	bool fair;                 /* its endpoint has tenants: ranked by its tenant's
+	                            * start tag across shards, not by its age */
 	bool tenant_counted;       /* holds one of bs->tenant_queued[tenant_bucket] */
 	uint32_t weight;           /* its tenant's weight, >= 1 */
 	uint32_t tenant_max;       /* max_queued_per_tenant, 0: none */
@@ -107,6 +112,7 @@ static inline void queue_entry_init(struct queue_entry *e, timer_cb expire)
 	timer_init(&e->timer, expire);
 	e->prio = 0;
 	e->edf = false;
+	e->fair = false;
 	e->tenant_counted = false;
 	e->weight = 1;
 	e->tenant_max = 0;
@@ -117,7 +123,8 @@ static inline void queue_entry_init(struct queue_entry *e, timer_cb expire)
 static inline int queue_entry_queued(const struct queue_entry *e) { return e->bq != NULL; }
 
 /* The order across shards: smaller goes first. Priority (highest first),
- * then the enqueue time, or for an edf entry with a deadline the deadline. */
+ * then for a fair entry its tenant's start tag, else the enqueue time, or
+ * for an edf entry with a deadline the deadline. */
 uint64_t queue_entry_key(const struct queue_entry *e);
 
 /* Queue e (prio, edf, weight, tenant_* and req_deadline_us set by the
@@ -139,7 +146,7 @@ int queue_add(struct shard *s, struct backend_state *bs, uint32_t max_queued,
  * reason than being served (timeout, client gone, eviction). */
 void queue_remove(struct shard *s, struct queue_entry *e);
 /* Take e, the front of its queue, out: it is being served (its tenant's
- * turn is charged). */
+ * finish tag and the virtual clock move on). */
 void queue_take(struct shard *s, struct queue_entry *e);
 /* The entry to serve next of q (highest priority; the tenant whose turn
  * it is; its front), or NULL. */
@@ -152,8 +159,9 @@ struct queue_entry *queue_front(struct bqueue *q);
 struct queue_entry *queue_owed_victim(struct shard *s, struct bqueue *q);
 
 /* Does another shard hold a better waiter (smaller key) for q's backend
- * than key? Then that shard should take the next free slot: it is woken
- * and 1 returned; 0 otherwise. */
+ * than key (the key of q's front now: it is published first, as the
+ * virtual clock may have moved since)? Then that shard should take the
+ * next free slot: it is woken and 1 returned; 0 otherwise. */
 int queue_older_elsewhere(struct shard *s, struct bqueue *q, uint64_t key);
 /* A slot of bs was freed on this shard: the shard with the best waiter
  * for bs is told (this one through s->retry_pending, others by MSG_RING). */

@@ -408,7 +408,8 @@ class ControlSocketTest(ControlCase):
         self.assertEqual(r.status, 200, r)
         j = r.json()
         self.assertEqual(set(j), {"backends", "version", "time"}, r)
-        self.assertEqual(j["backends"]["A"], {"queued": 0, "ongoing": 0, "replicas": 1}, r)
+        self.assertEqual(j["backends"]["A"], {"queued": 0, "ongoing": 0, "replicas": 1,
+                                              "by_priority": {}, "oldest_wait_ms": 0}, r)
         self.assertLess(abs(j["time"] - time.time()), 60, r)
 
     def test_watch_stream(self):

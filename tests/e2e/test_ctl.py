@@ -597,11 +597,13 @@ class CtlTest(harness.RRTestCase):
     def test_queues_table_and_json(self):
         out = self.ok("queues")
         lines = out.strip().splitlines()
-        self.assertEqual(lines[0].split(), ["BACKEND", "QUEUED", "ONGOING", "REPLICAS"], out)
+        self.assertEqual(lines[0].split(), ["BACKEND", "QUEUED", "ONGOING", "REPLICAS",
+                                            "BY_PRIORITY", "OLDEST_WAIT_MS"], out)
         self.assertEqual(sorted(l.split() for l in lines[1:]),
-                         [["A", "0", "0", "1"], ["B", "0", "0", "1"]], out)
+                         [["A", "0", "0", "1", "-", "0"], ["B", "0", "0", "1", "-", "0"]], out)
         j = json.loads(self.ok("queues", "--json"))  # global option after the noun
-        self.assertEqual(j["backends"]["B"], {"queued": 0, "ongoing": 0, "replicas": 1})
+        self.assertEqual(j["backends"]["B"], {"queued": 0, "ongoing": 0, "replicas": 1,
+                                              "by_priority": {}, "oldest_wait_ms": 0})
 
     def _watch(self, *args, want):
         p = subprocess.Popen([ctl_bin(), "--socket", self.sock] + list(args),
@@ -638,7 +640,7 @@ class CtlTest(harness.RRTestCase):
         lines = self._watch("queues", "--watch", want=8)
         heads = [l for l in lines if l.startswith("-- ")]
         self.assertGreaterEqual(len(heads), 2, lines)
-        self.assertTrue(any(re.match(r"^BACKEND\s+QUEUED\s+ONGOING\s+REPLICAS$", l)
+        self.assertTrue(any(re.match(r"^BACKEND\s+QUEUED\s+ONGOING\s+REPLICAS\s+BY_PRIORITY\s+OLDEST_WAIT_MS$", l)
                             for l in lines), lines)
 
 
