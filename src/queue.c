@@ -121,6 +121,7 @@ static struct qtenant *tenant_get(struct bqueue *q, const char *name, size_t len
 	t->len = n;
 	memcpy(t->name, name, n);
 	t->weight = 1;
+	list_init(&t->hnode);
 	list_push_back(head, &t->hnode);
 	return t;
 }
@@ -285,8 +286,13 @@ int queue_add(struct shard *s, struct backend_state *bs, uint32_t max_queued,
 			return -ENOSPC;
 		}
 	}
-	if (v)
-		entry_unlink(s, q, v); /* its place is e's now */
+	if (v) {
+		/* Its place is e's now. t is pinned meanwhile: v may be its
+		 * only waiter, and an empty tenant is freed. */
+		t->n++;
+		entry_unlink(s, q, v);
+		t->n--;
+	}
 	if (!e->t_queued_us) {
 		e->t_queued_us = now_us;
 		e->deadline_us = now_us + (uint64_t)timeout_ms * 1000u;

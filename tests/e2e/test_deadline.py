@@ -6,14 +6,14 @@
   X-Request-Timeout-Ms: 200 (or an endpoint timeout_ms of 200 and no header)
   leaves with 504 when its deadline passes, long before queue_timeout_ms, and
   never reaches the replica.
-* deadline_unreachable at once: after a few 250 ms services (mock-replica
-  X-Mock-Delay-Ms) the backend's median service time is ~250 ms; with the one
+* deadline_unreachable at once: after a few 400 ms services (mock-replica
+  X-Mock-Delay-Ms) the backend's median service time is ~400 ms; with the one
   slot busy and one request waiting, a request with 150 ms left cannot start
-  in time (1 ahead x 250 ms / 1 slot): 503 deadline_unreachable with
+  in time (1 ahead x 400 ms / 1 slot): 503 deadline_unreachable with
   Retry-After within a fraction of its deadline; one with 10 s left queues
   and is served.
-* not dispatched when late: a request queued with 350 ms left behind a 250 ms
-  service would have ~100 ms left when the slot frees, less than the median:
+* not dispatched when late: a request queued with 600 ms left behind a 400 ms
+  service would have ~200 ms left when the slot frees, less than the median:
   503 deadline_unreachable instead of a slot; the replica never sees it.
 * X-Request-Timeout-Ms reaches the replica (mock-replica echoes the headers
   it got): the remaining time (<= the client's value, > 0, one header only);
@@ -42,12 +42,12 @@ from harness import backend, endpoint  # noqa: E402
 class DeadlineCase(harness.RRTestCase):
     SHARDS = 1
 
-    def start(self, mocks, ep=None, **bkw):
+    def start(self, mocks, ep=None, extra=(), **bkw):
         kw = dict(max_ongoing_requests=1, max_queued_requests=100, queue_timeout_ms=10000)
         kw.update(bkw)
         cfg = {"backends": {"b": backend(mocks, **kw)},
                "endpoints": {"e": endpoint("/", {"b": 1.0}, **(ep or {}))}}
-        self.rr = self.ringroute(cfg, shards=self.SHARDS, admin=True)
+        self.rr = self.ringroute(cfg, shards=self.SHARDS, admin=True, extra=list(extra))
         return self.rr
 
     def queued(self):
@@ -83,7 +83,7 @@ class QueuedDeadlineTest(DeadlineCase):
     def test_header_deadline_504(self):
         m = self.mock("d1")
         self.start([m])
-        busy = self.busy(m, 1500)
+        busy = self.busy(m, 900)
         t = time.monotonic()
         c = self.send("/late", [("X-Request-Timeout-Ms", "200")])
         r = c.read_response()
@@ -91,7 +91,7 @@ class QueuedDeadlineTest(DeadlineCase):
         self.assertErrorJSON(r, 504, "e")
         self.assertIn("deadline", r.json()["error"], r)
         self.assertGreaterEqual(took, 0.18, took)
-        self.assertLess(took, 1.2, took)      # long before the busy one ends
+        self.assertLess(took, 0.8, took)      # before the busy one ends
         self.assertEqual(self.rejected("deadline"), 1)
         self.assertEqual(self.queued(), 0)
         self.assertEqual(busy.read_response().status, 200)
@@ -100,16 +100,16 @@ class QueuedDeadlineTest(DeadlineCase):
     def test_endpoint_timeout_504(self):
         m = self.mock("d1")
         self.start([m], ep={"timeout_ms": 200})
-        busy = self.busy(m, 1500)
+        busy = self.busy(m, 900)
         t = time.monotonic()
         r = self.send("/late").read_response()
         self.assertErrorJSON(r, 504, "e")
-        self.assertLess(time.monotonic() - t, 1.2)
+        self.assertLess(time.monotonic() - t, 0.8)
         self.assertEqual(busy.read_response().status, 200)
 
 
 class UnreachableTest(DeadlineCase):
-    def warm(self, n=3, ms=250):
+    def warm(self, n=2, ms=400):
         for i in range(n):
             r = self.client(self.rr.port).request("GET", "/warm/%d" % i,
                                                   headers=[("X-Mock-Delay-Ms", str(ms))])
@@ -119,7 +119,7 @@ class UnreachableTest(DeadlineCase):
         m = self.mock("d1")
         self.start([m])
         self.warm()
-        busy = self.busy(m, 250)
+        busy = self.busy(m, 1000)
         waiter = self.send("/waiter", [("X-Mock-Delay-Ms", "0")])
         self.wait_queued(1)
         t = time.monotonic()
@@ -139,13 +139,13 @@ class UnreachableTest(DeadlineCase):
         m = self.mock("d1")
         self.start([m])
         self.warm()
-        busy = self.busy(m, 250)
-        c = self.send("/tight", [("X-Request-Timeout-Ms", "350")])
+        busy = self.busy(m, 400)
+        c = self.send("/tight", [("X-Request-Timeout-Ms", "600")])
         r = c.read_response()
         self.assertErrorJSON(r, 503, "e")
         self.assertIn("deadline unreachable", r.json()["error"], r)
         self.assertEqual(busy.read_response().status, 200)
-        self.assertEqual(m.stats()["served"], 4)  # the warm ones and busy only
+        self.assertEqual(m.stats()["served"], 3)  # the warm ones and busy only
 
 
 class ForwardTest(DeadlineCase):
@@ -183,9 +183,10 @@ class ForwardTest(DeadlineCase):
                                               headers=[("X-Request-Timeout-Ms", "300"),
                                                        ("X-Mock-Delay-Ms", "3000")])
         took = time.monotonic() - t
+        # a 504 at all is the bound: unbounded, the 3 s reply would be a 200
         self.assertErrorJSON(r, 504, "e")
         self.assertGreaterEqual(took, 0.28, took)
-        self.assertLess(took, 2.0, took)
+        self.assertLess(took, 2.9, took)
 
 
 class CapMixTest(DeadlineCase):
@@ -195,7 +196,9 @@ class CapMixTest(DeadlineCase):
     def test_caps_hold(self):
         ms = [self.mock("c%d" % i, delay_ms=20, jitter_ms=10) for i in (1, 2)]
         self.start(ms, ep={"fairness_header": "X-Tenant", "max_queued_per_tenant": 20},
-                   max_ongoing_requests=2, max_queued_requests=16)
+                   max_ongoing_requests=2, max_queued_requests=16,
+                   extra=os.environ.get("RR_DEBUG_ALOG") and
+                   ["--access-log", os.environ["RR_DEBUG_ALOG"], "--access-log-format", "json"] or [])
         conns = [harness.Client(self.rr.port, timeout=30) for _ in range(self.CLIENTS)]
         self._clients.extend(conns)
         rnd = random.Random(12)

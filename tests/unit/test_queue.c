@@ -541,6 +541,25 @@ static void test_evict_local_youngest_lowest(void **state)
 	assert_int_equal(queued(f), 0);
 }
 
+/* The victim is the only waiter of the arrival's own tenant: the tenant
+ * must outlive the victim's unlinking (it was freed under the arrival). */
+static void test_evict_same_tenant(void **state)
+{
+	struct fx *f = *state;
+	struct shard *s = f->sh[0];
+	struct queue_entry lo, hi;
+
+	prio_entry(&lo, 0, "t");
+	prio_entry(&hi, 4, "t");
+	assert_int_equal(queue_add(s, f->bs, 1, &lo, 1, 100, &vic), 0);
+	assert_int_equal(queue_add(s, f->bs, 1, &hi, 2, 100, &vic), 0);
+	assert_ptr_equal(vic, &lo);
+	assert_ptr_equal(queue_front(hi.bq), &hi);
+	assert_int_equal(hi.tenant->n, 1);
+	queue_take(s, &hi);
+	assert_int_equal(queued(f), 0);
+}
+
 static void test_evict_across_shards(void **state)
 {
 	struct fx *f = *state;
@@ -758,6 +777,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_priority_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_key_orders_priority_then_age, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_evict_local_youngest_lowest, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_evict_same_tenant, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_evict_across_shards, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tenant_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fair_share, setup, teardown),
