@@ -234,6 +234,28 @@ int http_body_end_ok(const struct http_parser *hp)
 	return !(hp->p.flags & F_CHUNKED) || memcmp(hp->tail, "\r\n\r\n", 4) == 0;
 }
 
+int http_hdr_int(const struct http_head *hd, const struct http_hdr *h, int64_t *out)
+{
+	const char *v = http_hdr_value(hd, h);
+	size_t n = h->value_len, i = 0;
+	int neg = 0;
+	int64_t x = 0;
+
+	if (n && (v[0] == '-' || v[0] == '+')) {
+		neg = v[0] == '-';
+		i = 1;
+	}
+	if (i == n || n - i > 18)
+		return -1;
+	for (; i < n; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return -1;
+		x = x * 10 + (v[i] - '0');
+	}
+	*out = neg ? -x : x;
+	return 0;
+}
+
 const struct http_hdr *http_head_find(const struct http_head *h, const char *name)
 {
 	size_t n = strlen(name);

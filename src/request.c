@@ -459,30 +459,6 @@ static void body_room(struct shard *s, struct request *req)
 		req->cops->on_body_room(s, req);
 }
 
-/* The integer value of header h of hd in *out: optional sign, 1..18
- * digits. 0, or -1 when it is not one (it is then ignored). */
-static int header_int(const struct http_head *hd, const struct http_hdr *h, int64_t *out)
-{
-	const char *v = http_hdr_value(hd, h);
-	size_t n = h->value_len, i = 0;
-	int neg = 0;
-	int64_t x = 0;
-
-	if (n && (v[0] == '-' || v[0] == '+')) {
-		neg = v[0] == '-';
-		i = 1;
-	}
-	if (i == n || n - i > 18)
-		return -1;
-	for (; i < n; i++) {
-		if (v[i] < '0' || v[i] > '9')
-			return -1;
-		x = x * 10 + (v[i] - '0');
-	}
-	*out = neg ? -x : x;
-	return 0;
-}
-
 /* Who goes next: req's priority (the priority header's integer, clamped
  * to [-10, 10], else the endpoint's), its deadline (arrival + the timeout
  * header's milliseconds, at least 1, else + timeout_ms, else none) and its
@@ -496,11 +472,11 @@ static int req_classify(struct request *req, const struct endpoint_cfg *ep,
 
 	req->prio = ep->priority;
 	if (ep->priority_header && (h = http_head_find(hd, ep->priority_header)) &&
-	    header_int(hd, h, &v) == 0)
+	    http_hdr_int(hd, h, &v) == 0)
 		req->prio = v < QUEUE_PRIO_MIN ? QUEUE_PRIO_MIN : v > QUEUE_PRIO_MAX ? QUEUE_PRIO_MAX
 										  : (int)v;
 	if (ep->timeout_header && (h = http_head_find(hd, ep->timeout_header)) &&
-	    header_int(hd, h, &v) == 0)
+	    http_hdr_int(hd, h, &v) == 0)
 		ms = v < 1 ? 1 : (uint64_t)v > 86400000ull * 365 ? 86400000ull * 365 : (uint64_t)v;
 	req->qe.req_deadline_us = ms ? req->t_start_us + ms * 1000u : 0;
 	if (ep->fairness_header && (h = http_head_find(hd, ep->fairness_header)) &&

@@ -59,6 +59,10 @@ static inline const char *http_hdr_value(const struct http_head *h, const struct
 }
 /* Case-insensitive lookup of the first header called name; NULL if absent. */
 const struct http_hdr *http_head_find(const struct http_head *h, const char *name);
+/* The integer value of header h of hd (X-Request-Priority,
+ * X-Request-Timeout-Ms): an optional sign and 1..18 digits, nothing else.
+ * 0 and *out, or -1 when it is not one (the caller ignores it). */
+int http_hdr_int(const struct http_head *hd, const struct http_hdr *h, int64_t *out);
 /* 1 when every header name is an RFC 9110 token (llhttp's non-strict build
  * lets "Host : x" through); 0 means answer 400. */
 int http_head_valid(const struct http_head *h);

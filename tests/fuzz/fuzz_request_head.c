@@ -193,6 +193,20 @@ static void sim_on_headers(struct sim_client *c)
 	if (key)
 		sb_printf(c->out, "#%u key %u ", c->nmsg, key->value_len);
 	http_head_mark_hop(hd);
+	/* The priority and deadline headers' integers (req_classify): only a
+	 * sign and digits parse, and the value is theirs. */
+	for (uint32_t i = 0; i < hd->nhdrs; i++) {
+		int64_t v;
+		const char *val = http_hdr_value(hd, &hd->hdrs[i]);
+		uint32_t n = hd->hdrs[i].value_len;
+		if (http_hdr_int(hd, &hd->hdrs[i], &v) == 0) {
+			uint32_t skip = (val[0] == '+' || val[0] == '-') ? 1 : 0;
+			FZ_ASSERT(n > skip && n - skip <= 18, "integer header length");
+			FZ_ASSERT((v < 0) == (val[0] == '-' && v != 0), "integer header sign");
+			for (uint32_t j = skip; j < n; j++)
+				FZ_ASSERT(val[j] >= '0' && val[j] <= '9', "non-digit accepted");
+		}
+	}
 	fi.client_ip = "10.0.0.1";
 	fi.request_id = "00000000000000aa";
 	fi.call_method = ep->call_method;

@@ -458,6 +458,71 @@ static void assert_config_equal(const struct config *a, const struct config *b)
 	assert_string_equal(a->json, b->json);
 }
 
+/* The endpoint keys of issue 12: defaults, values, errors, round trip. */
+#define Q_DOC(EP) "{\"backends\": {\"b\": {\"replicas\": {\"r\": \"127.0.0.1:1\"}}}, " \
+	"\"endpoints\": {\"e\": {\"route\": \"/\", \"traffic\": {\"b\": 1}" EP "}}}"
+
+static void test_queueing_keys(void **state)
+{
+	struct config *c, *d;
+	const struct endpoint_cfg *e;
+
+	(void)state;
+	c = parse_ok(Q_DOC(""), NULL);
+	e = &c->endpoints[0];
+	assert_int_equal(e->priority, 0);
+	assert_string_equal(e->priority_header, "x-request-priority");
+	assert_string_equal(e->timeout_header, "x-request-timeout-ms");
+	assert_null(e->fairness_header);
+	assert_int_equal(e->timeout_ms, 0);
+	assert_int_equal(e->max_queued_per_tenant, 0);
+	assert_false(e->queue_edf);
+	assert_int_equal(e->ntenant_weights, 0);
+	assert_null(strstr(c->json, "priority")); /* defaults are not listed */
+	config_unref(c);
+
+	c = parse_ok(Q_DOC(", \"priority\": -3, \"priority_header\": null, \"timeout_header\": \"\","
+			   " \"timeout_ms\": 2500, \"fairness_header\": \"X-Tenant\","
+			   " \"tenant_weights\": {\"zed\": 3, \"acme\": 1000},"
+			   " \"max_queued_per_tenant\": 7, \"queue_order\": \"edf\""), NULL);
+	e = &c->endpoints[0];
+	assert_int_equal(e->priority, -3);
+	assert_null(e->priority_header);
+	assert_null(e->timeout_header);
+	assert_int_equal(e->timeout_ms, 2500);
+	assert_string_equal(e->fairness_header, "x-tenant");
+	assert_int_equal(e->ntenant_weights, 2);
+	assert_string_equal(e->tenant_weights[0].name, "acme"); /* sorted */
+	assert_int_equal(e->tenant_weights[0].weight, 1000);
+	assert_int_equal(e->tenant_weights[1].weight, 3);
+	assert_int_equal(e->max_queued_per_tenant, 7);
+	assert_true(e->queue_edf);
+	d = parse_ok(c->json, NULL); /* the canonical document reads back the same */
+	assert_string_equal(c->json, d->json);
+	assert_null(d->endpoints[0].priority_header);
+	config_unref(d);
+	config_unref(c);
+
+	parse_err(Q_DOC(", \"priority\": 11"),
+		  "routes.json: endpoints.e.priority: must be an integer in [-10, 10]");
+	parse_err(Q_DOC(", \"priority\": \"1\""),
+		  "routes.json: endpoints.e.priority: must be an integer in [-10, 10]");
+	parse_err(Q_DOC(", \"queue_order\": \"lifo\""),
+		  "routes.json: endpoints.e.queue_order: must be \"fifo\" or \"edf\"");
+	parse_err(Q_DOC(", \"tenant_weights\": {\"a\": 0}"),
+		  "routes.json: endpoints.e.tenant_weights.a: must be an integer weight in [1, 1000]");
+	parse_err(Q_DOC(", \"tenant_weights\": []"),
+		  "routes.json: endpoints.e.tenant_weights: must be an object {\"tenant\": weight, ...}");
+	parse_err(Q_DOC(", \"fairness_header\": \"X Tenant\""),
+		  "routes.json: endpoints.e.fairness_header: must be a header name: no spaces, ':' or control characters");
+	parse_err(Q_DOC(", \"timeout_header\": 5"),
+		  "routes.json: endpoints.e.timeout_header: must be a header name (a string), \"\" or null");
+	parse_err(Q_DOC(", \"timeout_ms\": -1"),
+		  "routes.json: endpoints.e.timeout_ms: must be an integer >= 0");
+	parse_err(Q_DOC(", \"max_queued_per_tenant\": 1.5"),
+		  "routes.json: endpoints.e.max_queued_per_tenant: must be an integer >= 0");
+}
+
 static void test_round_trip(void **state)
 {
 	(void)state;
@@ -629,6 +694,7 @@ int main(void)
 		cmocka_unit_test(test_duplicate_replica_address),
 		cmocka_unit_test(test_replica_object_form),
 		cmocka_unit_test(test_round_trip),
+		cmocka_unit_test(test_queueing_keys),
 		cmocka_unit_test(test_registry_survives_swap),
 		cmocka_unit_test(test_private_states),
 		cmocka_unit_test(test_load_file),
