@@ -430,6 +430,11 @@ static int req_dispatch(struct shard *s, struct request *req, int from_queue)
 		s->retry_pending = 1;
 		return req_enqueue(s, req);
 	}
+	/* Too late already (a retry's backoff, a re-route): say so. */
+	if (req->qe.req_deadline_us && clock_now_us() >= req->qe.req_deadline_us) {
+		req_fail(s, req, 504, REQ_R_DEADLINE, "deadline passed before a replica was free");
+		return 0;
+	}
 	idx = pick_replica(s, req);
 	if (idx < 0)
 		return from_queue ? 1 : req_enqueue(s, req);
