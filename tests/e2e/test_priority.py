@@ -26,10 +26,13 @@ one, not guessed from delays. Each case runs on --shards 1 and --shards 2.
   them among the first seven served), not after the flood.
 * max_queued_per_tenant 2: the flood's third queued request gets 503
   tenant_queue_full at once, process-wide; another tenant still queues.
+* reports: --report-url POSTs and `ringroutectl queues` show the waiters by
+  priority and the oldest wait.
 """
 
 import json
 import os
+import subprocess
 import sys
 import time
 import unittest
@@ -52,13 +55,13 @@ class PrioCase(harness.RRTestCase):
     SHARDS = 1
     SPACING = 0.0   # between enqueues on 2 shards: beyond the 5 ms tolerance
 
-    def start(self, ep=None, **bkw):
+    def start(self, ep=None, extra=(), **bkw):
         self.up = self.upstream(Gated("g1"))
         kw = dict(max_ongoing_requests=1, max_queued_requests=100, queue_timeout_ms=10000)
         kw.update(bkw)
         cfg = {"backends": {"b": backend({"g1": self.up.addr}, **kw)},
                "endpoints": {"e": endpoint("/", {"b": 1.0}, **(ep or {}))}}
-        self.rr = self.ringroute(cfg, shards=self.SHARDS, admin=True)
+        self.rr = self.ringroute(cfg, shards=self.SHARDS, admin=True, extra=list(extra))
         return self.rr
 
     def queues(self):
@@ -278,6 +281,44 @@ class FairnessTest(PrioCase):
         self.assertEqual(self.queues()["queued"], 0)
 
 
+class ReportTest(PrioCase):
+    """The queue reports show waiters by priority and the oldest wait:
+    --report-url POSTs and `ringroutectl queues` (a table: BY_PRIORITY
+    highest first, OLDEST_WAIT_MS)."""
+
+    def test_reports_by_priority(self):
+        posts = []
+
+        def respond(req):
+            posts.append(json.loads(req["body"]))
+            return b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+
+        sink = harness.RawUpstream(respond, close_after=True)
+        self.addCleanup(sink.close)
+        sock = harness.control_sock_path()
+        self.start(extra=["--control", sock, "--report-url", "http://127.0.0.1:%d/q" % sink.port,
+                          "--report-interval-ms", "100"])
+        hold = self.hold()
+        conns = [(p, self.queue(p, i + 1, [("X-Request-Priority", pr)]))
+                 for i, (p, pr) in enumerate([("/a", "0"), ("/b", "0"), ("/c", "4")])]
+        harness.wait_for(lambda: any(j["backends"]["b"].get("by_priority") == {"0": 2, "4": 1}
+                                     for j in posts), 5, "a report with the waiters by priority")
+        j = [j for j in posts if j["backends"]["b"].get("by_priority") == {"0": 2, "4": 1}][-1]
+        self.assertGreaterEqual(j["backends"]["b"]["oldest_wait_ms"], 0, j)
+        ctl = os.environ.get("RR_RINGROUTECTL") or os.path.join(harness.BUILD, "ringroutectl")
+        out = subprocess.run([ctl, "--socket", sock, "queues"], capture_output=True, text=True,
+                             timeout=10)
+        self.assertEqual(out.returncode, 0, out)
+        rows = [l.split() for l in out.stdout.strip().splitlines()]
+        self.assertEqual(rows[0], ["BACKEND", "QUEUED", "ONGOING", "REPLICAS", "BY_PRIORITY",
+                                   "OLDEST_WAIT_MS"], out.stdout)
+        self.assertEqual(rows[1][:6], ["b", "3", "1", "1", "4:1", "0:2"], out.stdout)
+        self.assertRegex(rows[1][6], r"^\d+$", out.stdout)
+        self.up.open_all()
+        for p, c in [("/hold", hold)] + conns:
+            self.assertOK(c, p)
+
+
 class OrderShards2Test(OrderTest):
     SHARDS = 2
     SPACING = 0.02
@@ -286,6 +327,10 @@ class OrderShards2Test(OrderTest):
 class EvictShards2Test(EvictTest):
     SHARDS = 2
     SPACING = 0.02
+
+
+class ReportShards2Test(ReportTest):
+    SHARDS = 2
 
 
 class ShedShards2Test(ShedTest):
