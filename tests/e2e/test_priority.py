@@ -7,7 +7,7 @@ request carrying `X-Gate: NAME` is answered only once the test releases NAME,
 so the order in which the replica gets queued requests is observed one by
 one, not guessed from delays. Each case runs on --shards 1 and --shards 2.
 
-* order: with the one slot held, three priority-0 requests queue, then three
+* order: (and with queue_order "edf", by deadline) with the one slot held, three priority-0 requests queue, then three
   of priority 3; freed one at a time, the replica gets the three high ones
   first, then the low ones, each group in arrival order (on 2 shards the
   requests are enqueued 20 ms apart, four times the 5 ms cross-shard
@@ -153,6 +153,17 @@ class OrderTest(PrioCase):
         self.assertEqual(order, [p for p, _ in highs] + [p for p, _ in lows],
                          "served out of priority order (--shards %d)" % self.SHARDS)
         self.assertEqual(self.queues()["queued"], 0)
+
+    def test_edf(self):
+        """queue_order "edf": within a priority, the earliest deadline first."""
+        self.start(ep={"queue_order": "edf"})
+        hold = self.hold()
+        plan = [("/a", "9000"), ("/b", "3000"), ("/c", "6000")]
+        conns = [(p, self.queue(p, i + 1, [("X-Request-Timeout-Ms", t)]))
+                 for i, (p, t) in enumerate(plan)]
+        self.assertEqual(self.serve_in_order(3), ["/b", "/c", "/a"])
+        for p, c in [("/hold", hold)] + conns:
+            self.assertOK(c, p)
 
     def test_not_an_integer_is_ignored(self):
         """A priority that is not an integer is the endpoint's (1 here);
