@@ -40,7 +40,8 @@ struct shard;
 #define QUEUE_PRIO_MAX 10         /* QUEUE_LEVELS - 1 */
 #define QUEUE_TENANT_NAME_MAX 64  /* bytes of a tenant's name compared (and its hash) */
 #define QUEUE_TENANT_HASH 32      /* buckets of a bqueue's tenant table */
-#define QUEUE_QUANTUM 1000000u    /* virtual time of one request of weight 1 */
+#define QUEUE_QUANTUM 1000u       /* virtual time of one request of weight 1 (weights
+                                   * <= 1000 move >= 1; 2^56 of it lasts ~10^13 requests) */
 
 /* One tenant's waiters at one priority. */
 struct qtenant_level {
