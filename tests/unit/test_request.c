@@ -96,6 +96,7 @@ static struct {
 	int nscript;                /* how many of start_rets are used up */
 	int ridx[MAX_UP];           /* replica index of each call */
 	int fresh[MAX_UP];          /* its fresh argument */
+	uint32_t timeout_ms[MAX_UP]; /* its request_timeout_ms */
 	int aborts, bodies, resumes;
 	int body_ret;               /* upstream_body result */
 	struct upstream *live[MAX_UP];
@@ -148,6 +149,7 @@ int upstream_start(struct shard *s, const struct upstream_req *ur, struct replic
 	}
 	assert_true(atomic_load(&rs->ongoing) >= 1);
 	up.fresh[up.starts] = fresh;
+	up.timeout_ms[up.starts] = ur->request_timeout_ms;
 	up.starts++;
 	ret = up.nscript < 8 ? up.start_rets[up.nscript++] : 0;
 	if (ret)
@@ -428,6 +430,7 @@ static const char doc[] =
 	"  \"t\": {\"route\": \"/t\", \"traffic\": {\"tight\": 1}},"
 	"  \"t2\": {\"route\": \"/t2\", \"traffic\": {\"tight2\": 1}},"
 	"  \"o\": {\"route\": \"/o\", \"traffic\": {\"one\": 1}},"
+	"  \"p\": {\"route\": \"/p\", \"traffic\": {\"one\": 1}},"
 	"  \"st\": {\"route\": \"/st\", \"traffic\": {\"st\": 1}},"
 	"  \"sh\": {\"route\": \"/sh\", \"traffic\": {\"b\": 1}, \"shadow\": {\"sb\": 1}}"
 	" }}";
@@ -597,6 +600,66 @@ static void assert_failed_once(struct client *c, int status)
 }
 
 #define GET(path) "GET " path " HTTP/1.1\r\nHost: a\r\n\r\n"
+
+/* ---- priorities and deadlines (issue 12) ---- */
+
+#define GETH(path, hdrs) "GET " path " HTTP/1.1\r\nHost: a\r\n" hdrs "\r\n"
+
+/* Each ending is told once: shed (at once), evicted (the queued one, by a
+ * higher priority), queue full (nothing lower), deadline (504 while
+ * queued); the remaining time goes to the replica and bounds its timeout. */
+static void test_priority_shed_evict_deadline(void **state)
+{
+	struct fx *f = *state;
+	struct client a, b, c, d, e, g;
+	struct request *gr;
+
+	assert_non_null(start(f, &a, GET("/p")));                 /* the slot */
+	assert_non_null(start(f, &b, GETH("/p", "X-Request-Priority: 0\r\n")));
+	assert_true(queue_entry_queued(&b.req->qe));
+	assert_null(start(f, &c, GETH("/p", "X-Request-Priority: -1\r\n")));
+	assert_failed_once(&c, 503);
+	assert_int_equal(by_reason(f, REQ_R_SHED), 1);
+	assert_non_null(start(f, &d, GETH("/p", "X-Request-Priority: 2\r\n")));
+	assert_failed_once(&b, 503);                              /* its place went to d */
+	assert_int_equal(by_reason(f, REQ_R_EVICTED), 1);
+	assert_int_equal(counter_get(&bmetrics(f, "one")->by_reason[REQ_R_EVICTED]), 1);
+	assert_int_equal(QUEUE_WAITS(f, "p"), 1);                 /* b's wait ended */
+	assert_null(start(f, &e, GETH("/p", "X-Request-Priority: 2\r\n")));
+	assert_failed_once(&e, 503);                              /* nothing lower: full */
+	assert_int_equal(by_reason(f, REQ_R_QUEUE_FULL), 1);
+	d.req->qe.req_deadline_us = 1;                            /* its deadline passed */
+	assert_int_equal(req_retry_queued(f->s), 0);
+	assert_string_equal(d.log, "fail:504 released ");
+	assert_int_equal(by_reason(f, REQ_R_DEADLINE), 1);
+
+	/* Queued with 5 s left; dispatched when a's slot frees. */
+	gr = start(f, &g, GETH("/p", "X-Request-Timeout-Ms: 5000\r\nX-Request-Timeout-Ms: 7\r\n"));
+	assert_non_null(gr);
+	assert_true(queue_entry_queued(&gr->qe));
+	req_body_done(f->s, a.req);
+	up_respond(f->s, a.req, 200);
+	assert_int_equal(req_retry_queued(f->s), 1);
+	assert_int_equal(up.starts, 2);
+	assert_true(up.timeout_ms[1] <= 5000 && up.timeout_ms[1] > 4000);
+	{
+		/* one X-Request-Timeout-Ms, ours, last; the head still ends */
+		const char *h = gr->head.p, *x = strstr(h, "X-Request-Timeout-Ms: ");
+		unsigned long v;
+		assert_non_null(x);
+		assert_null(strstr(x + 1, "X-Request-Timeout-Ms"));
+		assert_null(strcasestr(h, "x-request-timeout-ms: 7"));
+		v = strtoul(x + 22, NULL, 10);
+		assert_true(v <= 5000 && v > 4000);
+		assert_int_equal(memcmp(h + gr->head.len - 4, "\r\n\r\n", 4), 0);
+		assert_ptr_equal(strchr(x, '\n') + 3, h + gr->head.len);
+	}
+	req_body_done(f->s, gr);
+	up_respond(f->s, gr, 200);
+	assert_string_equal(g.log, "head:200 end released ");
+	/* a completed exchange is a service time sample */
+	assert_true(queue_service_median(backend(f, "one")->state) > 0);
+}
 
 /* ---- plain outcomes ---- */
 
@@ -1384,6 +1447,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_413_declared, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_413_streamed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_503_queue_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_priority_shed_evict_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connect_retry_other_then_502, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dead_pooled_connection_retried_fresh, setup, teardown),
