@@ -35,6 +35,11 @@
  * was retried on the replica that just failed although the other one was
  * free (test_keyed_retry_other_replica).
  *
+ * Issue 12: a sheddable request shed, a queued one evicted by a higher
+ * priority, queue full with nothing lower, 504 deadline while queued, and
+ * the remaining time in the forwarded head (one header, ours) bounding the
+ * upstream timeout (test_priority_shed_evict_deadline).
+ *
  * The access log line each ending writes (req_log, through a real
  * accesslog to a temp file): ids, retries of both kinds, the replica tried
  * last, queue wait and first byte (test_access_log_lines). */
