@@ -18,6 +18,7 @@ void conn_close(struct mock_loop *l, struct conn *c)
 	if (c->flags & CONN_FL_DEAD)
 		return;
 	heap_remove(l, &c->linger);
+	llm_conn_gone(c);
 	while (!list_empty(&c->reqs))
 		req_release(l, c, container_of(c->reqs.next, struct req, node));
 	c->cur = NULL;
@@ -40,10 +41,19 @@ static int conn_pump(struct mock_loop *l, struct conn *c)
 
 		if (r->state == RS_FLUSHING)
 			continue;
-		if (r->state != RS_READY)
+		if (r->state != RS_READY && r->state != RS_LLM)
 			break;
 		if (out_pending(c) >= MOCK_OUT_HIGH)
 			return 1;
+		if (r->state == RS_LLM) {
+			/* tokens so far; it stays first in line until complete */
+			err = llm_emit(l, c, r);
+			if (err)
+				return err;
+			if (r->state != RS_FLUSHING)
+				break;
+			continue;
+		}
 		if (r->flags & REQ_FL_RESET) {
 			/* Parsing stopped after it, so it is the last request. */
 			c->flags |= CONN_FL_NO_READ | CONN_FL_CLOSING | CONN_FL_ABORT;
@@ -354,6 +364,7 @@ void loop_accept(struct mock_loop *l)
 		c->loop = l;
 		list_init(&c->node);
 		list_init(&c->reqs);
+		list_init(&c->kick);
 		c->linger.idx = -1;
 		c->linger.kind = TIMER_LINGER;
 		llhttp_init(&c->parser, HTTP_REQUEST, &l->ctx->settings);

@@ -19,6 +19,7 @@ struct req *req_get(struct mock_loop *l)
 	char *scratch = NULL;
 	struct mock_hdr *hdrs = NULL;
 	uint32_t scap = 0, hcap = 0;
+	struct llm_seq keep = { 0 };
 
 	if (!list_empty(&l->free_reqs)) {
 		r = container_of(list_pop_front(&l->free_reqs), struct req, node);
@@ -26,6 +27,7 @@ struct req *req_get(struct mock_loop *l)
 		scap = r->scratch_cap;
 		hdrs = r->hdrs;
 		hcap = r->hdr_cap;
+		keep = r->llm;
 	} else {
 		r = malloc(sizeof(*r));
 		if (!r)
@@ -37,6 +39,13 @@ struct req *req_get(struct mock_loop *l)
 	r->scratch_cap = scap;
 	r->hdrs = hdrs;
 	r->hdr_cap = hcap;
+	r->llm.body = keep.body;
+	r->llm.body_cap = keep.body_cap;
+	r->llm.prompt = keep.prompt;
+	r->llm.prompt_cap = keep.prompt_cap;
+	r->llm.hashes = keep.hashes;
+	r->llm.hash_cap = keep.hash_cap;
+	list_init(&r->llm.node);
 	r->timer.idx = -1;
 	r->timer.kind = TIMER_REQ;
 	r->status = o->status;
@@ -60,6 +69,7 @@ void req_put(struct mock_loop *l, struct req *r)
 		r->hdrs = NULL;
 		r->hdr_cap = 0;
 	}
+	llm_req_recycle(r, 1);
 	list_push_front(&l->free_reqs, &r->node);
 }
 
@@ -68,6 +78,8 @@ void req_put(struct mock_loop *l, struct req *r)
 void req_release(struct mock_loop *l, struct conn *c, struct req *r)
 {
 	heap_remove(l, &r->timer);
+	if (r->kind == REQ_LLM)
+		llm_abort(l, r);
 	if (r->flags & REQ_FL_ACCOUNTED)
 		req_account(l->ctx, r, -1);
 	if (r->flags & REQ_FL_COUNTED)
@@ -284,6 +296,9 @@ static int on_header_value_complete(llhttp_t *p)
 	else if (h->name_len > 7 && r->scratch[h->name_off] == 'x')
 		req_override(r, r->scratch + h->name_off, h->name_len, r->scratch + h->val_off,
 			     h->val_len);
+	else if (c->loop->ctx->opt.llm)
+		llm_on_header(r, r->scratch + h->name_off, h->name_len, r->scratch + h->val_off,
+			      h->val_len);
 	return 0;
 }
 
@@ -326,7 +341,9 @@ static int on_headers_complete(llhttp_t *p)
 		else if (get && path_is(r, "/-/healthz"))
 			r->kind = REQ_HEALTHZ;
 	}
-	if (r->kind == REQ_NORMAL) {
+	if (ctx->opt.llm && r->kind == REQ_NORMAL)
+		r->kind = (uint8_t)llm_classify(r, r->method, r->scratch, r->url_len);
+	if (r->kind == REQ_NORMAL || r->kind == REQ_LLM) {
 		r->inflight_at = stats_inflight_inc(ctx);
 		r->flags |= REQ_FL_COUNTED;
 	}
@@ -342,8 +359,9 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 {
 	struct conn *c = p->data;
 
-	(void)at;
 	c->cur->body_len += len;
+	if (c->cur->kind == REQ_LLM)
+		llm_on_body(c->cur, at, len);
 	return 0;
 }
 
@@ -367,6 +385,8 @@ static int on_message_complete(llhttp_t *p)
 		}
 	}
 	r->state = RS_READY;
+	if (r->kind == REQ_LLM && !(r->flags & REQ_FL_RESET))
+		llm_submit(l, r); /* RS_LLM, or RS_READY with an error to answer */
 	if (delay) {
 		r->timer.deadline = l->now + delay;
 		if (heap_push(l, &r->timer) == 0)

@@ -24,6 +24,10 @@ static void loop_timers(struct mock_loop *l)
 			conn_close(l, container_of(t, struct conn, linger));
 			continue;
 		}
+		if (t->kind == TIMER_LLM) {
+			llm_step_done(l);
+			continue;
+		}
 		r = container_of(t, struct req, timer);
 		c = r->conn;
 		if (r->state == RS_WAITING) {
@@ -145,6 +149,8 @@ int loop_init(struct mock_ctx *ctx, struct mock_loop *l, unsigned idx, int lfd)
 	ev.data.ptr = &ctx->stop_fd;
 	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, ctx->stop_fd, &ev) < 0)
 		goto fail;
+	if (ctx->opt.llm)
+		return llm_engine_init(l);
 	return 0;
 fail:
 	err = -errno;
@@ -157,10 +163,12 @@ void loop_destroy(struct mock_loop *l)
 	while (!list_empty(&l->conns))
 		conn_close(l, container_of(l->conns.next, struct conn, node));
 	loop_reap(l);
+	llm_engine_destroy(l);
 	while (!list_empty(&l->free_reqs)) {
 		struct req *r = container_of(list_pop_front(&l->free_reqs), struct req, node);
 		free(r->scratch);
 		free(r->hdrs);
+		llm_req_recycle(r, 0);
 		free(r);
 	}
 	free(l->heap);

@@ -31,6 +31,15 @@ static void usage(FILE *f)
 	      "  --chunk-interval-ms F     time between events\n"
 	      "  --close-after N           close connections after N responses\n"
 	      "  --status CODE             status of normal responses, default 200\n"
+	      "  --llm                     also an OpenAI-compatible LLM server (POST /v1/chat/completions,\n"
+	      "                            /v1/completions, GET /v1/models, /metrics); needs --threads 1\n"
+	      "  --model NAME              model name of answers, default mock-llm\n"
+	      "  --block-tokens N          KV cache block, tokens (4 prompt bytes each), default 16\n"
+	      "  --kv-blocks N             KV cache size, blocks, default 2048\n"
+	      "  --max-batch N             sequences decoded together, default 8\n"
+	      "  --max-tokens N            output tokens when a request names none, default 16\n"
+	      "  --prefill-us-per-token F  per uncached prompt token, default 200\n"
+	      "  --decode-us-per-token F   one decode step (a token of every running sequence), default 10000\n"
 	      "request headers: X-Mock-Delay-Ms, X-Mock-Status, X-Mock-Chunks,\n"
 	      "  X-Mock-Chunk-Interval-Ms, X-Mock-Size, X-Mock-Close: 1, X-Mock-Reset: 1,\n"
 	      "  X-Mock-No-Body: 1\n"
@@ -70,7 +79,8 @@ static int parse_uint(const char *s, unsigned long long min, unsigned long long 
 static int mock_parse_args(struct mock_opts *o, int argc, char **argv)
 {
 	enum { O_LISTEN = 256, O_ID, O_DELAY, O_JITTER, O_SIZE, O_CHUNKS, O_INTERVAL,
-	       O_CLOSE_AFTER, O_STATUS, O_THREADS, O_HELP };
+	       O_CLOSE_AFTER, O_STATUS, O_THREADS, O_LLM, O_MODEL, O_BLOCK_TOKENS, O_KV_BLOCKS,
+	       O_MAX_BATCH, O_MAX_TOKENS, O_PREFILL_US, O_DECODE_US, O_HELP };
 	static const struct option longopts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "id", required_argument, NULL, O_ID },
@@ -82,6 +92,14 @@ static int mock_parse_args(struct mock_opts *o, int argc, char **argv)
 		{ "close-after", required_argument, NULL, O_CLOSE_AFTER },
 		{ "status", required_argument, NULL, O_STATUS },
 		{ "threads", required_argument, NULL, O_THREADS },
+		{ "llm", no_argument, NULL, O_LLM },
+		{ "model", required_argument, NULL, O_MODEL },
+		{ "block-tokens", required_argument, NULL, O_BLOCK_TOKENS },
+		{ "kv-blocks", required_argument, NULL, O_KV_BLOCKS },
+		{ "max-batch", required_argument, NULL, O_MAX_BATCH },
+		{ "max-tokens", required_argument, NULL, O_MAX_TOKENS },
+		{ "prefill-us-per-token", required_argument, NULL, O_PREFILL_US },
+		{ "decode-us-per-token", required_argument, NULL, O_DECODE_US },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -91,6 +109,13 @@ static int mock_parse_args(struct mock_opts *o, int argc, char **argv)
 	o->id = "mock";
 	o->status = 200;
 	o->threads = 1;
+	o->model = "mock-llm";
+	o->block_tokens = 16;
+	o->kv_blocks = 2048;
+	o->max_batch = 8;
+	o->max_tokens = 16;
+	o->prefill_us = 200;
+	o->decode_us = 10000;
 	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		unsigned long long u = 0;
 		int err = 0;
@@ -121,6 +146,26 @@ static int mock_parse_args(struct mock_opts *o, int argc, char **argv)
 			err = parse_uint(optarg, 1, 256, &u);
 			o->threads = (unsigned)u;
 			break;
+		case O_LLM: o->llm = 1; break;
+		case O_MODEL: o->model = optarg; break;
+		case O_BLOCK_TOKENS:
+			err = parse_uint(optarg, 1, 4096, &u);
+			o->block_tokens = (unsigned)u;
+			break;
+		case O_KV_BLOCKS:
+			err = parse_uint(optarg, 1, 1u << 24, &u);
+			o->kv_blocks = (unsigned)u;
+			break;
+		case O_MAX_BATCH:
+			err = parse_uint(optarg, 1, 65536, &u);
+			o->max_batch = (unsigned)u;
+			break;
+		case O_MAX_TOKENS:
+			err = parse_uint(optarg, 1, 65536, &u);
+			o->max_tokens = (unsigned)u;
+			break;
+		case O_PREFILL_US: err = parse_double(optarg, 0, 1e7, &o->prefill_us); break;
+		case O_DECODE_US: err = parse_double(optarg, 0, 1e8, &o->decode_us); break;
 		case 'h':
 		case O_HELP:
 			return 1;
@@ -135,6 +180,15 @@ static int mock_parse_args(struct mock_opts *o, int argc, char **argv)
 	}
 	if (optind < argc) {
 		fprintf(stderr, "mock-replica: unexpected argument '%s'\n", argv[optind]);
+		return -EINVAL;
+	}
+	if (o->llm && o->threads != 1) {
+		/* the batch and the KV cache are one GPU's state, owned by one loop */
+		fprintf(stderr, "mock-replica: --llm needs --threads 1\n");
+		return -EINVAL;
+	}
+	if (!*o->model || strlen(o->model) > MOCK_MAX_ID) {
+		fprintf(stderr, "mock-replica: --model must be 1..%d bytes\n", MOCK_MAX_ID);
 		return -EINVAL;
 	}
 	if (!*o->id || strlen(o->id) > MOCK_MAX_ID) {

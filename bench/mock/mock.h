@@ -59,6 +59,15 @@ struct mock_opts {
 	unsigned close_after;      /* --close-after, 0 = never */
 	unsigned status;           /* --status */
 	unsigned threads;          /* --threads */
+	/* --llm: the LLM model of llm.c (see bench/README-mock.md) */
+	int llm;                   /* --llm */
+	const char *model;         /* --model, the default "model" of answers */
+	unsigned block_tokens;     /* --block-tokens, KV cache block size */
+	unsigned kv_blocks;        /* --kv-blocks, KV cache size in blocks */
+	unsigned max_batch;        /* --max-batch, sequences decoded together */
+	unsigned max_tokens;       /* --max-tokens, output tokens when a request names none */
+	double prefill_us;         /* --prefill-us-per-token, per uncached prompt token */
+	double decode_us;          /* --decode-us-per-token, one decode step */
 };
 
 struct mock_loop;
@@ -87,6 +96,7 @@ struct mock_ctx {
 enum {
 	TIMER_REQ = 1,     /* struct req: service delay over, or next chunk due */
 	TIMER_LINGER = 2,  /* struct conn: stop waiting for the peer's EOF */
+	TIMER_LLM = 3,     /* struct llm_engine: the current batch step is over */
 };
 
 struct mock_timer {
@@ -97,7 +107,12 @@ struct mock_timer {
 
 /* ------------------------------------------------------ requests and conns */
 
-enum req_kind { REQ_NORMAL, REQ_STATS, REQ_STATS_RESET, REQ_HEALTHZ, REQ_ERROR };
+enum req_kind { REQ_NORMAL, REQ_STATS, REQ_STATS_RESET, REQ_HEALTHZ, REQ_ERROR,
+	/* --llm only (llm.c): */
+	REQ_LLM,       /* POST /v1/chat/completions or /v1/completions; counted like REQ_NORMAL */
+	REQ_METRICS,   /* GET /metrics (Prometheus text) */
+	REQ_MODELS,    /* GET /v1/models */
+};
 
 enum req_state {
 	RS_PARSING,    /* headers or body still arriving */
@@ -105,6 +120,7 @@ enum req_state {
 	RS_READY,      /* response may be produced once all earlier ones are */
 	RS_STREAMING,  /* chunked response started; timer drives the next chunk */
 	RS_FLUSHING,   /* whole response queued in conn->out, up to end_mark */
+	RS_LLM,        /* REQ_LLM in the engine: output appears as tokens are generated */
 };
 
 enum {
@@ -126,6 +142,30 @@ struct mock_hdr {
 	uint32_t val_off, val_len;
 };
 
+/* The LLM part of a REQ_LLM request (llm.c). Buffers are kept across
+ * recycling, like scratch. */
+enum llm_phase { LLM_NONE, LLM_WAITING, LLM_RUNNING, LLM_DONE };
+enum llm_elm { LLM_ELM_NONE, LLM_ELM_TEXT, LLM_ELM_JSON }; /* endpoint-load-metrics-format */
+
+struct llm_seq {
+	struct list node;          /* engine->waiting or engine->running */
+	uint8_t phase;             /* enum llm_phase */
+	uint8_t chat;              /* /v1/chat/completions (else /v1/completions) */
+	uint8_t stream, include_usage, prefilling, head_sent, elm;
+	unsigned err_status;       /* request refused: status and message (static string) */
+	const char *err;
+	uint32_t prompt_tokens, cached_tokens, max_tokens, generated, emitted;
+	uint64_t created;          /* unix seconds, for "created" */
+	uint64_t num;              /* per-process request number, for "id" */
+	char *model_json;          /* quoted, escaped; malloc'd per request */
+	char *body;                /* request body */
+	size_t body_len, body_cap;
+	char *prompt;              /* prompt text (messages[].content concatenated) */
+	size_t prompt_len, prompt_cap;
+	uint64_t *hashes;          /* chain hashes of the prompt's full blocks */
+	uint32_t nhash, hash_cap;
+};
+
 struct req {
 	struct list node;          /* conn->reqs, or loop->free_reqs */
 	struct conn *conn;
@@ -141,6 +181,7 @@ struct req {
 	uint32_t scratch_len, scratch_cap;
 	struct mock_hdr *hdrs;
 	uint32_t nhdr, hdr_cap;
+	struct llm_seq llm;        /* REQ_LLM only (buffers kept) */
 };
 
 enum {
@@ -165,6 +206,7 @@ struct conn {
 	size_t out_off, out_len, out_cap;
 	uint64_t out_queued, out_written;  /* byte totals over the connection's life */
 	struct mock_timer linger;
+	struct list kick;          /* on the LLM engine's list of connections to move on */
 	llhttp_t parser;
 };
 
@@ -183,6 +225,7 @@ struct mock_loop {
 	char *rbuf;
 	char *tmp;                 /* JSON body under construction */
 	size_t tmp_cap;
+	struct llm_engine *llm;    /* --llm: the model's state (one loop only) */
 };
 
 /* --------------------------------------------------------------- util.c */
@@ -249,6 +292,35 @@ void conn_close(struct mock_loop *l, struct conn *c);
 void conn_kick(struct mock_loop *l, struct conn *c);
 void conn_on_event(struct mock_loop *l, struct conn *c, uint32_t ev);
 void loop_accept(struct mock_loop *l);
+
+/* ---------------------------------------------------------------- llm.c */
+
+/* What a request on path url[0..len) is in LLM mode: REQ_LLM, REQ_METRICS,
+ * REQ_MODELS, or REQ_NORMAL (not an LLM path). A REQ_LLM with a method other
+ * than POST is answered 405. */
+int llm_classify(struct req *r, int method, const char *url, size_t len);
+/* A request header of a REQ_LLM (name lowercased). */
+void llm_on_header(struct req *r, const char *name, size_t nlen, const char *val, size_t vlen);
+/* Body bytes of a REQ_LLM (refused with 413 beyond the limit). */
+void llm_on_body(struct req *r, const char *at, size_t len);
+/* The whole request is in: parse it and queue it in the engine (state
+ * RS_LLM), or make it an error answer (state RS_READY). */
+void llm_submit(struct mock_loop *l, struct req *r);
+/* Queue what r may send now (head, generated tokens, the end). r->state
+ * becomes RS_FLUSHING once the response is complete. Returns 0/-ENOMEM. */
+int llm_emit(struct mock_loop *l, struct conn *c, struct req *r);
+/* Answer REQ_LLM errors, REQ_METRICS and REQ_MODELS (state RS_READY). */
+int llm_emit_simple(struct mock_loop *l, struct conn *c, struct req *r);
+/* r leaves (connection gone): take it out of the engine. */
+void llm_abort(struct mock_loop *l, struct req *r);
+/* Free r's LLM buffers when it is recycled (keep small ones). */
+void llm_req_recycle(struct req *r, int keep);
+/* The batch step ended (TIMER_LLM fired). */
+void llm_step_done(struct mock_loop *l);
+/* conn_close: drop c from the engine's kick list. */
+void llm_conn_gone(struct conn *c);
+int llm_engine_init(struct mock_loop *l);
+void llm_engine_destroy(struct mock_loop *l);
 
 /* --------------------------------------------------------------- loop.c */
 

@@ -270,6 +270,10 @@ int emit(struct mock_loop *l, struct conn *c, struct req *r)
 	switch (r->kind) {
 	case REQ_NORMAL:
 		return emit_normal(l, c, r);
+	case REQ_LLM:
+	case REQ_METRICS:
+	case REQ_MODELS:
+		return llm_emit_simple(l, c, r);
 	case REQ_STATS_RESET:
 		atomic_store_explicit(&ctx->served, 0, memory_order_relaxed);
 		atomic_store_explicit(&ctx->max_inflight, 0, memory_order_relaxed);

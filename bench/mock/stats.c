@@ -24,14 +24,16 @@ int64_t stats_inflight_inc(struct mock_ctx *ctx)
  * without touching max_inflight: the request never really left. */
 void req_account(struct mock_ctx *ctx, struct req *r, int dir)
 {
+	int counts = r->kind == REQ_NORMAL || r->kind == REQ_LLM;
+
 	if (dir > 0) {
-		if (r->kind == REQ_NORMAL)
+		if (counts)
 			atomic_fetch_add_explicit(&ctx->served, 1, memory_order_relaxed);
 		if (r->flags & REQ_FL_COUNTED)
 			atomic_fetch_sub_explicit(&ctx->inflight, 1, memory_order_relaxed);
 		r->flags |= REQ_FL_ACCOUNTED;
 	} else {
-		if (r->kind == REQ_NORMAL)
+		if (counts)
 			atomic_fetch_sub_explicit(&ctx->served, 1, memory_order_relaxed);
 		if (r->flags & REQ_FL_COUNTED)
 			atomic_fetch_add_explicit(&ctx->inflight, 1, memory_order_relaxed);
