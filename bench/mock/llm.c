@@ -148,6 +148,8 @@ int llm_classify(struct req *r, int method, const char *url, size_t len)
 		return REQ_METRICS;
 	if ((method == HTTP_GET || method == HTTP_HEAD) && PATH("/v1/models"))
 		return REQ_MODELS;
+	if (method == HTTP_POST && PATH("/-/llm/reset"))
+		return REQ_LLM_RESET;
 #undef PATH
 	return REQ_NORMAL;
 }
@@ -848,6 +850,17 @@ int llm_emit_simple(struct mock_loop *l, struct conn *c, struct req *r)
 
 	if (r->kind == REQ_METRICS)
 		return llm_emit_metrics(l, c, r);
+	if (r->kind == REQ_LLM_RESET) {
+		/* between benchmark runs: every contender starts from a cold cache */
+		struct llm_engine *e = l->llm;
+		for (uint32_t i = 0; i < e->used; i++)
+			list_del_init(&e->blocks[i].lru);
+		memset(e->buckets, 0xff, ((size_t)e->bucket_mask + 1) * sizeof(*e->buckets));
+		e->used = 0;
+		e->prefix_queries = e->prefix_hits = e->prompt_tokens = 0;
+		e->generation_tokens = e->success = 0;
+		return emit_simple(ctx, c, r, 200, "{\"ok\":true}", 11);
+	}
 	if (buf_reserve(&l->tmp, &l->tmp_cap, 256 + 6 * strlen(ctx->opt.model)) < 0)
 		return -ENOMEM;
 	p = l->tmp;

@@ -112,6 +112,7 @@ enum req_kind { REQ_NORMAL, REQ_STATS, REQ_STATS_RESET, REQ_HEALTHZ, REQ_ERROR,
 	REQ_LLM,       /* POST /v1/chat/completions or /v1/completions; counted like REQ_NORMAL */
 	REQ_METRICS,   /* GET /metrics (Prometheus text) */
 	REQ_MODELS,    /* GET /v1/models */
+	REQ_LLM_RESET, /* POST /-/llm/reset: empty the KV cache, zero the counters */
 };
 
 enum req_state {
@@ -309,7 +310,7 @@ void llm_submit(struct mock_loop *l, struct req *r);
 /* Queue what r may send now (head, generated tokens, the end). r->state
  * becomes RS_FLUSHING once the response is complete. Returns 0/-ENOMEM. */
 int llm_emit(struct mock_loop *l, struct conn *c, struct req *r);
-/* Answer REQ_LLM errors, REQ_METRICS and REQ_MODELS (state RS_READY). */
+/* Answer REQ_LLM errors, REQ_METRICS, REQ_MODELS, REQ_LLM_RESET (state RS_READY). */
 int llm_emit_simple(struct mock_loop *l, struct conn *c, struct req *r);
 /* r leaves (connection gone): take it out of the engine. */
 void llm_abort(struct mock_loop *l, struct req *r);

@@ -273,6 +273,7 @@ int emit(struct mock_loop *l, struct conn *c, struct req *r)
 	case REQ_LLM:
 	case REQ_METRICS:
 	case REQ_MODELS:
+	case REQ_LLM_RESET:
 		return llm_emit_simple(l, c, r);
 	case REQ_STATS_RESET:
 		atomic_store_explicit(&ctx->served, 0, memory_order_relaxed);
