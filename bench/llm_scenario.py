@@ -151,6 +151,7 @@ def summarize(runs):
         "ttft_p50_ms": med(runs, "ttft_ms", "p50"), "ttft_p99_ms": med(runs, "ttft_ms", "p99"),
         "itl_p50_ms": med(runs, "itl_ms", "p50"), "itl_p99_ms": med(runs, "itl_ms", "p99"),
         "hit_rate": med(runs, "replica_hit_rate"),
+        "same_replica": med(runs, "same_replica_frac"),
         "errors": sum(r["errors"] for r in runs),
         "completed": completed,
         "cpu_ms_per_req": (sum(r["cpu_s"] for r in runs) / completed * 1e3) if completed else None,
@@ -184,7 +185,7 @@ def report(args, scenario, summary, failed, versions, info):
           "KV caches emptied before every run")
     print()
     cols = ["proxy", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms",
-            "completed req/s", "prefix hit rate", "errors", "CPU ms/req"]
+            "completed req/s", "prefix hit rate", "same replica", "errors", "CPU ms/req"]
     rows = []
     for name, s in summary.items():
         if s is None:
@@ -193,6 +194,7 @@ def report(args, scenario, summary, failed, versions, info):
         rows.append([name, fmt(s["ttft_p50_ms"]), fmt(s["ttft_p99_ms"]), fmt(s["itl_p50_ms"]),
                      fmt(s["itl_p99_ms"]), fmt(s["rps"], ".2f"),
                      fmt(s["hit_rate"] * 100 if s["hit_rate"] is not None else None) + "%",
+                     fmt(s["same_replica"] * 100 if s["same_replica"] is not None else None) + "%",
                      str(s["errors"]), fmt(s["cpu_ms_per_req"], ".3f")])
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
@@ -204,7 +206,8 @@ def report(args, scenario, summary, failed, versions, info):
     print()
     print("medians over rounds; TTFT: request sent to first content chunk; ITL: gaps "
           "between content chunks; completed req/s: streams finished inside the window; "
-          "prefix hit rate: cached / queried prompt tokens at the replicas (their /metrics)")
+          "prefix hit rate: cached / queried prompt tokens at the replicas (their /metrics); "
+          "same replica: later turns of a conversation served where its previous turn was")
     for name, why in failed.items():
         print(f"{name}: {why}")
     g = goals(summary)
@@ -278,6 +281,7 @@ def run(args, scenario):
                       f"{rec['rps']:7.2f} req/s  TTFT p50 {fmt(rec['ttft_ms']['p50'])} "
                       f"p99 {fmt(rec['ttft_ms']['p99'])} ms  ITL p99 "
                       f"{fmt(rec['itl_ms']['p99'])} ms  hit {fmt(rec['replica_hit_rate'], '.3f')}"
+                      f"  same replica {fmt(rec['same_replica_frac'], '.3f')}"
                       f"  errors {rec['errors']}")
         summary = {name: summarize(runs[name]) for name in args.only}
         g = report(args, scenario, summary, failed, versions, info)

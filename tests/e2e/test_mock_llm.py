@@ -78,8 +78,10 @@ class Stream:
 
 class MockLLMTest(unittest.TestCase):
     def tearDown(self):
+        # a clean exit, and (ASan builds) no leak or error report
         for m in getattr(self, "mocks", []):
-            m.stop()
+            self.assertEqual(m.stop(), 0, m.stderr_tail())
+            self.assertIsNone(m.sanitizer_report())
 
     def mock(self, **opts):
         m = harness.Mock("llm", llm=True, **opts)
