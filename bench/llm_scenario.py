@@ -189,7 +189,9 @@ def report(args, scenario, summary, failed, versions, info):
     rows = []
     for name, s in summary.items():
         if s is None:
-            rows.append([name, "FAILED"] + [""] * (len(cols) - 2))
+            why = failed.get(name, "")
+            rows.append([name, "unsupported" if "not supported by this build" in why
+                         else "FAILED"] + [""] * (len(cols) - 2))
             continue
         rows.append([name, fmt(s["ttft_p50_ms"]), fmt(s["ttft_p99_ms"]), fmt(s["itl_p50_ms"]),
                      fmt(s["itl_p99_ms"]), fmt(s["rps"], ".2f"),
