@@ -3,8 +3,8 @@
 OpenAI-compatible answers (streamed SSE and whole JSON, request bodies with
 Content-Length and chunked), the prefix KV cache (a repeated prompt reports
 cached tokens and a shorter time to first token), continuous batching
-(--max-batch 2 with 4 concurrent requests: 2 run, 2 wait, and a waiting one
-starts only when a running one ends), the endpoint-load-metrics header in
+(--max-batch 2 with 4 concurrent requests: 1 runs its long prefill while 3
+wait, then 2 run and the others wait; never more than 2 run), the endpoint-load-metrics header in
 its TEXT and JSON forms, GET /metrics, and refused input.
 
 Times are checked against the cost model's lower bounds (a timer never
@@ -189,10 +189,10 @@ class MockLLMTest(unittest.TestCase):
     def test_batching_limit_and_load_header(self):
         m = self.mock(max_batch=2, prefill_us_per_token=PREFILL_US, decode_us_per_token=20000)
         hdr = {"endpoint-load-metrics-format": "text"}
-        # a: 4000 uncached tokens, its first step alone takes 0.8 s; b, c, d
-        # arrive meanwhile and wait
+        # a: 8000 uncached tokens, its first step alone takes 1.6 s; b, c, d
+        # (and e) arrive meanwhile and wait
         a = Stream(m.port, "/v1/completions",
-                   {"prompt": "q" * 16000, "max_tokens": 10, "stream": True}, hdr)
+                   {"prompt": "q" * 32000, "max_tokens": 20, "stream": True}, hdr)
         harness.wait_for(lambda: metrics(m.port)["vllm:num_requests_running"] == 1,
                          what="a running")
         rest = [Stream(m.port, "/v1/completions",
@@ -204,17 +204,24 @@ class MockLLMTest(unittest.TestCase):
         # e's says b, c, d and e itself wait
         e = Stream(m.port, "/v1/completions",
                    {"prompt": "e", "max_tokens": 10, "stream": True}, hdr)
-        # after a's prefill step: a and b run, c, d, e wait
+        # after a's prefill step: two run, the others wait (one scrape is one
+        # instant of the replica: running + waiting + finished = 5)
         got = harness.wait_for(lambda: (lambda g: g if g["vllm:num_requests_running"] == 2 else None)
                                (metrics(m.port)), what="two running")
-        self.assertEqual(got["vllm:num_requests_waiting"], 3)
+        self.assertEqual(got["vllm:num_requests_waiting"],
+                         5 - 2 - got["vllm:request_success_total"], got)
         self.assertGreater(got["vllm:gpu_cache_usage_perc"], 0)
         self.assertLessEqual(got["vllm:gpu_cache_usage_perc"], 1)
+        # until every stream has ended, the batch never holds more than 2
+        running = []
+        while any(s.th.is_alive() for s in [a, e] + rest):
+            running.append(metrics(m.port)["vllm:num_requests_running"])
+        self.assertEqual(max(running), 2, running)
         ra, re_ = a.join(), e.join()
         rs = [s.join() for s in rest]
         for r in [ra, re_] + rs:
             self.assertEqual(r.status, 200)
-            self.assertEqual(len(sse_events(r.body)), 11)
+            self.assertEqual(len(sse_events(r.body)), 21 if r is ra else 11)
         self.assertRegex(ra.header("endpoint-load-metrics"),
                          r"^TEXT named_metrics\.kv_cache_usage_perc=0\.\d{4}, "
                          r"named_metrics\.num_requests_waiting=0\.0$")
@@ -222,10 +229,7 @@ class MockLLMTest(unittest.TestCase):
                          r"^TEXT named_metrics\.kv_cache_usage_perc=0\.\d{4}, "
                          r"named_metrics\.num_requests_waiting=4\.0$")
         self.assertIsNone(rs[0].header("endpoint-load-metrics"))
-        # c, d, e start only once a or b has ended (FIFO, batch of 2)
-        first_end = min(r.chunks[-1][0] for r in (ra, rs[0]))
-        for r in rs[1:] + [re_]:
-            self.assertGreaterEqual(r.chunks[0][0], first_end)
+        self.assertEqual(metrics(m.port)["vllm:request_success_total"], 5)
         # JSON form
         r = harness.http_once(m.port, "POST", "/v1/chat/completions",
                               {"endpoint-load-metrics-format": "JSON"},
@@ -300,6 +304,25 @@ class MockLLMTest(unittest.TestCase):
         r = harness.http_once(m.port, "POST", "/v1/completions", None,
                               json.dumps({"prompt": "x", "max_tokens": 2}).encode())
         self.assertEqual(r.status, 200)
+
+    def test_llm_load_smoke(self):
+        """bench/llm-load (the llm benchmark's client) drives a real replica and
+        prints its summary line: every request completed, none failed, and the
+        replicas' hit rate comes from their /metrics."""
+        a = self.mock(decode_us_per_token=1000, prefill_us_per_token=20)
+        exe = os.path.join(harness.REPO, "bench", "llm-load")
+        p = subprocess.run([sys.executable, exe, "--url", "http://127.0.0.1:%d" % a.port,
+                            "--users", "4", "--warmup", "0.5", "--duration", "1.5",
+                            "--metrics-url", "http://127.0.0.1:%d/metrics" % a.port],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        doc = json.loads(p.stdout.strip().splitlines()[-1])
+        self.assertGreater(doc["completed"], 4)
+        self.assertEqual(doc["errors"], 0, doc["errors_by_kind"])
+        self.assertGreater(doc["ttft_ms"]["p50"], 0)
+        self.assertGreater(doc["itl_ms"]["p50"], 0)
+        self.assertEqual(doc["same_replica_frac"], 1.0)  # one replica
+        self.assertTrue(0 < doc["replica_hit_rate"] < 1, doc)
 
 
 if __name__ == "__main__":
