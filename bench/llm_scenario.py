@@ -103,6 +103,29 @@ def register(c):
         c.PROXIES[name] = make_ringroute(name)
 
 
+def check_stream(proxy):
+    """One streamed chat completion through the proxy: 200, text/event-stream, every
+    token event and the final [DONE] (a proxy that mangles SSE fails here, not in
+    the middle of a round)."""
+    body = json.dumps({"model": "mock-llm", "messages": [{"role": "user", "content": "hi"}],
+                       "max_tokens": 3, "stream": True}).encode()
+    conn = C.http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    try:
+        conn.request("POST", LLM_PATH, body=body, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        data = r.read()
+        ctype = r.getheader("Content-Type") or ""
+    except (OSError, C.http.client.HTTPException) as e:
+        raise C.BenchError(f"{proxy.name}: streamed request failed: {e!r}")
+    finally:
+        conn.close()
+    events = [e for e in data.split(b"\n\n") if e]
+    if r.status != 200 or not ctype.startswith("text/event-stream") or \
+            len(events) != 4 or events[-1] != b"data: [DONE]":
+        raise C.BenchError(f"{proxy.name}: streamed request -> {r.status} {ctype!r} "
+                           f"{data[:300]!r}")
+
+
 def reset_replicas(replicas):
     for r in replicas:
         status, body = C.http_request(r.port, "POST", "/-/llm/reset", body=b"")
@@ -250,6 +273,7 @@ def run(args, scenario):
             try:
                 p.start(scenario, replicas)
                 p.check(scenario, replicas)
+                check_stream(p)
             except C.BenchError as e:
                 if name in POLICY and policy_refused(e, POLICY[name]):
                     failed[name] = f"policy {POLICY[name]} not supported by this build"
