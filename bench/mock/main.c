@@ -43,7 +43,7 @@ static void usage(FILE *f)
 	      "request headers: X-Mock-Delay-Ms, X-Mock-Status, X-Mock-Chunks,\n"
 	      "  X-Mock-Chunk-Interval-Ms, X-Mock-Size, X-Mock-Close: 1, X-Mock-Reset: 1,\n"
 	      "  X-Mock-No-Body: 1\n"
-	      "control: GET /-/stats, POST /-/stats/reset, GET /-/healthz\n", f);
+	      "control: GET /-/stats, POST /-/stats/reset, GET /-/healthz; --llm: POST /-/llm/reset\n", f);
 }
 
 static int parse_double(const char *s, double min, double max, double *out)
@@ -190,6 +190,13 @@ static int mock_parse_args(struct mock_opts *o, int argc, char **argv)
 	if (!*o->model || strlen(o->model) > MOCK_MAX_ID) {
 		fprintf(stderr, "mock-replica: --model must be 1..%d bytes\n", MOCK_MAX_ID);
 		return -EINVAL;
+	}
+	for (const char *s = o->model; *s; s++) {
+		/* it is also a Prometheus label value, which has no \u escapes */
+		if ((unsigned char)*s < 0x20 || *s == 0x7f) {
+			fprintf(stderr, "mock-replica: --model must not contain control characters\n");
+			return -EINVAL;
+		}
 	}
 	if (!*o->id || strlen(o->id) > MOCK_MAX_ID) {
 		fprintf(stderr, "mock-replica: --id must be 1..%d bytes\n", MOCK_MAX_ID);
