@@ -936,6 +936,14 @@ static json_t *replica_to_json(const struct replica_cfg *r)
 			 "drain", r->drain);
 }
 
+/* Whether any load key of b (parse_load) differs from its default. */
+static bool load_keys_set(const struct backend_cfg *b)
+{
+	return b->load_reports || b->load_scrape_ms || b->load_max_age_ms != DEF_LOAD_MAX_AGE_MS ||
+	       strcmp(b->load_queue_metric, DEF_LOAD_QUEUE_METRIC) != 0 ||
+	       strcmp(b->load_kv_metric, DEF_LOAD_KV_METRIC) != 0;
+}
+
 /* Builds the canonical document of c (defaults included). NULL on ENOMEM. */
 static json_t *config_to_json(const struct config *c)
 {
@@ -995,13 +1003,16 @@ static json_t *config_to_json(const struct config *c)
 					json_boolean(b->queue_when_unavailable)) ||
 		    json_object_set_new(o, "slow_start_ms", json_integer((json_int_t)b->slow_start_ms)))
 			goto fail;
-		if (json_object_set_new(o, "load_reports", json_boolean(b->load_reports)) ||
+		/* The load keys only where one differs from its default, so the
+		 * documents of backends that read no load stay as they were. */
+		if (load_keys_set(b) &&
+		    (json_object_set_new(o, "load_reports", json_boolean(b->load_reports)) ||
 		    json_object_set_new(o, "load_scrape_ms", json_integer((json_int_t)b->load_scrape_ms)) ||
 		    json_object_set_new(o, "load_max_age_ms",
 					json_integer((json_int_t)b->load_max_age_ms)) ||
 		    json_object_set_new(o, "load_metrics",
 					json_pack("{s:s, s:s}", "queue", b->load_queue_metric,
-						  "kv_cache", b->load_kv_metric)))
+						  "kv_cache", b->load_kv_metric))))
 			goto fail;
 		if (b->hc_path &&
 		    json_object_set_new(o, "health_check",

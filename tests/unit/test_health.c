@@ -1,5 +1,5 @@
-/* Unit tests of the health checker's loop (health.c, included to reach its
- * static functions) without a proxy or a thread: rounds are started on a
+/* Unit tests of the health checker's loop (health.c and the probe client
+ * it runs on, probe.c, both included to reach their static functions) without a proxy or a thread: rounds are started on a
  * snapshot made by config_parse, and the poll loop is turned by hand.
  *
  * mi_strdup is replaced by one that can be made to fail, to show that a
@@ -29,10 +29,11 @@ static char *real_strdup(const char *s)
 	return mi_strdup(s);
 }
 
-/* alloc.h's include guard keeps this definition for health.c. */
+/* alloc.h's include guard keeps this definition for probe.c and health.c. */
 #undef mi_strdup
 #define mi_strdup(s) (strdup_fail ? NULL : real_strdup(s))
 
+#include "../../src/probe.c"
 #include "../../src/health.c"
 
 /* A listening socket on 127.0.0.1 that nobody accepts on (until the test
@@ -87,14 +88,12 @@ static struct config *make_config_rf(const uint16_t *ports, size_t n, unsigned i
 static void health_init_test(struct health *h)
 {
 	memset(h, 0, sizeof(*h));
-	h->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	assert_true(h->wake_fd >= 0);
+	assert_int_equal(probe_set_init(&h->ps), 0);
 }
 
 static void health_fini_test(struct health *h)
 {
-	health_teardown(h);
-	close(h->wake_fd);
+	probe_set_destroy(&h->ps);
 }
 
 /* Turns the loop until no probe is in flight; returns the ms it took. */
@@ -102,11 +101,11 @@ static uint64_t run_probes(struct health *h, uint64_t limit_ms)
 {
 	uint64_t t0 = clock_now_ms();
 
-	while (h->nprobes && clock_now_ms() - t0 < limit_ms) {
-		health_poll(h, clock_now_ms() + 50);
-		health_reap(h, clock_now_ms());
+	while (h->ps.n && clock_now_ms() - t0 < limit_ms) {
+		probe_poll(&h->ps, clock_now_ms() + 50);
+		probe_reap(&h->ps, clock_now_ms());
 	}
-	assert_int_equal(h->nprobes, 0);
+	assert_int_equal(h->ps.n, 0);
 	return clock_now_ms() - t0;
 }
 
@@ -155,8 +154,8 @@ static void test_strdup_failure_skips_backend(void **state)
 	health_round(&h, c, clock_now_ms()); /* logged once, not every tick */
 	strdup_fail = 0;
 	capture_end(&cap, out, sizeof(out));
-	assert_int_equal(h.nslots, 0);
-	assert_int_equal(h.nprobes, 0);
+	assert_int_equal(h.ps.nslots, 0);
+	assert_int_equal(h.ps.n, 0);
 	assert_int_equal(atomic_load(&c->backends[0].replicas[0].state->healthy), 1);
 	if (!strstr(out, "out of memory") || !strstr(out, "backend b"))
 		fail_msg("stderr: %s", out);
@@ -165,7 +164,7 @@ static void test_strdup_failure_skips_backend(void **state)
 	/* Memory is back: the next round probes (refused: unhealthy, with why). */
 	capture_start(&cap);
 	health_round(&h, c, clock_now_ms());
-	assert_int_equal(h.nslots, 1);
+	assert_int_equal(h.ps.nslots, 1);
 	run_probes(&h, 2000);
 	capture_end(&cap, out, sizeof(out));
 	assert_int_equal(atomic_load(&c->backends[0].replicas[0].state->healthy), 0);
@@ -195,7 +194,7 @@ static void test_probes_are_concurrent(void **state)
 	health_init_test(&h);
 	capture_start(&cap);
 	health_round(&h, c, clock_now_ms());
-	assert_int_equal(h.nprobes, N);
+	assert_int_equal(h.ps.n, N);
 	ms = run_probes(&h, 5000);
 	capture_end(&cap, out, sizeof(out));
 	if (ms >= 250u * N - 250u)
@@ -209,7 +208,7 @@ static void test_probes_are_concurrent(void **state)
 	}
 	/* Not due again before the interval: no new probe. */
 	health_round(&h, c, clock_now_ms());
-	assert_int_equal(h.nprobes, 0);
+	assert_int_equal(h.ps.n, 0);
 	health_fini_test(&h);
 	config_unref(c);
 	for (int i = 0; i < N; i++)
@@ -244,10 +243,10 @@ static void test_status_decides(void **state)
 		int fd;
 
 		capture_start(&cap);
-		if (h.nslots)
-			h.slots[0].last_ms = 0; /* due again */
+		if (h.ps.nslots)
+			h.ps.slots[0].last_ms = 0; /* due again */
 		health_round(&h, c, clock_now_ms());
-		assert_int_equal(h.nprobes, 1);
+		assert_int_equal(h.ps.n, 1);
 		fd = accept(lfd, NULL, NULL);
 		assert_true(fd >= 0);
 		if (answers[i][0])
@@ -299,8 +298,8 @@ static void test_rise_and_fall(void **state)
 		int fd;
 
 		capture_start(&cap);
-		if (h.nslots)
-			h.slots[0].last_ms = 0; /* due again */
+		if (h.ps.nslots)
+			h.ps.slots[0].last_ms = 0; /* due again */
 		health_round(&h, c, clock_now_ms());
 		fd = accept(lfd, NULL, NULL);
 		assert_true(fd >= 0);
