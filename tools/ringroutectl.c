@@ -57,7 +57,7 @@ struct ctl {
 enum opt_kind {
 	O_UINT32,   /* an integer 0..2^32-1 */
 	O_UINT63,   /* an integer 0..2^63-1 */
-	O_POLICY,   /* p2c or round_robin */
+	O_POLICY,   /* p2c, round_robin or least_load */
 	O_BOOL,     /* true or false */
 	O_STRING,   /* any string: the server validates it */
 	O_METHODS,  /* M[,M...] -> ["M", ...] */
@@ -133,6 +133,11 @@ static const struct set_opt backend_opts[] = {
 	{ "--retry-on", "retry_on", NULL, O_LIST, NULL },
 	{ "--retry-budget-percent", "retry_budget_percent", NULL, O_UINT32, NULL },
 	{ "--policy", "policy", NULL, O_POLICY, NULL },
+	{ "--load-reports", "load_reports", NULL, O_BOOL, NULL },
+	{ "--load-scrape-ms", "load_scrape_ms", NULL, O_UINT32, NULL },
+	{ "--load-max-age-ms", "load_max_age_ms", NULL, O_UINT32, NULL },
+	{ "--load-queue-metric", "load_metrics", "queue", O_STRING, NULL },
+	{ "--load-kv-metric", "load_metrics", "kv_cache", O_STRING, NULL },
 	{ "--health-check", "health_check", "path", O_STRING, "none" },
 	{ "--health-interval-ms", "health_check", "interval_ms", O_UINT32, NULL },
 	{ "--health-rise", "health_check", "rise", O_UINT32, NULL },
@@ -235,7 +240,10 @@ static const struct command commands[] = {
 	  "[--queue-timeout-ms N] [--connect-timeout-ms N]\n"
 	  "[--request-timeout-ms N] [--retries N]\n"
 	  "[--retry-on C[,C...]] [--retry-budget-percent N]\n"
-	  "[--policy p2c|round_robin]\n"
+	  "[--policy p2c|round_robin|least_load]\n"
+	  "[--load-reports true|false] [--load-scrape-ms N]\n"
+	  "[--load-max-age-ms N] [--load-queue-metric NAME]\n"
+	  "[--load-kv-metric NAME]\n"
 	  "[--health-check PATH|none]\n"
 	  "[--health-interval-ms N] [--health-rise N]\n"
 	  "[--health-fall N]\n"
@@ -257,7 +265,12 @@ static const struct command commands[] = {
 	  "                           (idempotent methods only), 503, 429\n"
 	  "  --retry-budget-percent N retry_budget_percent: retries in flight, at most\n"
 	  "                           this share of the backend's requests (0..100)\n"
-	  "  --policy P               policy: p2c or round_robin\n"
+	  "  --policy P               policy: p2c, round_robin or least_load\n"
+	  "  --load-reports B         load_reports: ask replicas for endpoint-load-metrics\n"
+	  "  --load-scrape-ms N       load_scrape_ms: scrape /metrics every N ms; 0: off\n"
+	  "  --load-max-age-ms N      load_max_age_ms: older reports are not used\n"
+	  "  --load-queue-metric M    load_metrics.queue: the scraped queue gauge\n"
+	  "  --load-kv-metric M       load_metrics.kv_cache: the scraped KV-cache gauge\n"
 	  "  --health-check PATH      health_check.path; none removes the health check\n"
 	  "  --health-interval-ms N   health_check.interval_ms, >= 100 (needs a path)\n"
 	  "  --health-rise N          health_check.rise: successes in a row to turn healthy\n"
@@ -1558,9 +1571,11 @@ static int parse_set_opts(const struct command *c, int argc, char **argv, json_t
 				break;
 			}
 			case O_POLICY:
-				if (strcmp(val, "p2c") && strcmp(val, "round_robin"))
-					return usage_error(c, NULL, "%s: expected p2c or round_robin, got '%s'",
-							   o->opt, val);
+				if (strcmp(val, "p2c") && strcmp(val, "round_robin") &&
+				    strcmp(val, "least_load"))
+					return usage_error(c, NULL,
+							   "%s: expected p2c, round_robin or least_load, "
+							   "got '%s'", o->opt, val);
 				v = json_string(val);
 				break;
 			case O_BOOL:
