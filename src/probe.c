@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -158,6 +159,39 @@ static int probe_grow(struct probe *pr)
 	return 0;
 }
 
+/* A whole answer is complete before the replica closes when its head
+ * says Content-Length and that many body bytes are in (a replica that
+ * keeps an HTTP/1.0 connection open would otherwise run into the
+ * deadline). 1 when complete; 0: read on until EOF. */
+static int probe_whole_done(const struct probe *pr)
+{
+	const char *e = memmem(pr->resp, pr->got, "\r\n\r\n", 4), *p;
+	size_t head, cl = 0;
+
+	if (!e)
+		return 0;
+	head = (size_t)(e + 4 - pr->resp);
+	for (p = pr->resp; p < e; p++) { /* p: the start of a line */
+		if ((size_t)(e - p) > 15 && strncasecmp(p, "content-length:", 15) == 0) {
+			const char *d = p + 15;
+			while (*d == ' ' || *d == '\t')
+				d++;
+			if (*d < '0' || *d > '9')
+				return 0;
+			for (; *d >= '0' && *d <= '9'; d++) {
+				if (cl > pr->max)
+					return 0; /* too long anyway: read on to the bound */
+				cl = cl * 10 + (size_t)(*d - '0');
+			}
+			return pr->got - head >= cl;
+		}
+		p = memchr(p, '\n', (size_t)(e - p));
+		if (!p)
+			break;
+	}
+	return 0;
+}
+
 /* Advances pr on poll revents. */
 static void probe_step(struct probe *pr, short revents)
 {
@@ -208,7 +242,7 @@ static void probe_step(struct probe *pr, short revents)
 			}
 			pr->got += (size_t)n;
 			pr->resp[pr->got] = '\0';
-			if (n == 0 || (!pr->max && pr->got >= 12)) {
+			if (n == 0 || (!pr->max && pr->got >= 12) || (pr->max && probe_whole_done(pr))) {
 				probe_judge(pr, n == 0);
 				return;
 			}

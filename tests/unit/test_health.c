@@ -333,6 +333,90 @@ static void test_rise_and_fall(void **state)
 	close(lfd);
 }
 
+/* What a whole-answer probe (a load scrape) ended with. */
+static struct {
+	enum health_kind kind;
+	unsigned value;
+	char body[64];
+	int calls;
+} whole;
+
+static void whole_done(struct probe *pr, enum health_kind kind, unsigned value)
+{
+	const char *b;
+	size_t n = 0;
+
+	whole.kind = kind;
+	whole.value = value;
+	whole.calls++;
+	whole.body[0] = '\0';
+	if ((b = probe_body(pr, &n)) && n < sizeof(whole.body)) {
+		memcpy(whole.body, b, n);
+		whole.body[n] = '\0';
+	}
+}
+
+/* Whole answers (probe.c, max_body > 0): the request is HTTP/1.0; the
+ * answer ends at EOF, or sooner when its Content-Length is in (a replica
+ * keeping the connection open does not run into the deadline); one
+ * longer than max fails. */
+static void test_whole_answer(void **state)
+{
+	static const struct {
+		const char *answer;
+		int close_it;
+		enum health_kind kind;
+		const char *body;
+	} cases[] = {
+		{ "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 0, HEALTH_OK, "hello" },
+		{ "HTTP/1.0 200 OK\r\ncontent-length:3\r\n\r\nabc", 0, HEALTH_OK, "abc" },
+		{ "HTTP/1.0 200 OK\r\n\r\nuntil eof", 1, HEALTH_OK, "until eof" },
+		{ "HTTP/1.0 503 No\r\n\r\nbusy", 1, HEALTH_STATUS, "busy" },
+		{ "HTTP/1.0 200 OK\r\n\r\n0123456789012345678901234567890123456789"
+		  "0123456789012345678901234567890123456789"
+		  "0123456789012345678901234567890123456789", 1, HEALTH_NOT_HTTP, "" },
+		{ "HTTP/1.0 200 OK\r\nX: y", 1, HEALTH_NOT_HTTP, "" },
+	};
+	uint16_t port;
+	int lfd = listener(&port);
+	struct config *c = make_config(&port, 1, 1000);
+	struct health h;
+	(void)state;
+
+	health_init_test(&h);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char req[256];
+		ssize_t n;
+		int fd;
+
+		memset(&whole, 0, sizeof(whole));
+		assert_int_equal(probe_start(&h.ps, c, &c->backends[0], &c->backends[0].replicas[0],
+					     "/metrics", 100, 2000, clock_now_ms(), whole_done, NULL),
+				 0);
+		fd = accept(lfd, NULL, NULL);
+		assert_true(fd >= 0);
+		probe_poll(&h.ps, clock_now_ms() + 50); /* the connect completes, the request goes */
+		n = read(fd, req, sizeof(req) - 1);
+		assert_true(n > 0);
+		req[n] = '\0';
+		assert_non_null(strstr(req, "GET /metrics HTTP/1.0\r\n"));
+		assert_int_equal(write(fd, cases[i].answer, strlen(cases[i].answer)),
+				 (ssize_t)strlen(cases[i].answer));
+		if (cases[i].close_it)
+			close(fd);
+		if (run_probes(&h, 3000) >= 1500)
+			fail_msg("case %zu: waited for the deadline", i);
+		assert_int_equal(whole.calls, 1);
+		assert_int_equal(whole.kind, cases[i].kind);
+		assert_string_equal(whole.body, cases[i].body);
+		if (!cases[i].close_it)
+			close(fd);
+	}
+	health_fini_test(&h);
+	config_unref(c);
+	close(lfd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -340,6 +424,7 @@ int main(void)
 		cmocka_unit_test(test_probes_are_concurrent),
 		cmocka_unit_test(test_status_decides),
 		cmocka_unit_test(test_rise_and_fall),
+		cmocka_unit_test(test_whole_answer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
