@@ -956,7 +956,7 @@ static int do_change(const struct ctl *ctl, const char *method, char *target, js
 /* ------------------------------------------------------------------ */
 /* tables */
 
-#define MAX_COLS 8
+#define MAX_COLS 9
 
 struct table {
 	size_t ncols, nrows, cap;
@@ -1051,15 +1051,16 @@ static void print_queues(json_t *j)
 static void print_stats(json_t *j)
 {
 	static const char *const head[] = { "BACKEND", "REPLICA", "ADDRESS", "ONGOING",
-					    "REQUESTS", "ERRORS", "STATE", "LAST_PROBE" };
+					    "REQUESTS", "ERRORS", "STATE", "LOAD", "LAST_PROBE" };
 	json_t *bes = json_object_get(j, "backends"), *b, *r;
 	const char *bname, *rid;
 	struct table t;
 
-	table_init(&t, 8, head);
+	table_init(&t, 9, head);
 	json_object_foreach(bes, bname, b) {
 		json_object_foreach(json_object_get(b, "replicas"), rid, r) {
-			char o[32], q[32], e[32];
+			char o[32], q[32], e[32], ld[48] = "-";
+			json_t *load = json_object_get(r, "load");
 			json_t *ra = json_object_get(r, "retry_after_ms");
 			const char *state = json_is_true(json_object_get(r, "draining")) ? "draining"
 					    : json_is_false(json_object_get(r, "healthy")) ? "unhealthy"
@@ -1069,9 +1070,14 @@ static void print_stats(json_t *j)
 			/* last: the reason has spaces ("status 503") */
 			const char *probe = json_string_value(
 				json_object_get(json_object_get(r, "health"), "reason"));
-			const char *row[8] = { bname, rid,
+			const char *row[9] = { bname, rid,
 					       json_string_value(json_object_get(r, "address")), o, q,
-					       e, state, probe ? probe : "-" };
+					       e, state, ld, probe ? probe : "-" };
+			/* the report least_load reads now: QUEUE/KV_CACHE_USAGE */
+			if (json_is_true(json_object_get(load, "fresh")))
+				snprintf(ld, sizeof(ld), "%" JSON_INTEGER_FORMAT "/%.2f",
+					 json_integer_value(json_object_get(load, "queue")),
+					 json_number_value(json_object_get(load, "kv_cache_usage")));
 			fmt_int(o, sizeof(o), json_object_get(r, "ongoing"));
 			fmt_int(q, sizeof(q), json_object_get(r, "requests"));
 			fmt_int(e, sizeof(e), json_object_get(r, "errors"));

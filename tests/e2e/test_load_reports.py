@@ -29,6 +29,7 @@ it had at once.
 import http.server
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -109,12 +110,20 @@ class LoadTestCase(harness.RRTestCase):
             out.append(r)
         return out
 
-    def start(self, reps, shards=1, **kw):
+    def start(self, reps, shards=1, control=None, **kw):
         b = {"policy": "least_load", "max_ongoing_requests": 8}
         b.update(kw)
         cfg = {"backends": {"b": backend({r.id: r.addr for r in reps}, **b)},
                "endpoints": {"e": endpoint("/", {"b": 1.0})}}
-        return self.ringroute(cfg, shards=shards, admin=True)
+        return self.ringroute(cfg, shards=shards, admin=True,
+                              extra=["--control", control] if control else [])
+
+    def ctl(self, sock, *args):
+        exe = os.path.join(os.path.dirname(harness.ringroute_bin()), "ringroutectl")
+        p = subprocess.run([exe, "--socket", sock] + list(args), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=20)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        return p.stdout.decode()
 
     def load_stats(self, rr):
         st = harness.http_once(rr.admin_port, "GET", "/v1/stats").json()
@@ -148,7 +157,8 @@ class OrcaTest(LoadTestCase):
         a, b = self.replicas("a", "b")
         a.report = "TEXT named_metrics.kv_cache_usage_perc=0.1, named_metrics.num_requests_waiting=40"
         b.report = "TEXT named_metrics.kv_cache_usage_perc=0.1, named_metrics.num_requests_waiting=0"
-        rr = self.start([a, b], load_reports=True)
+        sock = harness.control_sock_path()
+        rr = self.start([a, b], load_reports=True, control=sock)
         c = self.client(rr.port)
         st = self.warm_up(rr, c, ["a", "b"])
         self.assertEqual(st["a"]["queue"], 40, st)
@@ -165,6 +175,20 @@ class OrcaTest(LoadTestCase):
         self.assertIn('ringroute_replica_reported_queue{backend="b",replica="a"} 40', text)
         self.assertIn('ringroute_replica_reported_load_fresh{backend="b",replica="a"} 1', text)
         self.assertIn('ringroute_replica_load_reports_bad_total{backend="b",replica="a"} 0', text)
+        # ringroutectl stats: LOAD is QUEUE/KV_CACHE_USAGE while fresh
+        lines = self.ctl(sock, "stats").strip().splitlines()
+        col = lines[0].split().index("LOAD")
+        rows = {l.split()[1]: l.split()[col] for l in lines[1:]}
+        self.assertEqual(rows, {"a": "40/0.10", "b": "0/0.10"}, lines)
+        # and the policy is switched off again like any key: p2c ignores reports
+        self.ctl(sock, "backend", "set", "b", "--policy", "p2c", "--load-reports", "false")
+        harness.wait_for(lambda: not self.load_stats(rr)["a"]["fresh"], timeout=5.0,
+                         what="a's report to age out")
+        ids = self.send(c, 40, "p2c")
+        self.assertGreaterEqual(ids.count("a"), 8, ids)
+        r = c.request("GET", "/x")
+        self.assertEqual(r.header("endpoint-load-metrics"), a.report if r.json()["id"] == "a"
+                         else b.report, "without load_reports the header passes")
 
     def test_json_full_kv_cache_moves_traffic(self):
         a, b = self.replicas("a", "b")
