@@ -352,6 +352,37 @@ static int pick_p2c_weighted(const struct backend_cfg *b, uint64_t *rng)
 	return take_pair(b, a, c, rng);
 }
 
+/* least_load with weights (or slow start): the two candidates drawn by
+ * weight as in pick_p2c_weighted, and the same rule on the score: the
+ * second takes the request when its score with this request added, per
+ * weight, is at most the first's: (sc + 1/max) / wc <= sa / wa. So idle
+ * replicas without reports split by weight, and a loaded or ramping
+ * replica is compared by its share. Doubles: a reported queue of up to
+ * LOAD_QUEUE_MAX times a weight would not fit 64 bits. */
+static int pick_least_load_weighted(const struct backend_cfg *b, uint64_t *rng)
+{
+	uint64_t total = 0, wa, wc, now = weight_now(b), lnow = 0;
+	uint64_t one = LOAD_KV_ONE / (b->max_ongoing ? b->max_ongoing : 1);
+	size_t a, c;
+
+	for (size_t i = 0; i < b->nreplicas; i++)
+		total += weight_of(b, i, now);
+	if (!total)
+		return pick_scan(b, (size_t)(router_rand(rng) % b->nreplicas), 0); /* none up */
+	a = weighted_index(b, router_rand(rng) % total, SIZE_MAX, now);
+	wa = weight_of(b, a, now);
+	c = total > wa ? weighted_index(b, router_rand(rng) % (total - wa), a, now)
+		       : (a + 1) % b->nreplicas;
+	wc = weight_of(b, c, now);
+	if ((double)(load_score(b, c, &lnow) + one) * (double)wa <=
+	    (double)load_score(b, a, &lnow) * (double)wc) {
+		size_t t = a;
+		a = c;
+		c = t;
+	}
+	return take_pair(b, a, c, rng);
+}
+
 /* Weighted round robin without per-replica state: pick k of a shard
  * starts at the point frac(k * 0.618...) of the cumulative weights. The
  * golden-ratio sequence fills [0, 1) evenly, so over any run of picks each
@@ -386,7 +417,8 @@ static int pick(const struct backend_cfg *b, const char *key, size_t keylen, uin
 				 avoid);
 	}
 	if (b->policy == POLICY_LEAST_LOAD && !avoid)
-		return pick_least_load(b, rng ? rng : &local_rng);
+		return b->weighted && b->nreplicas > 1 ? pick_least_load_weighted(b, rng ? rng : &local_rng)
+						       : pick_least_load(b, rng ? rng : &local_rng);
 	if (b->weighted && !avoid && b->nreplicas > 1)
 		return pick_p2c_weighted(b, rng ? rng : &local_rng);
 	return pick_p2c(b, rng ? rng : &local_rng, avoid);

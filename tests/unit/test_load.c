@@ -293,6 +293,41 @@ static void test_least_load_choice(void **state)
 	config_unref(c);
 }
 
+/* Weights under least_load: idle replicas without reports split by
+ * weight; a report still turns traffic away from the heavier one. */
+static void test_least_load_weighted(void **state)
+{
+	char err[512];
+	struct config *c = parse("{\"backends\": {\"b\": {\"policy\": \"least_load\", "
+				 "\"max_ongoing_requests\": 4, \"replicas\": {"
+				 "\"r0\": {\"address\": \"127.0.0.1:1\", \"weight\": 3}, "
+				 "\"r1\": \"127.0.0.1:2\"}}}, \"endpoints\": {}}", err, sizeof(err));
+	const struct backend_cfg *b;
+	struct load_report busy = { .queue = 20, .kv_ppm = 0, .have = LOAD_HAVE_QUEUE };
+	uint64_t rng = 7;
+	unsigned n[2] = {0, 0};
+
+	(void)state;
+	if (!c)
+		fail_msg("%s", err);
+	b = config_backend(c, "b");
+	assert_true(b->weighted);
+	for (int i = 0; i < 4000; i++) {
+		int k = router_pick_replica(b, NULL, 0, &rng, NULL);
+		n[k]++;
+		router_replica_release(b->replicas[k].state);
+	}
+	if (n[0] < 2700 || n[0] > 3300)
+		fail_msg("weight 3 of 4 got %u of 4000", n[0]);
+	load_store(b->replicas[0].state, &busy, clock_now_ms());
+	for (int i = 0; i < 200; i++) {
+		int k = router_pick_replica(b, NULL, 0, &rng, NULL);
+		assert_int_equal(k, 1);
+		router_replica_release(b->replicas[k].state);
+	}
+	config_unref(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -301,6 +336,7 @@ int main(void)
 		cmocka_unit_test(test_prom),
 		cmocka_unit_test(test_config_keys),
 		cmocka_unit_test(test_least_load_choice),
+		cmocka_unit_test(test_least_load_weighted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
