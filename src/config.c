@@ -936,6 +936,20 @@ static json_t *replica_to_json(const struct replica_cfg *r)
 			 "drain", r->drain);
 }
 
+/* The document's name of a policy (parse_backend reads them). */
+static const char *policy_name(enum backend_policy p)
+{
+	switch (p) {
+	case POLICY_RR:
+		return "round_robin";
+	case POLICY_LEAST_LOAD:
+		return "least_load";
+	case POLICY_P2C:
+		break;
+	}
+	return "p2c";
+}
+
 /* Whether any load key of b (parse_load) differs from its default. */
 static bool load_keys_set(const struct backend_cfg *b)
 {
@@ -964,9 +978,7 @@ static json_t *config_to_json(const struct config *c)
 				      "connect_timeout_ms", (json_int_t)b->connect_timeout_ms,
 				      "request_timeout_ms", (json_int_t)b->request_timeout_ms,
 				      "retries", (json_int_t)b->retries,
-				      "policy", b->policy == POLICY_RR	       ? "round_robin"
-						: b->policy == POLICY_LEAST_LOAD ? "least_load"
-										 : "p2c",
+				      "policy", policy_name(b->policy),
 				      "replicas", reps);
 		if (!o)
 			goto fail;
