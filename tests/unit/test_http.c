@@ -384,6 +384,25 @@ static void test_x_forwarded_for_empty(void **state)
 		  "X-Request-Id: rid-1\r\n\r\n");
 }
 
+/* load_reports (fi->load_format): endpoint-load-metrics-format is added
+ * last, in place of any the client sent; without it the client's passes. */
+static void test_load_format(void **state)
+{
+	static const struct fwd_info lf = {"10.0.0.1", "rid-1", NULL, "text"};
+	(void)state;
+	check_req("GET / HTTP/1.1\r\nHost: h\r\n\r\n", &lf,
+		  "GET / HTTP/1.1\r\nHost: h\r\n"
+		  "X-Forwarded-For: 10.0.0.1\r\nX-Request-Id: rid-1\r\n"
+		  "endpoint-load-metrics-format: text\r\n\r\n");
+	check_req("GET / HTTP/1.1\r\nEndpoint-Load-Metrics-Format: json\r\nHost: h\r\n\r\n", &lf,
+		  "GET / HTTP/1.1\r\nHost: h\r\n"
+		  "X-Forwarded-For: 10.0.0.1\r\nX-Request-Id: rid-1\r\n"
+		  "endpoint-load-metrics-format: text\r\n\r\n");
+	check_req("GET / HTTP/1.1\r\nEndpoint-Load-Metrics-Format: json\r\n\r\n", &fi_plain,
+		  "GET / HTTP/1.1\r\nEndpoint-Load-Metrics-Format: json\r\n"
+		  "X-Forwarded-For: 10.0.0.1\r\nX-Request-Id: rid-1\r\n\r\n");
+}
+
 static void test_request_id(void **state)
 {
 	struct fwd_info none = {"10.0.0.1", NULL, NULL, NULL};
@@ -1033,6 +1052,7 @@ int main(void)
 		cmocka_unit_test(test_x_forwarded_for_multiple_lines),
 		cmocka_unit_test(test_x_forwarded_for_empty),
 		cmocka_unit_test(test_request_id),
+		cmocka_unit_test(test_load_format),
 		cmocka_unit_test(test_long_request_id),
 		cmocka_unit_test(test_request_id_length),
 		cmocka_unit_test(test_response_request_id),
