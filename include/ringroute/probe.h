@@ -6,11 +6,11 @@
  * for all of it; probe_poll runs one poll() over all of them, so a replica
  * that never answers costs its own probe a timeout and delays no other.
  * A probe either reads only the status line (health: "HTTP/1.x NNN") or
- * the whole answer up to a size bound, delimited by the replica closing
- * (the request is HTTP/1.0, so no chunked coding comes back). A probe
- * holds a reference on the snapshot it was started from, which keeps its
- * backend, replica and replica_state alive however the config changes
- * meanwhile. Not thread-safe: a set belongs to one thread. */
+ * the whole answer up to a size bound, delimited by its Content-Length or
+ * the replica closing (the request is HTTP/1.0, so no chunked coding
+ * comes back). A probe holds a reference on the snapshot it was started
+ * from, which keeps its backend, replica and replica_state alive however
+ * the config changes meanwhile. Not thread-safe: a set belongs to one thread. */
 #ifndef RINGROUTE_PROBE_H
 #define RINGROUTE_PROBE_H
 
