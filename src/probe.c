@@ -41,6 +41,15 @@ static void probe_free(struct probe *pr)
 	mi_free(pr);
 }
 
+/* The answer's buffer: the inline line, at most max + 1 of it for a whole
+ * answer (the bound holds from the first byte). */
+static void probe_buf_init(struct probe *pr, size_t max)
+{
+	pr->max = max;
+	pr->resp = pr->line;
+	pr->cap = max && max + 1 < sizeof(pr->line) ? max + 1 : sizeof(pr->line);
+}
+
 /* See probe.h. */
 int probe_start(struct probe_set *ps, struct config *c, const struct backend_cfg *b,
 		const struct replica_cfg *r, const char *path, size_t max_body, uint32_t timeout_ms,
@@ -67,9 +76,7 @@ int probe_start(struct probe_set *ps, struct config *c, const struct backend_cfg
 	pr->r = r;
 	pr->done = done;
 	pr->arg = arg;
-	pr->max = max_body;
-	pr->resp = pr->line;
-	pr->cap = sizeof(pr->line);
+	probe_buf_init(pr, max_body);
 	pr->deadline_ms = now + timeout_ms;
 	if (max_body)
 		n = snprintf(pr->req, sizeof(pr->req),
@@ -103,8 +110,50 @@ const char *probe_body(const struct probe *pr, size_t *len)
 {
 	if (!pr->max || !pr->body_off)
 		return NULL;
-	*len = pr->got - pr->body_off;
+	*len = pr->body_len;
 	return pr->resp + pr->body_off;
+}
+
+/* The Content-Length of a whole answer whose head ends at e (the
+ * "\r\n\r\n"): 1 with *cl, or 0 when it names none (or one past the
+ * bound, or not a number: read on to EOF or the bound). */
+static int probe_content_length(const struct probe *pr, const char *e, size_t *cl)
+{
+	for (const char *p = pr->resp; p < e; p++) { /* p: the start of a line */
+		if ((size_t)(e - p) > 15 && strncasecmp(p, "content-length:", 15) == 0) {
+			const char *d = p + 15;
+			size_t v = 0;
+
+			while (*d == ' ' || *d == '\t')
+				d++;
+			if (*d < '0' || *d > '9')
+				return 0;
+			for (; *d >= '0' && *d <= '9'; d++) {
+				if (v > pr->max)
+					return 0;
+				v = v * 10 + (size_t)(*d - '0');
+			}
+			*cl = v;
+			return 1;
+		}
+		p = memchr(p, '\n', (size_t)(e - p));
+		if (!p)
+			break;
+	}
+	return 0;
+}
+
+/* A whole answer is complete before the replica closes when its head
+ * says Content-Length and that many body bytes are in (a replica that
+ * keeps an HTTP/1.0 connection open would otherwise run into the
+ * deadline). 1 when complete; 0: read on until EOF. */
+static int probe_whole_done(const struct probe *pr)
+{
+	const char *e = memmem(pr->resp, pr->got, "\r\n\r\n", 4);
+	size_t cl;
+
+	return e && probe_content_length(pr, e, &cl) &&
+	       pr->got - (size_t)(e + 4 - pr->resp) >= cl;
 }
 
 /* Judges the answer read so far: its status (2xx: HEALTH_OK), or the
@@ -115,6 +164,7 @@ static void probe_judge(struct probe *pr, bool eof)
 	/* "HTTP/1.x NNN" */
 	if (pr->got >= 12 && strncmp(pr->resp, "HTTP/1.", 7) == 0) {
 		unsigned st = 0;
+		size_t cl;
 		for (int i = 9; i < 12 && pr->resp[i] >= '0' && pr->resp[i] <= '9'; i++)
 			st = st * 10 + (unsigned)(pr->resp[i] - '0');
 		if (pr->max) {
@@ -124,6 +174,10 @@ static void probe_judge(struct probe *pr, bool eof)
 				return;
 			}
 			pr->body_off = (size_t)(e + 4 - pr->resp);
+			/* Bytes past the Content-Length are not the body. */
+			pr->body_len = pr->got - pr->body_off;
+			if (probe_content_length(pr, e, &cl) && cl < pr->body_len)
+				pr->body_len = cl;
 		}
 		probe_finish(pr, pr->resp[9] == '2' ? HEALTH_OK : HEALTH_STATUS, st);
 		return;
@@ -156,39 +210,6 @@ static int probe_grow(struct probe *pr)
 		mi_free(pr->resp);
 	pr->resp = v;
 	pr->cap = cap;
-	return 0;
-}
-
-/* A whole answer is complete before the replica closes when its head
- * says Content-Length and that many body bytes are in (a replica that
- * keeps an HTTP/1.0 connection open would otherwise run into the
- * deadline). 1 when complete; 0: read on until EOF. */
-static int probe_whole_done(const struct probe *pr)
-{
-	const char *e = memmem(pr->resp, pr->got, "\r\n\r\n", 4), *p;
-	size_t head, cl = 0;
-
-	if (!e)
-		return 0;
-	head = (size_t)(e + 4 - pr->resp);
-	for (p = pr->resp; p < e; p++) { /* p: the start of a line */
-		if ((size_t)(e - p) > 15 && strncasecmp(p, "content-length:", 15) == 0) {
-			const char *d = p + 15;
-			while (*d == ' ' || *d == '\t')
-				d++;
-			if (*d < '0' || *d > '9')
-				return 0;
-			for (; *d >= '0' && *d <= '9'; d++) {
-				if (cl > pr->max)
-					return 0; /* too long anyway: read on to the bound */
-				cl = cl * 10 + (size_t)(*d - '0');
-			}
-			return pr->got - head >= cl;
-		}
-		p = memchr(p, '\n', (size_t)(e - p));
-		if (!p)
-			break;
-	}
 	return 0;
 }
 

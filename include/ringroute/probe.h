@@ -44,7 +44,7 @@ struct probe {
 	size_t max;                   /* 0: the status line only; else the whole answer, at most this */
 	char *resp;                   /* the answer so far (line, or a malloc'ed buffer) */
 	size_t got, cap;
-	size_t body_off;              /* whole answers: where the body starts */
+	size_t body_off, body_len;    /* whole answers: the body (at most its Content-Length) */
 	char line[64];
 };
 

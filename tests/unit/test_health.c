@@ -370,6 +370,7 @@ static void test_whole_answer(void **state)
 	} cases[] = {
 		{ "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 0, HEALTH_OK, "hello" },
 		{ "HTTP/1.0 200 OK\r\ncontent-length:3\r\n\r\nabc", 0, HEALTH_OK, "abc" },
+		{ "HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nabcXYZ", 0, HEALTH_OK, "abc" },
 		{ "HTTP/1.0 200 OK\r\n\r\nuntil eof", 1, HEALTH_OK, "until eof" },
 		{ "HTTP/1.0 503 No\r\n\r\nbusy", 1, HEALTH_STATUS, "busy" },
 		{ "HTTP/1.0 200 OK\r\n\r\n0123456789012345678901234567890123456789"
