@@ -9,6 +9,7 @@
 #include "ringroute/alloc.h"
 #include "ringroute/clock.h"
 #include "ringroute/load.h"
+#include "ringroute/log.h"
 #include "ringroute/outlier.h"
 #include "ringroute/retry.h"
 #include "ringroute/router.h"
@@ -630,7 +631,19 @@ static void note_load(struct request *req, const struct resp_head *rh)
 		load_store(req->rs, &lr, clock_now_ms());
 		break;
 	case LOAD_BAD:
-		load_bad(req->rs);
+		if (load_bad(req->rs) == 0) {
+			/* Its start, printable, for the log (bytes from a replica). */
+			char v[121];
+			size_t n = h->value_len < sizeof(v) - 1 ? h->value_len : sizeof(v) - 1;
+			for (size_t i = 0; i < n; i++) {
+				unsigned char ch = (unsigned char)http_hdr_value(rh->hd, h)[i];
+				v[i] = ch < 0x20 || ch >= 0x7f ? '?' : (char)ch;
+			}
+			v[n] = '\0';
+			log_warn("replica %s: endpoint-load-metrics \"%s\" is not a load report "
+				 "(dropped, as its next bad ones: counted in bad_reports)",
+				 req->rs->key, v);
+		}
 		break;
 	case LOAD_NONE:
 		break;

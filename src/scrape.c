@@ -46,7 +46,11 @@ static void scrape_done(struct probe *pr, enum health_kind kind, unsigned value)
 		load_store(rs, &lr, clock_now_ms());
 		break;
 	case LOAD_BAD:
-		load_bad(rs);
+		if (load_bad(rs) == 0)
+			log_warn("replica %s/%s: /metrics: a gauge of load_metrics (%s, %s) does not "
+				 "parse or is out of range (dropped, as the next bad scrapes: counted in "
+				 "bad_reports)", pr->b->name, pr->r->id, pr->b->load_queue_metric,
+				 pr->b->load_kv_metric);
 		break;
 	case LOAD_NONE:
 		break;

@@ -76,10 +76,13 @@ static inline void load_store(struct replica_state *rs, const struct load_report
 	atomic_fetch_add_explicit(&rs->load_reports, 1, memory_order_relaxed);
 }
 
-/* A report of rs was dropped as bad (counted for the stats). */
-static inline void load_bad(struct replica_state *rs)
+/* A report of rs was dropped as bad (counted for the stats). Returns the
+ * count before: 0 for the replica's first, which the caller logs (once
+ * per replica, so a replica that always sends bad ones is not a log
+ * flood). */
+static inline uint64_t load_bad(struct replica_state *rs)
 {
-	atomic_fetch_add_explicit(&rs->load_bad, 1, memory_order_relaxed);
+	return atomic_fetch_add_explicit(&rs->load_bad, 1, memory_order_relaxed);
 }
 
 /* rs's report if it is at most max_age_ms old at now_ms: 1 with *queue and

@@ -235,6 +235,11 @@ class OrcaTest(LoadTestCase):
         text = harness.http_once(rr.admin_port, "GET", "/metrics").body.decode()
         self.assertIn('ringroute_replica_load_reports_bad_total{backend="b",replica="a"} %d'
                       % ids.count("a"), text)
+        # the first bad report of each replica is logged, once
+        log = rr.stderr()
+        self.assertEqual(log.count('endpoint-load-metrics "TEXT named_metrics.num_requests_waiting=lots"'
+                                   ' is not a load report'), 1, log)
+        self.assertEqual(log.count("is not a load report"), 2, log)
 
     def test_no_header_without_load_reports(self):
         a, b = self.replicas("a", "b")
@@ -278,6 +283,8 @@ class ScrapeTest(LoadTestCase):
         a.metrics = "vllm:num_requests_waiting oops\n"
         harness.wait_for(lambda: self.load_stats(rr)["a"]["bad_reports"] > 0, timeout=5.0,
                          what="a bad scrape counted")
+        self.assertTrue(harness.wait_stderr(rr, "replica b/a: /metrics: a gauge of load_metrics"
+                                            " (vllm:num_requests_waiting, test:kv) does not parse"))
 
 
 class CapTest(LoadTestCase):
