@@ -1,13 +1,14 @@
 /* Active health checks: see health.h.
  *
- * One thread, one poll() loop. Every HEALTH_TICK_MS the loop looks at the
- * current snapshot; each backend whose interval has passed gets one probe
- * per replica, all started at once: a non-blocking connect, the request,
- * the status line, each with its own deadline min(interval/2, 1 s). So a
- * replica that never answers costs its own probe a timeout and delays no
- * other probe. A probe holds a reference on the snapshot it was started
- * from, which keeps its backend, replica and replica_state alive however
- * the config changes meanwhile. */
+ * One thread, one poll() loop (probe.h: the client it shares with the load
+ * scrape). Every HEALTH_TICK_MS the loop looks at the current snapshot;
+ * each backend whose interval has passed gets one probe per replica, all
+ * started at once: a non-blocking connect, the request, the status line,
+ * each with its own deadline min(interval/2, 1 s). So a replica that never
+ * answers costs its own probe a timeout and delays no other probe. A probe
+ * holds a reference on the snapshot it was started from, which keeps its
+ * backend, replica and replica_state alive however the config changes
+ * meanwhile. */
 #include "ringroute/health.h"
 
 #include <errno.h>
