@@ -210,6 +210,7 @@ static void sim_on_headers(struct sim_client *c)
 	fi.client_ip = "10.0.0.1";
 	fi.request_id = "00000000000000aa";
 	fi.call_method = ep->call_method;
+	fi.load_format = NULL;
 	fi.drop_timeout = false;
 	FZ_ASSERT(http_write_request_head(&head, hd, &c->hp.p, &fi) == 0, "out of memory");
 	check_forwarded(c, &head);
