@@ -403,7 +403,7 @@ int main(int argc, char **argv)
 	}
 	proxy_mark_draining(NULL, c); /* "drain": true in --config or --state */
 	p->config = c;
-	/* --peers starts as 0 of 1 until it finds itself (below). */
+	/* --peers starts as 0 of 1 until it looks for itself (below). */
 	atomic_store(&p->instance_index, p->opt.instance_index);
 	atomic_store(&p->instance_count, p->opt.instance_count);
 	instance_apply(c, p->opt.instance_index, p->opt.instance_count);
@@ -461,15 +461,20 @@ int main(int argc, char **argv)
 		 * snapshot can still take the shares it starts with. */
 		uint32_t pi, pn;
 		char perr[256];
-		if (peers_find(p, &pi, &pn, perr, sizeof(perr)) == 0) {
-			atomic_store(&p->instance_index, pi);
-			atomic_store(&p->instance_count, pn);
-			instance_apply(c, pi, pn);
-		} else {
-			log_warn("--peers: %s; starting as instance 0 of 1", perr);
+		int prc = peers_find(p, &pi, &pn, perr, sizeof(perr));
+		if (prc < 0) {
+			/* Not ready, no share, until a round finds it. */
+			pi = INSTANCE_NONE;
+			pn = 1;
 		}
-		log_info("instance %u of %u", (unsigned)atomic_load(&p->instance_index),
-			 (unsigned)atomic_load(&p->instance_count));
+		atomic_store(&p->instance_index, pi);
+		atomic_store(&p->instance_count, pn);
+		instance_apply(c, pi, pn);
+		if (prc)
+			log_warn("--peers: %s; not ready, no share of any cap until it is in the set",
+				 perr);
+		else
+			log_info("instance %u of %u", (unsigned)pi, (unsigned)pn);
 	} else if (p->opt.instance_count > 1) {
 		log_info("instance %u of %u", (unsigned)p->opt.instance_index,
 			 (unsigned)p->opt.instance_count);
