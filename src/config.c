@@ -443,7 +443,7 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 			char *key = NULL;
 
 			r->addr = addrs[i][k];
-			r->weight = specs[i].weight;
+			r->weight = r->doc_weight = specs[i].weight;
 			if (srvw[i]) {
 				/* SRV weight w: the document's weight times w (0 as
 				 * 1), at most MAX_REPLICA_WEIGHT */
@@ -883,9 +883,11 @@ static int cmp_endpoint(const void *a, const void *b)
  * before the object form existed read back unchanged. */
 static json_t *replica_to_json(const struct replica_cfg *r)
 {
-	if (r->weight == 1 && !r->drain)
+	uint32_t w = r->doc_weight ? r->doc_weight : r->weight;
+
+	if (w == 1 && !r->drain)
 		return json_string(r->address);
-	return json_pack("{s:s, s:I, s:b}", "address", r->address, "weight", (json_int_t)r->weight,
+	return json_pack("{s:s, s:I, s:b}", "address", r->address, "weight", (json_int_t)w,
 			 "drain", r->drain);
 }
 

@@ -457,18 +457,20 @@ int dns_lookup(struct dns_cache *dc, const char *host, struct rr_addr **out, uin
 
 /* ------------------------------------------------------------ refresh */
 
-/* Appends "A, B" (the addresses of a set) to sb. */
-static void put_set(struct strbuf *sb, const struct rr_addr *a, size_t n)
+/* Appends "A, B" (the addresses of a set) to sb; an SRV set's with their
+ * ports and weights ("127.0.0.1:8000 weight 50"). */
+static void put_set(struct strbuf *sb, const struct rr_addr *a, const uint32_t *w, size_t n)
 {
 	char buf[ADDR_STRLEN];
 
 	for (size_t i = 0; i < n; i++) {
 		addr_format(&a[i], buf, sizeof(buf));
-		/* port 0 (a name's): drop the ":0" (and IPv6's brackets stay);
-		 * an SRV set keeps its ports */
+		/* port 0 (a name's): drop the ":0" (and IPv6's brackets stay) */
 		if (addr_port(&a[i]) == 0)
 			buf[strlen(buf) - 2] = '\0';
 		sb_printf(sb, "%s%s", i ? ", " : "", buf);
+		if (w)
+			sb_printf(sb, " weight %u", (unsigned)w[i]);
 	}
 }
 
@@ -490,7 +492,7 @@ void dns_refresh(struct dns_cache *dc, const char *host)
 	} else if (rc) {
 		if (!e->failing) {
 			sb_printf(&sb, "dns: cannot resolve %s: %s; keeping its last addresses (", host, why);
-			put_set(&sb, e->addrs, e->n);
+			put_set(&sb, e->addrs, e->weights, e->n);
 			sb_printf(&sb, ")");
 			log_warn("%s", sb.p ? sb.p : "dns: cannot resolve a name");
 		}
@@ -498,9 +500,9 @@ void dns_refresh(struct dns_cache *dc, const char *host)
 	} else if (na != e->n || memcmp(addrs, e->addrs, na * sizeof(*addrs)) ||
 		   !w != !e->weights || (w && memcmp(w, e->weights, na * sizeof(*w)))) {
 		sb_printf(&sb, "dns: %s: now ", host);
-		put_set(&sb, addrs, na);
+		put_set(&sb, addrs, w, na);
 		sb_printf(&sb, " (was ");
-		put_set(&sb, e->addrs, e->n);
+		put_set(&sb, e->addrs, e->weights, e->n);
 		sb_printf(&sb, ")");
 		log_info("%s", sb.p ? sb.p : "dns: a name changed");
 		free(e->addrs);
