@@ -7,7 +7,8 @@ docs/operations.md "Replica operations", docs/config.md "replicas").
   shows it draining; the state file holds the drain and a restart from it
   keeps it drained; `replica enable` brings it back.
 * weight: 1:3 gives 25% / 75% for p2c and round robin.
-* slow_start_ms: a new replica's early share is well below its steady one.
+* slow_start_ms: a new replica's early share is well below its steady one,
+  and so is that of a replica back from unhealthy.
 * bad values of the object form are refused with the path and the reason.
 """
 
@@ -236,6 +237,41 @@ class SlowStartTest(ReplicaOpsBase):
             self.assertGreater(late_share, 0.40, late)
             self.assertLess(late_share, 0.60, late)
             rr.stop()
+
+    def test_slow_start_after_recovery(self):
+        """A replica that went unhealthy (its server stopped) and is healthy
+        again (restarted on the same port) ramps up like a new one: in the
+        first part of its slow_start_ms window a clearly smaller share
+        than the warm one, an equal one after it."""
+        warm = self.mock("warm", delay_ms=2)
+        cold = self.mock("cold", delay_ms=2)
+        port = cold.port
+        cfg = {"backends": {"b": backend([warm, cold], slow_start_ms=3000,
+                                         health_check={"path": "/-/healthz",
+                                                       "interval_ms": 100})},
+               "endpoints": {"e": endpoint("/e", {"b": 1.0})}}
+        rr = self.start(cfg)
+        time.sleep(3.1)  # both ramps from the start are over
+        cold.stop()
+        self.assertTrue(harness.wait_stderr(rr, "replica b/cold is unhealthy"), rr.stderr_tail())
+        cold = self.mock("cold", delay_ms=2, listen="127.0.0.1:%d" % port)
+        self.assertTrue(harness.wait_stderr(rr, "replica b/cold is healthy"), rr.stderr_tail())
+        back = time.monotonic()
+        warm.reset_stats()
+        self.load(rr.port, 0.8)
+        early = {m.id: m.stats()["served"] for m in (warm, cold)}
+        early_share = early["cold"] / sum(early.values())
+        time.sleep(max(0, back + 3.2 - time.monotonic()))
+        warm.reset_stats()
+        cold.reset_stats()
+        self.load(rr.port, 0.8)
+        late = {m.id: m.stats()["served"] for m in (warm, cold)}
+        late_share = late["cold"] / sum(late.values())
+        print("slow start after recovery: first 0.8 s %s (recovered %.3f), after the window "
+              "%s (recovered %.3f)" % (early, early_share, late, late_share), file=sys.stderr)
+        self.assertLess(early_share, 0.30, early)
+        self.assertGreater(late_share, 0.38, late)
+        self.assertLess(late_share, 0.62, late)
 
 
 class BadValuesTest(ReplicaOpsBase):
