@@ -371,6 +371,7 @@ int main(int argc, char **argv)
 	struct health *health = NULL;
 	struct config_watch *watch = NULL;
 	struct peers *peers = NULL;
+	char perr[256] = ""; /* --peers' problem at start, said once */
 	struct service svc;
 	uint16_t admin_port = 0;
 	sigset_t set;
@@ -460,7 +461,6 @@ int main(int argc, char **argv)
 		/* The listen port is known now; no shard runs yet, so the first
 		 * snapshot can still take the shares it starts with. */
 		uint32_t pi, pn;
-		char perr[256];
 		int prc = peers_find(p, &pi, &pn, perr, sizeof(perr));
 		if (prc < 0) {
 			/* Not ready, no share, until a round finds it. */
@@ -475,6 +475,8 @@ int main(int argc, char **argv)
 				 perr);
 		else
 			log_info("instance %u of %u", (unsigned)pi, (unsigned)pn);
+		if (!prc)
+			perr[0] = '\0';
 	} else if (p->opt.instance_count > 1) {
 		log_info("instance %u of %u", (unsigned)p->opt.instance_index,
 			 (unsigned)p->opt.instance_count);
@@ -511,7 +513,7 @@ int main(int argc, char **argv)
 		code = 1;
 		goto out_stop;
 	}
-	if (p->opt.peers && (ret = peers_start(p, &peers))) {
+	if (p->opt.peers && (ret = peers_start(p, perr, &peers))) {
 		log_error("cannot start --peers: %s", strerror(-ret));
 		code = 1;
 		goto out_stop;

@@ -112,7 +112,7 @@ static void peers_tick(void *arg)
 	peers_round(arg);
 }
 
-int peers_start(struct proxy *p, struct peers **out)
+int peers_start(struct proxy *p, const char *said, struct peers **out)
 {
 	struct peers *ip = mi_zalloc(sizeof(*ip));
 	int rc;
@@ -120,6 +120,7 @@ int peers_start(struct proxy *p, struct peers **out)
 	if (!ip)
 		return -ENOMEM;
 	ip->p = p;
+	snprintf(ip->last_err, sizeof(ip->last_err), "%s", said ? said : "");
 	rc = ticker_start(peers_period, peers_tick, ip, &ip->ticker);
 	if (rc) {
 		mi_free(ip);

@@ -25,9 +25,10 @@ int peers_find(struct proxy *p, uint32_t *index, uint32_t *count, char *err,
  * I/N stay. Each problem is logged once, until it changes. */
 
 struct peers;
-/* Starts the helper thread running peers_round every period.
- * 0, or -errno. */
-int peers_start(struct proxy *p, struct peers **out);
+/* Starts the helper thread running a round every period. said: the
+ * problem peers_find reported at start and the caller logged ("" or NULL:
+ * none), not to be logged again while it stays. 0, or -errno. */
+int peers_start(struct proxy *p, const char *said, struct peers **out);
 void peers_stop(struct peers *ip); /* NULL: nothing */
 
 #endif

@@ -11,6 +11,7 @@ share of any cap."""
 import os
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -158,6 +159,10 @@ class PeersTest(harness.RRTestCase):
         self.assertTrue(harness.wait_stderr(rr, text), rr.stderr_tail())
         m2 = harness.http_once(rr.admin_port, "GET", "/metrics").body.decode()
         self.assertIn('ringroute_instance{index="none",count="2"} 1', m2)
+        # The helper thread's next round (2 s; a round that changes nothing
+        # leaves no trace to wait on) finds the same: not said again.
+        time.sleep(2.5)
+        self.assertEqual(rr.stderr().count("none of the 2 peers"), 1, rr.stderr_tail())
         # The name stops resolving: the last shares stay (none), said once.
         self.dns.set(NAME, None)
         self.assertTrue(harness.wait_stderr(rr, "cannot resolve peers.test", timeout=6))
