@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ifaddrs.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -20,17 +21,20 @@
  * instances on one machine, each bound to its own address, must not take
  * each other's place), else this machine's IPv4 addresses (every
  * interface). */
-static size_t own_addrs(struct proxy *p, struct sockaddr_in *out, size_t max)
+static size_t own_addrs(struct proxy *p, struct sockaddr_in *out, size_t max, bool *listen_only)
 {
 	struct ifaddrs *ifa, *i;
 	struct sockaddr_in l;
 	size_t n = 0;
+
+	*listen_only = false;
 
 	if (p->opt.listen &&
 	    addr_parse(p->opt.listen, strlen(p->opt.listen), ADDR_F_ANY | ADDR_F_PORT0, &l, NULL,
 		       0) == 0 &&
 	    l.sin_addr.s_addr != htonl(INADDR_ANY)) {
 		out[n++] = l;
+		*listen_only = true;
 		return n;
 	}
 	if (getifaddrs(&ifa) == 0) {
@@ -48,15 +52,16 @@ int peers_find(struct proxy *p, uint32_t *index, uint32_t *count, char *err,
 	struct sockaddr_in peers[INSTANCE_MAX_PEERS], own[64];
 	int n = instance_peers_resolve(p->opt.peers, peers, INSTANCE_MAX_PEERS, err, errlen);
 	size_t nown;
+	bool listen_only;
 
 	if (n < 0)
 		return -1;
-	nown = own_addrs(p, own, sizeof(own) / sizeof(own[0]));
+	nown = own_addrs(p, own, sizeof(own) / sizeof(own[0]), &listen_only);
 	if (instance_derive(peers, (size_t)n, own, nown, p->listen_port, index, count)) {
 		snprintf(err, errlen,
 			 "none of the %d peers is this instance (port %u on %s)", n,
 			 (unsigned)p->listen_port,
-			 nown == 1 ? "its --listen address" : "one of this machine's addresses");
+			 listen_only ? "its --listen address" : "one of this machine's addresses");
 		*index = INSTANCE_NONE;
 		*count = (uint32_t)n;
 		return 1;
@@ -82,15 +87,14 @@ static void say_once(struct peers *ip, const char *err, const char *then)
 static void peers_round(struct peers *ip)
 {
 	struct proxy *p = ip->p;
-	char err[256], then[96];
+	char err[256];
 	uint32_t index, count;
 	int rc = peers_find(p, &index, &count, err, sizeof(err));
 
 	if (rc < 0) {
 		/* The others cannot resolve it either, most likely: each keeps
 		 * the share it has, so the sum stays the cap. */
-		snprintf(then, sizeof(then), "keeping the shares of the last set");
-		say_once(ip, err, then);
+		say_once(ip, err, "keeping the shares of the last set");
 		return;
 	}
 	if (rc > 0)
