@@ -473,6 +473,9 @@ class SRVTest(DNSCase):
                                                   put({a.port: 50, b.port: 50}))),
             rr.stderr_tail())
         harness.wait_for(lambda: "config version 2" in rr.stderr(), 5, "the rebuild")
+        self.assertIn("config version 2: backend b resolved (replicas.m/127.0.0.1:%d weight "
+                      "50 -> %d" % (min(a.port, b.port), 75 if a.port < b.port else 25),
+                      rr.stderr())
         seen = self.get_ids(rr, 40)
         self.assertEqual(sum(seen.values()), 40)
         self.assertTrue(seen.get("b", 0) >= 5 and seen["a"] >= 2 * seen["b"], seen)
