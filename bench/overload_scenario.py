@@ -47,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOAD_EXE = os.path.join(HERE, "overload-load")
@@ -64,6 +65,7 @@ MAX_QUEUED = int(QUEUE_SECONDS * CAPACITY)
 CONNECTIONS = 8192         # sockets a FIFO proxy may hold open (client side)
 DRAIN_S = 1.5              # > the interactive deadline: every interactive fate is known
 IDLE_WAIT_S = 60.0         # between runs: until the proxies' queues have drained
+IDLE_QUIET_S = 0.5         # ... with no request at any replica for this long (10 services)
 LAG_WARN_MS = 10.0         # generator lag p99 above this: the numbers are suspect
 
 GOAL_INTERACTIVE = 0.99
@@ -241,14 +243,35 @@ def run_load(a, port, unloaded, out_json, cpus):
         return json.load(f)
 
 
+def wait_idle(replicas, timeout):
+    """True once no replica has had a request in flight for IDLE_QUIET_S in a row (a
+    proxy still draining its queue leaves a replica idle only between two requests,
+    for much less than a service time), False after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    quiet_since = None
+    while time.monotonic() < deadline:
+        if all(r.stats().get("inflight", 0) == 0 for r in replicas):
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= IDLE_QUIET_S:
+                return True
+        else:
+            quiet_since = None
+        time.sleep(0.02)
+    return False
+
+
 def measure(a, cx, proxy, replicas, tmpdir, rnd, cpus):
     """Unloaded run, then the loaded one, replica stats around the loaded one."""
     base = os.path.join(tmpdir, f"{proxy.name}-r{rnd}")
-    if not cx.replicas_idle(replicas, IDLE_WAIT_S):
-        raise cx.BenchError(f"{proxy.name}: replicas still busy {IDLE_WAIT_S:.0f}s after "
-                            "the previous run")
+
+    def idle(what):
+        if not wait_idle(replicas, IDLE_WAIT_S):
+            raise cx.BenchError(f"{proxy.name}: replicas still busy {IDLE_WAIT_S:.0f}s "
+                                f"after the previous run (before the {what} run)")
+
+    idle("unloaded")
     unl = run_load(a, proxy.port, True, base + "-unloaded.json", cpus)
-    cx.replicas_idle(replicas, IDLE_WAIT_S)
+    idle("loaded")
     for r in replicas:
         r.reset()
     cpu0 = cx.proc_tree_cpu(proxy.proc.pid)
