@@ -285,6 +285,14 @@ def measure(a, cx, proxy, replicas, tmpdir, rnd, cpus):
             "replica_stats": stats}
 
 
+def _sum_counts(dicts):
+    out = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def summarize(runs):
     if not runs:
         return None
@@ -312,6 +320,10 @@ def summarize(runs):
         "classes": {c: {k: med([x["classes"][c][k] for x in L
                                 if x["classes"][c].get(k) is not None])
                         for k in ("in_time_share", "p50_ms", "p99_ms")}
+                    for c in L[0]["classes"]},
+        # Non-2xx answers per class by "STATUS first line of the body" (the proxy's
+        # reason), summed over rounds.
+        "reasons": {c: _sum_counts(x["classes"][c].get("errors_by_reason", {}) for x in L)
                     for c in L[0]["classes"]},
         "late": sum(x["all"]["late"] for x in L),
         "unfinished": sum(x["all"]["unfinished"] for x in L),
@@ -414,6 +426,10 @@ def print_report(cx, info, a, summary, failed, versions, skipped):
         errs = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items())) or "none"
         print(f"{name}: {cls}; late {s['late']}, unfinished {s['unfinished']} of "
               f"{s['sent']}; errors: {errs}")
+        for c, reasons in s["reasons"].items():
+            if reasons:
+                print(f"  {c} errors: " + ", ".join(f"{why!r} {n}" for why, n in
+                                                     reasons.items()))
         if s["lag_p99_ms"] > LAG_WARN_MS:
             print(f"WARNING: {name}: the load generator lagged (p99 "
                   f"{s['lag_p99_ms']:.1f} ms behind its schedule): numbers suspect")

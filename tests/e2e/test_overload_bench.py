@@ -79,6 +79,11 @@ class OverloadLoadTest(harness.RRTestCase):
         a = d["all"]
         self.assertGreater(a["sent"], 0)
         self.assertEqual(a["errors_by_status"], {"503": a["sent"]})
+        # The reason: status and the first line of the body (the mock's JSON, which
+        # names the path: one reason per class here).
+        reasons = a["errors_by_reason"]
+        self.assertEqual(sum(reasons.values()), a["sent"])
+        self.assertTrue(all(k.startswith('503 {"id":"a"') for k in reasons), reasons)
         self.assertEqual((a["ok"], d["goodput_rps"], a["in_time_share"]), (0, 0.0, 0.0))
 
     def test_connection_refused_is_a_connection_error(self):
