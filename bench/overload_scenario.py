@@ -273,7 +273,9 @@ def run_load(a, port, unloaded, out_json, cpus):
         raise RuntimeError(f"overload-load exited {p.returncode}: "
                            f"{err.decode(errors='replace').strip()[-800:]}")
     with open(out_json) as f:
-        return json.load(f)
+        doc = json.load(f)
+    doc["argv"] = argv  # to rerun this one load by hand
+    return doc
 
 
 def wait_idle(replicas, timeout):
