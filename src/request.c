@@ -8,6 +8,8 @@
 #include "ringroute/accesslog.h"
 #include "ringroute/alloc.h"
 #include "ringroute/clock.h"
+#include "ringroute/load.h"
+#include "ringroute/log.h"
 #include "ringroute/outlier.h"
 #include "ringroute/retry.h"
 #include "ringroute/router.h"
@@ -422,16 +424,18 @@ void req_start(struct shard *s, struct request *req, const struct req_info *ri)
 		}
 		req->shard_key_len = key->value_len;
 	}
+	/* The backend first: whether it reads load reports changes the head. */
+	u = req->shard_key ? router_key_unit(req->shard_key, req->shard_key_len)
+			   : router_rand_unit(&s->rng);
+	req->be = router_pick_weighted(ep->traffic, ep->ntraffic, u);
 	fi.client_ip = ri->client_ip;
 	fi.request_id = req_id(req);
 	fi.call_method = ep->call_method;
+	fi.load_format = req->be->load_reports ? "text" : NULL;
 	if (http_write_request_head(&req->head, ri->hd, ri->p, &fi)) {
 		req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
 		return;
 	}
-	u = req->shard_key ? router_key_unit(req->shard_key, req->shard_key_len)
-			   : router_rand_unit(&s->rng);
-	req->be = router_pick_weighted(ep->traffic, ep->ntraffic, u);
 	budget_enter(req, req->be->state);
 	if (ep->nshadow)
 		shadow_start(s, &req->shadows, req->cfg, ep, req->head.p, req->head.len,
@@ -611,6 +615,42 @@ static void note_retry_after(struct request *req, const struct resp_head *rh)
 				      memory_order_relaxed);
 }
 
+/* The backend asked for load reports (load.h): the replica's
+ * endpoint-load-metrics header, when it sent one, becomes its report, or
+ * is counted as bad; either way it is not passed on to the client (it
+ * answers the proxy's question, not the client's). */
+static void note_load(struct request *req, const struct resp_head *rh)
+{
+	const struct http_hdr *h = rh->hd ? http_head_find(rh->hd, "endpoint-load-metrics") : NULL;
+	struct load_report lr;
+
+	if (!h || !req->rs)
+		return;
+	switch (load_parse_orca(http_hdr_value(rh->hd, h), h->value_len, &lr)) {
+	case LOAD_OK:
+		load_store(req->rs, &lr, clock_now_ms());
+		break;
+	case LOAD_BAD:
+		if (load_bad(req->rs) == 0) {
+			/* Its start, printable, for the log (bytes from a replica). */
+			char v[121];
+			size_t n = h->value_len < sizeof(v) - 1 ? h->value_len : sizeof(v) - 1;
+			for (size_t i = 0; i < n; i++) {
+				unsigned char ch = (unsigned char)http_hdr_value(rh->hd, h)[i];
+				v[i] = ch < 0x20 || ch >= 0x7f ? '?' : (char)ch;
+			}
+			v[n] = '\0';
+			log_warn("replica %s: endpoint-load-metrics \"%s\" is not a load report "
+				 "(dropped, as its next bad ones: counted in bad_reports)",
+				 req->rs->key, v);
+		}
+		break;
+	case LOAD_NONE:
+		break;
+	}
+	http_head_mark_named(rh->hd, "endpoint-load-metrics");
+}
+
 static int req_retry_other(struct shard *s, struct request *req);
 
 static int req_up_head(struct shard *s, void *owner, const struct resp_head *rh)
@@ -618,6 +658,8 @@ static int req_up_head(struct shard *s, void *owner, const struct resp_head *rh)
 	struct request *req = owner;
 	int mode;
 
+	if (req->be->load_reports)
+		note_load(req, rh);
 	if (rh->status == 503 || rh->status == 429) {
 		note_retry_after(req, rh);
 		/* Retried: this head is never forwarded, and the connection,

@@ -131,11 +131,16 @@ struct fwd_info {
 	const char *client_ip;        /* for X-Forwarded-For */
 	const char *request_id;       /* used when the client sent no valid one */
 	const char *call_method;      /* endpoint default, or NULL */
+	/* The backend reads load reports (load.h): sent as
+	 * endpoint-load-metrics-format instead of any the client sent; NULL:
+	 * the client's pass unchanged. */
+	const char *load_format;
 };
 
 /* Write the request head sent to a replica: "METHOD URL HTTP/1.1", the
  * client's end-to-end headers, X-Forwarded-For appended, X-Request-Id and
- * X-Serve-Call-Method added when absent. Of the client's X-Request-Id
+ * X-Serve-Call-Method added when absent, endpoint-load-metrics-format
+ * when fi->load_format says so. Of the client's X-Request-Id
  * headers only http_head_request_id's is forwarded (in place); when there
  * is none, fi->request_id is added. Body framing headers
  * (Content-Length / Transfer-Encoding) pass unchanged because the body is
