@@ -248,10 +248,11 @@ backend replicas
                                 NginxOverload)}
 
 
-def run_load(a, port, unloaded, out_json, cpus):
-    """One bench/overload-load run against 127.0.0.1:port; returns its JSON."""
+def run_load(a, port, unloaded, out_json, cpus, seed):
+    """One bench/overload-load run against 127.0.0.1:port with the arrival schedule of
+    `seed`; returns its JSON."""
     argv = [sys.executable, LOAD_EXE, "--port", str(port), "--capacity", f"{CAPACITY:g}",
-            "--normal-tenants", str(NORMAL_TENANTS), "--seed", str(a.seed),
+            "--normal-tenants", str(NORMAL_TENANTS), "--seed", str(seed),
             "--json", out_json]
     if unloaded:
         argv += ["--unloaded", "--load", f"{UNLOADED_LOAD:g}",
@@ -305,12 +306,12 @@ def measure(a, cx, proxy, replicas, tmpdir, rnd, cpus):
                                 f"after the previous run (before the {what} run)")
 
     idle("unloaded")
-    unl = run_load(a, proxy.port, True, base + "-unloaded.json", cpus)
+    unl = run_load(a, proxy.port, True, base + "-unloaded.json", cpus, rnd)
     idle("loaded")
     for r in replicas:
         r.reset()
     cpu0 = cx.proc_tree_cpu(proxy.proc.pid)
-    load = run_load(a, proxy.port, False, base + "-loaded.json", cpus)
+    load = run_load(a, proxy.port, False, base + "-loaded.json", cpus, rnd)
     cpu1 = cx.proc_tree_cpu(proxy.proc.pid)
     if not proxy.proc.alive() or cpu0 is None or cpu1 is None:
         raise cx.BenchError(f"{proxy.name} died during the run: {proxy.proc.describe_exit()}")
@@ -409,7 +410,8 @@ def print_report(cx, info, a, summary, failed, versions, skipped):
     print("peers:   " + ", ".join(f"{k}: {v}" for k, v in versions.items() if v))
     print(f"scenario overload: {REPLICAS} mock-replicas, service time {SERVICE_MS:g} ms "
           f"fixed, cap {CAP} each: capacity C = {CAPACITY:g} req/s; offered {LOAD:g} C "
-          f"open loop (Poisson, seed {a.seed}), one connection per request; mix "
+          "open loop (Poisson, seed = round number: every contender gets the same arrivals in "
+          "a round), one connection per request; mix "
           "interactive 20% (prio 1, 1 s) / batch 50% (prio 0, 30 s) / sheddable 30% "
           f"(prio -1, 5 s); tenants: flood + {NORMAL_TENANTS} normal, each normal "
           f"0.75 C/{NORMAL_TENANTS + 1}; queue bound {MAX_QUEUED} (ringroute), "
@@ -503,7 +505,6 @@ def run(a, cx):
     if a.ringroute_old or a.ringroute_access_log or a.ringroute_unix or a.profile:
         raise cx.BenchError("--scenario overload: --ringroute-old, --ringroute-access-log, "
                             "--ringroute-unix and --profile are not supported")
-    a.seed = 1
     cx.raise_nofile(2 * CONNECTIONS + 512)
     info = cx.machine_info()
     info["busy_cpus_before"] = round(cx.cpu_busy_fraction(), 3)
