@@ -240,6 +240,16 @@ static void entry_link(struct bqueue *q, struct qtenant *t, struct queue_entry *
 	atomic_fetch_add(&q->bs->queued_by_prio[e->prio], 1);
 }
 
+/* The youngest waiter of tenant t at its lowest priority below prio (the
+ * tail: with edf, the latest deadline), or NULL. */
+static struct queue_entry *tenant_lowest_below(struct qtenant *t, int prio)
+{
+	for (int p = 0; p < prio; p++)
+		if (t->lv[p].n)
+			return container_of(t->lv[p].entries.prev, struct queue_entry, node);
+	return NULL;
+}
+
 int queue_add(struct shard *s, struct backend_state *bs, uint32_t max_queued,
 	      struct queue_entry *e, uint64_t now_us, uint32_t timeout_ms,
 	      struct queue_entry **victim)
@@ -248,7 +258,7 @@ int queue_add(struct shard *s, struct backend_state *bs, uint32_t max_queued,
 	struct bqueue *q;
 	struct qtenant *t;
 	uint64_t hash, dl;
-	int owed = -1;
+	int owed = -1, swap = 0;
 
 	*victim = NULL;
 	if (e->prio < 0)
@@ -262,19 +272,24 @@ int queue_add(struct shard *s, struct backend_state *bs, uint32_t max_queued,
 		return -ENOMEM;
 	hash = XXH64(e->tenant_name, e->tenant_len, 0);
 	e->tenant_bucket = (uint32_t)(hash & (TENANT_BUCKETS - 1));
+	t = tenant_get(q, e->tenant_name, e->tenant_len, hash);
+	if (!t)
+		return -ENOMEM;
 	if (e->tenant_max) {
 		if (atomic_fetch_add(&bs->tenant_queued[e->tenant_bucket], 1) >= e->tenant_max) {
 			atomic_fetch_sub(&bs->tenant_queued[e->tenant_bucket], 1);
-			return -EDQUOT;
+			/* At its bound: e takes the place of its own tenant's
+			 * youngest lower waiter on this shard, both places. */
+			v = tenant_lowest_below(t, e->prio);
+			if (!v || !v->tenant_counted) {
+				tenant_put(t);
+				return -EDQUOT;
+			}
+			swap = 1;
 		}
 		e->tenant_counted = true;
 	}
-	t = tenant_get(q, e->tenant_name, e->tenant_len, hash);
-	if (!t) {
-		tenant_release(bs, e);
-		return -ENOMEM;
-	}
-	if (atomic_fetch_add(&bs->queued, 1) >= max_queued) {
+	if (!swap && atomic_fetch_add(&bs->queued, 1) >= max_queued) {
 		atomic_fetch_sub(&bs->queued, 1);
 		/* Full: e takes the place of a lower waiter, here or elsewhere. */
 		v = lowest_below(q, e->prio);
@@ -286,6 +301,8 @@ int queue_add(struct shard *s, struct backend_state *bs, uint32_t max_queued,
 			return -ENOSPC;
 		}
 	}
+	if (swap)
+		v->tenant_counted = false; /* its tenant place is e's */
 	if (v) {
 		/* Its place is e's now. t is pinned meanwhile: v may be its
 		 * only waiter, and an empty tenant is freed. */

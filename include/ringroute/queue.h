@@ -139,7 +139,10 @@ uint64_t queue_entry_key(const struct queue_entry *e);
  * this shard evicted for e (unlinked; its owner must end it), or NULL.
  * Returns 0 (queued; the queue tick is armed), -ENOSPC (queue full and
  * nothing lower), -EDQUOT (e's tenant has tenant_max waiting for bs
- * process-wide) or -ENOMEM (nothing changed on an error). */
+ * process-wide and none of its own lower waiters is here to make room:
+ * a tenant at its bound takes the place of its own youngest lower
+ * waiter on this shard, *victim then) or -ENOMEM (nothing changed on an
+ * error). */
 int queue_add(struct shard *s, struct backend_state *bs, uint32_t max_queued,
 	      struct queue_entry *e, uint64_t now_us, uint32_t timeout_ms,
 	      struct queue_entry **victim);

@@ -25,7 +25,9 @@ one, not guessed from delays. Each case runs on --shards 1 and --shards 2.
   flood's (one shard: exactly f n f n f n f f f; two shards: all three of
   them among the first seven served), not after the flood.
 * max_queued_per_tenant 2: the flood's third queued request gets 503
-  tenant_queue_full at once, process-wide; another tenant still queues.
+  tenant_queue_full at once, process-wide; another tenant still queues; a
+  priority 1 of the flood takes the place of the flood's own youngest
+  priority 0 (503 evicted), never another tenant's.
 * reports: --report-url POSTs and `ringroutectl queues` show the waiters by
   priority and the oldest wait.
 """
@@ -286,9 +288,28 @@ class FairnessTest(PrioCase):
         self.assertLess(time.monotonic() - t, 2.0)
         self.assertEqual(self.rejected("tenant_queue_full"), 1)
         n = self.queue("/n/0", 3, [("X-Tenant", "normal")])
+        # a higher priority of the tenant at its bound takes the place of its
+        # own youngest lower waiter on its shard (on 2 shards that shard may
+        # have none of them: tenant_queue_full then)
+        hi = self.send("/f/hi", headers=[("X-Tenant", "flood"), ("X-Request-Priority", "1")])
+        harness.wait_for(lambda: self.rejected("evicted") + self.rejected("tenant_queue_full") == 2,
+                         5, "the flood's priority 1 placed or refused")
+        evicted = self.rejected("evicted") == 1
+        if self.SHARDS == 1:
+            self.assertTrue(evicted, "evicts its own lower waiter")
         self.up.open_all()
-        for p, c in (("/hold", hold), ("/f/0", a), ("/f/1", b), ("/n/0", n)):
-            self.assertOK(c, p)
+        got = {}
+        for p, c in (("/hold", hold), ("/f/0", a), ("/f/1", b), ("/n/0", n), ("/f/hi", hi)):
+            r = c.read_response()
+            got[p] = r.status
+        self.assertEqual(got["/n/0"], 200, got)   # never another tenant's place
+        if evicted:
+            self.assertEqual(got["/f/hi"], 200, got)
+            self.assertEqual(sorted([got["/f/0"], got["/f/1"]]), [200, 503], got)
+            if self.SHARDS == 1:
+                self.assertEqual(got["/f/1"], 503, "the youngest: %r" % got)
+        else:
+            self.assertEqual(got["/f/hi"], 503, got)
         self.assertEqual(self.queues()["queued"], 0)
 
 

@@ -630,6 +630,44 @@ static void test_tenant_bound(void **state)
 		assert_int_equal(atomic_load(&f->bs->tenant_queued[i]), 0);
 }
 
+/* At its bound, a tenant's higher-priority arrival takes the place of its
+ * own youngest lower waiter (on this shard), not another tenant's. */
+static void test_tenant_bound_evicts_own_lower(void **state)
+{
+	struct fx *f = *state;
+	struct shard *s = f->sh[0];
+	struct queue_entry a[2], o, hi, hi2;
+
+	for (int i = 0; i < 2; i++) {
+		prio_entry(&a[i], 0, "flood");
+		a[i].tenant_max = 2;
+		assert_int_equal(queue_add(s, f->bs, 9, &a[i], 1 + (uint64_t)i, 100, &vic), 0);
+	}
+	prio_entry(&o, 0, "other");
+	o.tenant_max = 2;
+	assert_int_equal(queue_add(s, f->bs, 9, &o, 5, 100, &vic), 0);
+	prio_entry(&hi, 1, "flood");
+	hi.tenant_max = 2;
+	assert_int_equal(queue_add(s, f->bs, 9, &hi, 6, 100, &vic), 0);
+	assert_ptr_equal(vic, &a[1]);          /* flood's youngest priority 0 */
+	assert_false(queue_entry_queued(&a[1]));
+	assert_int_equal(queued(f), 3);        /* hi holds a[1]'s places */
+	assert_int_equal(atomic_load(&f->bs->tenant_queued[hi.tenant_bucket]), 2);
+	/* nothing of flood's below 1 but a[0]; then nothing lower at all */
+	prio_entry(&hi2, 1, "flood");
+	hi2.tenant_max = 2;
+	assert_int_equal(queue_add(s, f->bs, 9, &hi2, 7, 100, &vic), 0);
+	assert_ptr_equal(vic, &a[0]);
+	assert_int_equal(queue_add(s, f->bs, 9, &a[1], 8, 100, &vic), -EDQUOT);
+	assert_true(queue_entry_queued(&o));   /* the other tenant untouched */
+	queue_remove(s, &hi);
+	queue_remove(s, &hi2);
+	queue_remove(s, &o);
+	assert_int_equal(queued(f), 0);
+	for (unsigned i = 0; i < TENANT_BUCKETS; i++)
+		assert_int_equal(atomic_load(&f->bs->tenant_queued[i]), 0);
+}
+
 static void test_fair_share(void **state)
 {
 	struct fx *f = *state;
@@ -780,6 +818,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_evict_same_tenant, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_evict_across_shards, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tenant_bound, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tenant_bound_evicts_own_lower, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fair_share, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fair_weights_and_shards, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_edf_within_tenant, setup, teardown),
