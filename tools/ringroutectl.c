@@ -350,7 +350,8 @@ static const struct command commands[] = {
 	  "--json: GET /v1/stats as the server sends it.\n",
 	  cmd_stats, NULL },
 	{ "queues", NULL, "[--watch]",
-	  "One line per backend: BACKEND QUEUED ONGOING REPLICAS. --watch: a new view\n"
+	  "One line per backend: BACKEND QUEUED ONGOING REPLICAS BY_PRIORITY (the\n"
+	  "waiters of each priority, \"P:n\" highest first) OLDEST_WAIT_MS. --watch: a new view\n"
 	  "every report interval (--report-interval-ms) until interrupted; with --json\n"
 	  "one NDJSON line each.\n",
 	  cmd_queues, NULL },
