@@ -5,6 +5,7 @@
 #ifndef RINGROUTE_HTTP_H
 #define RINGROUTE_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -131,6 +132,11 @@ struct fwd_info {
 	const char *client_ip;        /* for X-Forwarded-For */
 	const char *request_id;       /* used when the client sent no valid one */
 	const char *call_method;      /* endpoint default, or NULL */
+	/* The head is left open for a body held before routing (request.c):
+	 * no Content-Length, Transfer-Encoding or Expect of the client's (the
+	 * request layer answered the Expect and writes the framing the held
+	 * body decides), and no final empty line. */
+	bool open;
 };
 
 /* Write the request head sent to a replica: "METHOD URL HTTP/1.1", the

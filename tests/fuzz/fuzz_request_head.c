@@ -166,7 +166,7 @@ static void sim_on_headers(struct sim_client *c)
 	struct http_head *hd = &c->hp.hd;
 	const struct endpoint_cfg *ep;
 	const struct http_hdr *key;
-	struct fwd_info fi;
+	struct fwd_info fi = {0};
 	struct strbuf head = {0};
 	char msg[160];
 	int status = 0;

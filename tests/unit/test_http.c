@@ -183,8 +183,8 @@ static void check_req(const char *raw, const struct fwd_info *fi, const char *ex
 	check_splits(HTTP_REQUEST, raw, fi, 0, &expect, 1);
 }
 
-static const struct fwd_info fi_plain = {"10.0.0.1", "rid-1", NULL};
-static const struct fwd_info fi_cm = {"10.0.0.1", "rid-1", "__call__"};
+static const struct fwd_info fi_plain = {"10.0.0.1", "rid-1", NULL, false};
+static const struct fwd_info fi_cm = {"10.0.0.1", "rid-1", "__call__", false};
 
 /* ---- request rewriting ---- */
 
@@ -386,7 +386,7 @@ static void test_x_forwarded_for_empty(void **state)
 
 static void test_request_id(void **state)
 {
-	struct fwd_info none = {"10.0.0.1", NULL, NULL};
+	struct fwd_info none = {"10.0.0.1", NULL, NULL, false};
 	(void)state;
 	/* Kept (original case and place) when the client sent one. */
 	check_req("GET / HTTP/1.1\r\nx-REQUEST-id: client-7\r\nHost: h\r\n\r\n", &fi_plain,
@@ -439,7 +439,7 @@ static void test_request_id_length(void **state)
 /* A response carries our id, never the replica's (which may differ). */
 static void test_response_request_id(void **state)
 {
-	static const struct fwd_info rid = {NULL, "abc123", NULL};
+	static const struct fwd_info rid = {NULL, "abc123", NULL, false};
 	static const char *const expect[] = {
 		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Request-Id: abc123\r\n\r\n",
 	};
@@ -460,7 +460,7 @@ static void test_long_request_id(void **state)
 {
 	/* Longer than sb_printf's stack buffer: the formatted-in-place path. */
 	char rid[1500], expect[2000];
-	struct fwd_info fi = {"10.0.0.1", rid, NULL};
+	struct fwd_info fi = {"10.0.0.1", rid, NULL, false};
 	(void)state;
 	for (size_t i = 0; i < sizeof(rid) - 1; i++)
 		rid[i] = (char)('a' + i % 26);
