@@ -768,8 +768,7 @@ static int check_route_models(struct parse_ctx *ctx, const struct endpoint_cfg *
 
 	if (!e->nmodels && !f->nmodels)
 		return fail(ctx, join(rp, sizeof(rp), path, "route"),
-			    "duplicate route \"%s\" (also endpoints.%s.route; endpoints may share "
-			    "a route only when they differ by \"models\")", e->route, f->name);
+			    "duplicate route \"%s\" (also endpoints.%s.route)", e->route, f->name);
 	for (size_t i = 0; i < e->nmodels; i++)
 		for (size_t j = 0; j < f->nmodels; j++)
 			if (strcmp(e->models[i], f->models[j]) == 0)
