@@ -462,6 +462,21 @@ static int choose_model_endpoint(struct shard *s, struct request *req)
 static void hold_timeout(struct timer *t, void *ctx);
 static int hold_decide(struct shard *s, struct request *req, bool complete);
 
+/* The model id of a multiplexed backend: serve_multiplexed_model_id, else
+ * the request's model (header or decoded body), else body_model (the
+ * body's, as written; NULL: none). */
+static void set_mux_id(struct request *req, const struct model_span *body_model)
+{
+	if (!req->be->mux_max_models)
+		return;
+	if (req->mux_model)
+		req->hint.mux_id = mux_id(req->mux_model, req->mux_model_len);
+	else if (req->model)
+		req->hint.mux_id = mux_id(req->model, req->model_len);
+	else if (body_model)
+		req->hint.mux_id = mux_id(body_model->p, body_model->len);
+}
+
 void req_start(struct shard *s, struct request *req, const struct req_info *ri)
 {
 	const struct endpoint_cfg *ep;
@@ -530,6 +545,8 @@ void req_start(struct shard *s, struct request *req, const struct req_info *ri)
 		pick_backend(s, req);
 		if (backend_reads_body(req))
 			req->hold |= REQ_HOLD_BACKEND;
+		else
+			set_mux_id(req, NULL);
 	}
 	fi.client_ip = ri->client_ip;
 	fi.request_id = req_id(req);
@@ -661,14 +678,7 @@ static int hold_decide(struct shard *s, struct request *req, bool complete)
 		pick_backend(s, req);
 	}
 	req->hold = 0;
-	if (req->be->mux_max_models) {
-		if (req->mux_model)
-			req->hint.mux_id = mux_id(req->mux_model, req->mux_model_len);
-		else if (req->model)
-			req->hint.mux_id = mux_id(req->model, req->model_len);
-		else if (found) /* the body's model, as written */
-			req->hint.mux_id = mux_id(mv.p, mv.len);
-	}
+	set_mux_id(req, found ? &mv : NULL);
 	if (req->be->policy == POLICY_PREFIX && body && hash_prompt(req, body, n))
 		goto nomem;
 	if (req->be->model_rewrite) {
