@@ -200,5 +200,44 @@ class ModelTest(harness.RRTestCase):
             self.assertEqual(int(sb["hdict"]["content-length"]), len(sb["body"]))
 
 
+class HoldLimitsTest(harness.RRTestCase):
+    """A held body that does not come, and one larger than a retry keeps."""
+
+    def setUp(self):
+        super().setUp()
+        self.up = self.upstream(Echo("a"))
+        cfg = {"backends": {"A": backend({"a": self.up.addr}, model_rewrite="big-lora")},
+               "endpoints": {
+                   "alpha": endpoint("/v1", {"A": 1}, models=["alpha"],
+                                     route_body_max_bytes=4 << 20)}}
+        self.rr = self.ringroute(cfg, extra=["--header-timeout-ms", "300"])
+
+    def test_short_body_times_out_408(self):
+        with harness.Client(self.rr.port) as c:
+            c.send(build_request("POST", "/v1", [("Content-Length", "100")]) + b'{"model": ')
+            r = c.read_response("POST", timeout=5)
+            self.assertEqual(r.status, 408, r)
+            self.assertIn(b"request body not received in time", r.body)
+            self.assertEqual(c.sock.recv(1), b"", "the connection closes")
+        self.assertEqual(self.up.requests, [], "no replica saw it")
+
+    def test_body_beyond_replay_max_is_held_and_rewritten(self):
+        body = json.dumps({"model": "alpha", "prompt": "p" * (2 << 20)}).encode()
+        for chunk in (False, True):
+            with harness.Client(self.rr.port, timeout=20) as c:
+                hs = [("Content-Type", "application/json")]
+                if chunk:
+                    c.send(build_request("POST", "/v1", hs + [("Transfer-Encoding", "chunked")],
+                                         chunked(body, 65536)))
+                    r = c.read_response("POST")
+                else:
+                    r = c.request("POST", "/v1", hs, body)
+            self.assertEqual(r.status, 200, r)
+            fwd = json.loads(r.json()["body"])
+            self.assertEqual(fwd["model"], "big-lora")
+            self.assertEqual(len(fwd["prompt"]), 2 << 20)
+            self.assertEqual(int(r.json()["cl"]), len(body) + 3)
+
+
 if __name__ == "__main__":
     harness.main()
