@@ -11,18 +11,26 @@ static const char *ws(const char *p, const char *e)
 	return p;
 }
 
-/* p at a '"': past the closing quote, or NULL when the string does not end. */
+/* p at a '"': past the closing quote, or NULL when the string does not
+ * end. memchr finds each candidate quote (strings are most of a prompt's
+ * bytes); a quote after an odd run of backslashes is escaped. */
 static const char *skip_str(const char *p, const char *e)
 {
-	for (p++; p < e; p++) {
-		if (*p == '\\') {
-			if (++p == e)
-				return NULL;
-		} else if (*p == '"') {
-			return p + 1;
-		}
+	const char *q = p + 1;
+
+	for (;;) {
+		const char *b;
+		size_t bs = 0;
+
+		q = memchr(q, '"', (size_t)(e - q));
+		if (!q)
+			return NULL;
+		for (b = q; b > p + 1 && b[-1] == '\\'; b--)
+			bs++;
+		if (!(bs & 1))
+			return q + 1;
+		q++;
 	}
-	return NULL;
 }
 
 /* Past one value at p (a string, an object or array by bracket depth,
@@ -63,22 +71,30 @@ static const char *skip_value(const char *p, const char *e)
 	return p > s ? p : NULL;
 }
 
-/* Called for each member of an object: key (raw), the value [v, ve).
- * Returns 0 to go on, 1 to stop. */
-typedef int (*member_fn)(void *ctx, const char *k, size_t klen, const char *v, const char *ve);
+/* Called for each member of an object: key (raw), its value at v (e: the
+ * end of the body). Returns the end of the value (it may walk the value
+ * itself, or skip_value it), *stop set to end the walk; NULL when the
+ * value is cut short or malformed. */
+typedef const char *(*member_fn)(void *ctx, const char *k, size_t klen, const char *v,
+				 const char *e, int *stop);
 
 /* Walk the members of the object at p (a '{'). 1: stopped by fn, 0: the
- * whole object walked, -1: not an object or cut short. */
-static int each_member(const char *p, const char *e, member_fn fn, void *ctx)
+ * whole object walked, -1: not an object or cut short; *end (if set) is
+ * past the object when 0. */
+static int each_member(const char *p, const char *e, member_fn fn, void *ctx, const char **end)
 {
 	p = ws(p, e);
 	if (p >= e || *p != '{')
 		return -1;
 	p = ws(p + 1, e);
-	if (p < e && *p == '}')
+	if (p < e && *p == '}') {
+		if (end)
+			*end = p + 1;
 		return 0;
+	}
 	for (;;) {
 		const char *k, *ke, *v, *ve;
+		int stop = 0;
 
 		if (p >= e || *p != '"')
 			return -1;
@@ -90,16 +106,21 @@ static int each_member(const char *p, const char *e, member_fn fn, void *ctx)
 		if (p >= e || *p != ':')
 			return -1;
 		v = ws(p + 1, e);
-		ve = skip_value(v, e);
+		if (v >= e)
+			return -1;
+		ve = fn(ctx, k, (size_t)(ke - 1 - k), v, e, &stop);
+		if (stop)
+			return 1;
 		if (!ve)
 			return -1;
-		if (fn(ctx, k, (size_t)(ke - 1 - k), v, ve))
-			return 1;
 		p = ws(ve, e);
 		if (p >= e)
 			return -1;
-		if (*p == '}')
+		if (*p == '}') {
+			if (end)
+				*end = p + 1;
 			return 0;
+		}
 		if (*p != ',')
 			return -1;
 		p = ws(p + 1, e);
@@ -128,20 +149,23 @@ struct find_ctx {
 	int found;
 };
 
-static int find_model(void *ctx, const char *k, size_t klen, const char *v, const char *ve)
+static const char *find_model(void *ctx, const char *k, size_t klen, const char *v,
+			      const char *e, int *stop)
 {
 	struct find_ctx *f = ctx;
+	const char *ve = skip_value(v, e);
 
-	if (!key_is(k, klen, "model"))
-		return 0;
-	f->found = str_span(v, ve, f->val);
-	return 1; /* the first "model" decides, string or not */
+	if (ve && key_is(k, klen, "model")) {
+		f->found = str_span(v, ve, f->val);
+		*stop = 1; /* the first "model" decides, string or not */
+	}
+	return ve;
 }
 
 int model_find(const char *body, size_t len, struct model_span *val)
 {
 	struct find_ctx f = {.val = val, .found = 0};
-	int r = each_member(body, body + len, find_model, &f);
+	int r = each_member(body, body + len, find_model, &f, NULL);
 
 	if (r < 0)
 		return -1;
@@ -249,30 +273,9 @@ long model_decode(const struct model_span *raw, char *out, size_t cap)
 struct prompt_ctx {
 	struct model_span *spans;
 	size_t max, n;
-	int have_prompt;             /* "prompt" seen: "messages" no longer looked at */
-	const char *msgs, *msgs_end; /* the "messages" array, if any */
+	int have_prompt;             /* "prompt" seen: its spans replace any of "messages" */
+	size_t nmsg;                 /* spans from "messages" (dropped if "prompt" comes) */
 };
-
-/* The elements [v, ve) of an array, each handed to fn as (ctx, elem, end).
- * Stops quietly at anything it cannot walk: spans found so far stand. */
-static void each_elem(const char *v, const char *ve, void (*fn)(struct prompt_ctx *, const char *,
-								  const char *),
-		      struct prompt_ctx *pc)
-{
-	const char *p = ws(v + 1, ve);
-
-	while (p < ve && *p != ']') {
-		const char *q = skip_value(p, ve);
-		if (!q)
-			return;
-		fn(pc, p, q);
-		p = ws(q, ve);
-		if (p < ve && *p == ',')
-			p = ws(p + 1, ve);
-		else
-			return;
-	}
-}
 
 static void add_span(struct prompt_ctx *pc, const char *v, const char *ve)
 {
@@ -280,48 +283,90 @@ static void add_span(struct prompt_ctx *pc, const char *v, const char *ve)
 		pc->n++;
 }
 
-static int find_content(void *ctx, const char *k, size_t klen, const char *v, const char *ve)
+/* Walk the array at v ('['), calling elem on each element; past it, or
+ * NULL. One pass: the elements are read as they are skipped. */
+static const char *each_elem(const char *v, const char *e,
+			     const char *(*elem)(struct prompt_ctx *, const char *, const char *),
+			     struct prompt_ctx *pc)
+{
+	const char *p = ws(v + 1, e);
+
+	if (p < e && *p == ']')
+		return p + 1;
+	for (;;) {
+		p = elem(pc, p, e);
+		if (!p)
+			return NULL;
+		p = ws(p, e);
+		if (p >= e)
+			return NULL;
+		if (*p == ']')
+			return p + 1;
+		if (*p != ',')
+			return NULL;
+		p = ws(p + 1, e);
+	}
+}
+
+static const char *prompt_string(struct prompt_ctx *pc, const char *v, const char *e)
+{
+	const char *ve = skip_value(v, e);
+
+	if (ve)
+		add_span(pc, v, ve);
+	return ve;
+}
+
+static const char *find_content(void *ctx, const char *k, size_t klen, const char *v,
+				const char *e, int *stop)
+{
+	const char *ve = skip_value(v, e);
+
+	(void)stop;
+	if (ve && key_is(k, klen, "content"))
+		add_span(ctx, v, ve);
+	return ve;
+}
+
+static const char *message(struct prompt_ctx *pc, const char *v, const char *e)
+{
+	const char *end;
+
+	if (*v != '{')
+		return skip_value(v, e);
+	return each_member(v, e, find_content, pc, &end) == 0 ? end : NULL;
+}
+
+static const char *find_prompt(void *ctx, const char *k, size_t klen, const char *v,
+			       const char *e, int *stop)
 {
 	struct prompt_ctx *pc = ctx;
 
-	if (!key_is(k, klen, "content"))
-		return 0;
-	add_span(pc, v, ve);
-	return 1;
-}
-
-static void message_content(struct prompt_ctx *pc, const char *v, const char *ve)
-{
-	if (*v == '{')
-		each_member(v, ve, find_content, pc);
-}
-
-static int find_prompt(void *ctx, const char *k, size_t klen, const char *v, const char *ve)
-{
-	struct prompt_ctx *pc = ctx;
-
+	(void)stop;
 	if (key_is(k, klen, "prompt") && !pc->have_prompt) {
 		pc->have_prompt = 1;
+		pc->n -= pc->nmsg; /* "prompt" wins over "messages" */
+		pc->nmsg = 0;
 		if (*v == '"')
-			add_span(pc, v, ve);
-		else if (*v == '[')
-			each_elem(v, ve, add_span, pc);
-		return 0;
+			return prompt_string(pc, v, e);
+		if (*v == '[')
+			return each_elem(v, e, prompt_string, pc);
+		return skip_value(v, e);
 	}
-	if (key_is(k, klen, "messages") && !pc->msgs && *v == '[') {
-		pc->msgs = v;
-		pc->msgs_end = ve;
+	if (key_is(k, klen, "messages") && !pc->have_prompt && !pc->nmsg && *v == '[') {
+		size_t before = pc->n;
+		const char *ve = each_elem(v, e, message, pc);
+		pc->nmsg = pc->n - before;
+		return ve;
 	}
-	return 0;
+	return skip_value(v, e);
 }
 
 int model_prompt(const char *body, size_t len, struct model_span *spans, size_t max)
 {
 	struct prompt_ctx pc = {.spans = spans, .max = max};
 
-	if (each_member(body, body + len, find_prompt, &pc) < 0)
+	if (each_member(body, body + len, find_prompt, &pc, NULL) < 0)
 		return -1;
-	if (!pc.have_prompt && pc.msgs)
-		each_elem(pc.msgs, pc.msgs_end, message_content, &pc);
 	return (int)pc.n;
 }

@@ -118,7 +118,9 @@ class MultiplexTest(Base):
     MUX = "serve_multiplexed_model_id"
 
     def test_model_sticks_to_its_replica(self):
-        self.start(multiplex={"max_models_per_replica": 2})
+        # Room for every model on any replica: none is evicted (new models
+        # land on a random idle replica, so a smaller LRU could evict).
+        self.start(multiplex={"max_models_per_replica": 8})
         homes = {}
         for rnd in range(4):
             for k in range(6):
