@@ -72,6 +72,11 @@ int retry_hold(struct shard *s, struct request *req, uint32_t bid, const char *p
 {
 	if (!len)
 		return 0;
+	/* Past HOLD_REF_MAX the bytes are copied: a body held up to 64 MiB
+	 * must not pin the shard's whole receive ring (1024 buffers), which
+	 * would leave nothing to read its own rest into. */
+	if (req->replay_bytes >= HOLD_REF_MAX)
+		bid = BID_NONE;
 	return keep_seg(s, req, bid, p, len);
 }
 

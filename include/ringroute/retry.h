@@ -19,9 +19,11 @@ void retry_keep(struct shard *s, struct request *req, uint32_t bid, const char *
 /* A body held before routing (request.c): the same kept segments, with no
  * REPLAY_MAX bound (the caller bounds it by route_body_max_bytes). They
  * are what the first attempt sends, and a retry's replay while within
- * REPLAY_MAX (retry_keep forbids beyond). 0, or -ENOMEM with nothing
- * kept of these bytes. */
+ * REPLAY_MAX (retry_keep forbids beyond). The first HOLD_REF_MAX bytes
+ * are the receive buffers, referenced; the rest is copied. 0, or -ENOMEM
+ * with nothing kept of these bytes. */
 int retry_hold(struct shard *s, struct request *req, uint32_t bid, const char *p, size_t len);
+#define HOLD_REF_MAX (256u << 10) /* held bytes beyond this are copied, not referenced */
 /* Replace what was kept by own[0..len) (mi_malloc'ed): the rewritten
  * body. own belongs to req from now on: 0, or -ENOMEM with own freed and
  * nothing kept. */
