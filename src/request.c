@@ -536,13 +536,16 @@ void req_start(struct shard *s, struct request *req, const struct req_info *ri)
 		if (!req->model)
 			req->hold |= REQ_HOLD_MODEL;
 	}
-	if (copy_header(ri->hd, "serve_multiplexed_model_id", &req->mux_model,
+	if (!req->hold)
+		pick_backend(s, req);
+	/* Looked for only where a multiplexed backend may read it. */
+	if ((req->hold || req->be->mux_max_models) &&
+	    copy_header(ri->hd, "serve_multiplexed_model_id", &req->mux_model,
 			&req->mux_model_len)) {
 		req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
 		return;
 	}
 	if (!req->hold) {
-		pick_backend(s, req);
 		if (backend_reads_body(req))
 			req->hold |= REQ_HOLD_BACKEND;
 		else

@@ -206,11 +206,12 @@ class HoldLimitsTest(harness.RRTestCase):
     def setUp(self):
         super().setUp()
         self.up = self.upstream(Echo("a"))
-        cfg = {"backends": {"A": backend({"a": self.up.addr}, model_rewrite="big-lora")},
+        cfg = {"backends": {"A": backend({"a": self.up.addr}, model_rewrite="big-lora",
+                                         max_ongoing_requests=1, queue_timeout_ms=10000)},
                "endpoints": {
                    "alpha": endpoint("/v1", {"A": 1}, models=["alpha"],
                                      route_body_max_bytes=4 << 20)}}
-        self.rr = self.ringroute(cfg, extra=["--header-timeout-ms", "300"])
+        self.rr = self.ringroute(cfg, admin=True, extra=["--header-timeout-ms", "300"])
 
     def test_short_body_times_out_408(self):
         with harness.Client(self.rr.port) as c:
@@ -237,6 +238,27 @@ class HoldLimitsTest(harness.RRTestCase):
             self.assertEqual(fwd["model"], "big-lora")
             self.assertEqual(len(fwd["prompt"]), 2 << 20)
             self.assertEqual(int(r.json()["cl"]), len(body) + 3)
+
+    def test_queued_request_sends_its_held_body(self):
+        # Cap 1, one request held at the replica: the next one (its body
+        # held and rewritten) waits in the queue, then goes whole.
+        gate = self.client(self.rr.port, timeout=15)
+        first = json.dumps({"model": "alpha", "prompt": "first"}).encode()
+        gate.send(build_request("POST", "/v1", [("X-Gate", "g")], first))
+        self.up.wait_requests(1)
+        body = json.dumps({"model": "alpha", "prompt": "second"}).encode()
+        c = self.client(self.rr.port, timeout=15)
+        c.send(build_request("POST", "/v1", [("Transfer-Encoding", "chunked")], chunked(body)))
+        harness.wait_for(lambda: harness.http_once(self.rr.admin_port, "GET", "/v1/queues")
+                         .json()["backends"]["A"]["queued"] == 1, 5.0, "second queued",
+                         interval=0.005)
+        self.assertEqual(len(self.up.requests), 1, "the second waits for the slot")
+        self.up.release("g")
+        for cl in (gate, c):
+            r = cl.read_response("POST")
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(json.loads(r.json()["body"])["model"], "big-lora")
+        self.assertEqual(json.loads(self.up.requests[1]["body"])["prompt"], "second")
 
 
 if __name__ == "__main__":
