@@ -408,6 +408,34 @@ static void test_pick_mux(void **state)
 	config_unref(c);
 }
 
+/* The canonical JSON of the new keys parses back to the same document. */
+static void test_round_trip(void **state)
+{
+	static const char doc[] =
+		"{\"backends\": {\"P\": {\"policy\": \"prefix\", \"model_rewrite\": \"lora-1\","
+		"  \"prefix\": {\"block_bytes\": 32, \"balance_rel\": 2.5},"
+		"  \"multiplex\": {\"max_models_per_replica\": 3}}, \"Q\": {}},"
+		" \"endpoints\": {"
+		"  \"a\": {\"route\": \"/v1\", \"models\": [\"x\", \"y\"], \"traffic\": {\"P\": 1},"
+		"         \"model_header\": \"X-Llm\", \"route_body_max_bytes\": 4096},"
+		"  \"b\": {\"route\": \"/v1\", \"traffic\": {\"Q\": 1}},"
+		"  \"c\": {\"route\": \"/v2\", \"traffic\": {\"Q\": 1}}}}";
+	struct config *a = parse_ok(doc), *b;
+	(void)state;
+	b = parse_ok(a->json);
+	assert_string_equal(a->json, b->json);
+	assert_non_null(strstr(a->json, "\"model_rewrite\":\"lora-1\""));
+	assert_non_null(strstr(a->json, "\"multiplex\":{\"max_models_per_replica\":3}"));
+	assert_non_null(strstr(a->json, "\"policy\":\"prefix\",\"prefix\":{\"balance_abs\":32,"
+				       "\"balance_rel\":2.5,\"block_bytes\":32,\"table_entries\":65536}"));
+	assert_non_null(strstr(a->json, "\"model_header\":\"X-Llm\",\"models\":[\"x\",\"y\"]"));
+	assert_non_null(strstr(a->json, "\"route_body_max_bytes\":4096"));
+	/* Nothing new where nothing was set. */
+	assert_null(strstr(strstr(a->json, "\"c\":"), "model"));
+	config_unref(a);
+	config_unref(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -421,6 +449,7 @@ int main(void)
 		cmocka_unit_test(test_config_errors),
 		cmocka_unit_test(test_pick_prefix),
 		cmocka_unit_test(test_pick_mux),
+		cmocka_unit_test(test_round_trip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
