@@ -57,7 +57,7 @@ struct ctl {
 enum opt_kind {
 	O_UINT32,   /* an integer 0..2^32-1 */
 	O_UINT63,   /* an integer 0..2^63-1 */
-	O_POLICY,   /* p2c or round_robin */
+	O_POLICY,   /* p2c, round_robin or prefix */
 	O_BOOL,     /* true or false */
 	O_STRING,   /* any string: the server validates it */
 	O_METHODS,  /* M[,M...] -> ["M", ...] */
@@ -235,7 +235,7 @@ static const struct command commands[] = {
 	  "[--queue-timeout-ms N] [--connect-timeout-ms N]\n"
 	  "[--request-timeout-ms N] [--retries N]\n"
 	  "[--retry-on C[,C...]] [--retry-budget-percent N]\n"
-	  "[--policy p2c|round_robin]\n"
+	  "[--policy p2c|round_robin|prefix]\n"
 	  "[--health-check PATH|none]\n"
 	  "[--health-interval-ms N] [--health-rise N]\n"
 	  "[--health-fall N]\n"
@@ -257,7 +257,7 @@ static const struct command commands[] = {
 	  "                           (idempotent methods only), 503, 429\n"
 	  "  --retry-budget-percent N retry_budget_percent: retries in flight, at most\n"
 	  "                           this share of the backend's requests (0..100)\n"
-	  "  --policy P               policy: p2c or round_robin\n"
+	  "  --policy P               policy: p2c, round_robin or prefix\n"
 	  "  --health-check PATH      health_check.path; none removes the health check\n"
 	  "  --health-interval-ms N   health_check.interval_ms, >= 100 (needs a path)\n"
 	  "  --health-rise N          health_check.rise: successes in a row to turn healthy\n"
@@ -1558,8 +1558,9 @@ static int parse_set_opts(const struct command *c, int argc, char **argv, json_t
 				break;
 			}
 			case O_POLICY:
-				if (strcmp(val, "p2c") && strcmp(val, "round_robin"))
-					return usage_error(c, NULL, "%s: expected p2c or round_robin, got '%s'",
+				if (strcmp(val, "p2c") && strcmp(val, "round_robin") && strcmp(val, "prefix"))
+					return usage_error(c, NULL,
+							   "%s: expected p2c, round_robin or prefix, got '%s'",
 							   o->opt, val);
 				v = json_string(val);
 				break;
