@@ -39,6 +39,17 @@ const struct endpoint_cfg *router_match(const struct config *c, const char *url,
 		if (rl != plen && e->route[rl - 1] != '/' && url[rl] != '/')
 			continue; /* "/predict" vs "/predictions" */
 		if (e->methods && (method >= 64 || !(e->methods & (1ull << method)))) {
+			/* Endpoints sharing the route (they differ by models)
+			 * sit next to it: the first that allows the method. */
+			for (size_t j = i + 1; j < c->nendpoints; j++) {
+				const struct endpoint_cfg *f = &c->endpoints[j];
+				if (f->route_len != rl || memcmp(f->route, e->route, rl) != 0)
+					break;
+				if (!f->methods || (method < 64 && (f->methods & (1ull << method)))) {
+					*status = 200;
+					return f;
+				}
+			}
 			*status = 405;
 			return e; /* named in the error body */
 		}

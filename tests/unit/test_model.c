@@ -244,7 +244,9 @@ static const char models_doc[] =
 	"  \"post-beta\": {\"route\": \"/v1\", \"methods\": [\"POST\"], \"models\": [\"beta\", \"b2\"],"
 	"                 \"traffic\": {\"B\": 1}},"
 	"  \"only\": {\"route\": \"/v2\", \"models\": [\"alpha\"], \"traffic\": {\"A\": 1}},"
-	"  \"plain\": {\"route\": \"/v3\", \"traffic\": {\"A\": 1}}}}";
+	"  \"plain\": {\"route\": \"/v3\", \"traffic\": {\"A\": 1}},"
+	"  \"a-get\": {\"route\": \"/v4\", \"methods\": [\"GET\"], \"models\": [\"g\"], \"traffic\": {\"A\": 1}},"
+	"  \"b-post\": {\"route\": \"/v4\", \"methods\": [\"POST\"], \"traffic\": {\"B\": 1}}}}";
 
 static const char *mm(const struct config *c, const char *url, unsigned method, const char *m)
 {
@@ -269,9 +271,22 @@ static void test_match_model(void **state)
 	assert_string_equal(mm(c, "/v2", HTTP_POST, "alpha"), "only");
 	assert_string_equal(mm(c, "/v2", HTTP_POST, "gamma"), "(none)");
 	assert_string_equal(mm(c, "/v3", HTTP_POST, "gamma"), "plain");
+	/* The first endpoint of a shared route excludes the method: the
+	 * route still matches through the one that allows it. */
+	assert_string_equal(mm(c, "/v4", HTTP_POST, "g"), "b-post");
+	assert_string_equal(mm(c, "/v4", HTTP_GET, "g"), "a-get");
+	assert_string_equal(mm(c, "/v4", HTTP_GET, "x"), "(none)");
+	{
+		int st;
+		const struct endpoint_cfg *e = router_match(c, "/v4", 3, HTTP_PUT, &st);
+		assert_int_equal(st, 405);
+		assert_string_equal(e->name, "a-get");
+	}
 	for (size_t i = 0; i < c->nendpoints; i++)
 		assert_int_equal(c->endpoints[i].route_models,
 				 strcmp(c->endpoints[i].name, "plain") != 0);
+	/* 6 endpoints with models on their routes + plain. */
+	assert_int_equal(c->nendpoints, 7);
 	config_unref(c);
 }
 
