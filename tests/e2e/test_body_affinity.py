@@ -76,6 +76,14 @@ class Base(harness.RRTestCase):
             time.sleep(0.002)
         self.fail("held request reached no replica")
 
+    def assertBothShards(self, replica):
+        """Each shard keeps its own keep-alive connections to a replica: one
+        that served sequential requests over two or more connections got
+        them from both shards (one shard would have reused its one)."""
+        u = next(u for u in self.ups if u.id == replica)
+        self.assertGreaterEqual(len(u._conns), 2, "%s: requests came through one shard only"
+                                % replica)
+
     def release(self, held):
         c, gate, u = held
         u.release(gate)
@@ -88,6 +96,7 @@ class PrefixTest(Base):
         self.start(policy="prefix")
         ids = [self.post(chat(SYSTEM, "question %d" % k)) for k in range(24)]
         self.assertEqual(len(set(ids)), 1, ids)
+        self.assertBothShards(ids[0])
 
     def test_different_prompts_spread(self):
         self.start(policy="prefix")
@@ -133,6 +142,8 @@ class MultiplexTest(Base):
         first = self.post(chat("s", "q", model="body-model"))
         for _ in range(5):
             self.assertEqual(self.post(chat("s", "q", model="body-model")), first)
+        for home in set(homes.values()):
+            self.assertBothShards(home)
 
     def test_full_holder_spills(self):
         self.start(multiplex={"max_models_per_replica": 1}, max_ongoing_requests=1)
