@@ -294,6 +294,8 @@ static const char *each_elem(const char *v, const char *e,
 	if (p < e && *p == ']')
 		return p + 1;
 	for (;;) {
+		if (p >= e)
+			return NULL; /* cut short: elem may read *p */
 		p = elem(pc, p, e);
 		if (!p)
 			return NULL;

@@ -110,6 +110,16 @@ static void test_model_prompt(void **state)
 	assert_int_equal(model_prompt(c, strlen(c), sp, 1), 1);
 	assert_int_equal(model_prompt("{}", 2, sp, 8), 0);
 	assert_int_equal(model_prompt("nope", 4, sp, 8), -1);
+	/* Cut short inside "messages" (found by fuzz_model: an element read
+	 * past the end). */
+	{
+		static const char *const cut[] = {
+			"{\"messages\": [", "{\"messages\": [{\"content\": \"a\"}, ",
+			"{\"prompt\": [\"a\",", "{\"messages\": [{\"content\": \"a\"}",
+		};
+		for (size_t i = 0; i < sizeof(cut) / sizeof(cut[0]); i++)
+			assert_int_equal(model_prompt(cut[i], strlen(cut[i]), sp, 8), -1);
+	}
 }
 
 static void test_body_linear_and_rewrite(void **state)
