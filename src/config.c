@@ -24,8 +24,8 @@
 
 #include "ringroute/addr.h"
 #include "ringroute/config.h"
-#include "ringroute/multiplex.h"
 #include "ringroute/model.h"
+#include "ringroute/multiplex.h"
 #include "ringroute/prefix.h"
 #include "ringroute/retry.h"
 
@@ -216,6 +216,8 @@ static void config_free(struct config *c)
 		registry_backend_unref(b->state);
 		free(b->name);
 		free(b->hc_path);
+		free(b->load_queue_metric);
+		free(b->load_kv_metric);
 		free(b->model_rewrite);
 	}
 	free(c->backends);
@@ -279,6 +281,7 @@ static const char *const backend_keys[] = {
 	"connect_timeout_ms", "request_timeout_ms", "retries", "policy",
 	"health_check", "replicas", "retry_on", "retry_budget_percent", "outlier_detection",
 	"queue_when_unavailable", "slow_start_ms",
+	"load_reports", "load_scrape_ms", "load_metrics", "load_max_age_ms",
 	"model_rewrite", "multiplex", "prefix", /* routing on the body */
 	NULL,
 };
@@ -601,6 +604,71 @@ static int parse_outlier(struct parse_ctx *ctx, struct backend_cfg *b, json_t *o
 			    &b->queue_when_unavailable);
 }
 
+static const char *const lm_keys[] = { "queue", "kv_cache", NULL };
+#define DEF_LOAD_QUEUE_METRIC "vllm:num_requests_waiting"
+#define DEF_LOAD_KV_METRIC    "vllm:gpu_cache_usage_perc"
+#define DEF_LOAD_MAX_AGE_MS   2000
+#define MIN_LOAD_SCRAPE_MS    100
+#define MAX_LOAD_MS           3600000
+
+/* A Prometheus metric name: [a-zA-Z_:][a-zA-Z0-9_:]*. */
+static int metric_name_ok(const char *s)
+{
+	if (!*s || (*s >= '0' && *s <= '9'))
+		return 0;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || *s == '_' || *s == ':'))
+			return 0;
+	return 1;
+}
+
+/* One gauge name of load_metrics (lp) into *out (malloc'ed), def when
+ * absent. 0 or -errno. */
+static int load_metric(struct parse_ctx *ctx, json_t *lm, const char *lp, const char *key,
+		       const char *def, char **out)
+{
+	json_t *v = json_object_get(lm, key);
+	const char *s = v ? json_string_value(v) : def;
+	char p[PATH_MAX_LEN];
+
+	join(p, sizeof(p), lp, key);
+	if (!s || !metric_name_ok(s))
+		return fail(ctx, p, "must be a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)");
+	*out = strdup(s);
+	return *out ? 0 : fail_nomem(ctx, p);
+}
+
+/* Server-reported load of backend obj (load.h): load_reports,
+ * load_scrape_ms (0, or MIN_LOAD_SCRAPE_MS..MAX_LOAD_MS), load_metrics
+ * {"queue", "kv_cache"} and load_max_age_ms, defaults when absent. 0 or
+ * -errno. */
+static int parse_load(struct parse_ctx *ctx, struct backend_cfg *b, json_t *obj,
+		      const char *path)
+{
+	json_t *lm = json_object_get(obj, "load_metrics");
+	char p[PATH_MAX_LEN];
+	int rc;
+
+	join(p, sizeof(p), path, "load_metrics");
+	if (lm && !json_is_object(lm))
+		return fail(ctx, p, "must be an object {\"queue\": \"gauge\", \"kv_cache\": \"gauge\"}");
+	if ((rc = get_bool_key(ctx, obj, path, "load_reports", false, &b->load_reports)) ||
+	    (rc = get_u32_in(ctx, obj, path, "load_scrape_ms", 0, MAX_LOAD_MS, 0,
+			     &b->load_scrape_ms)) ||
+	    (rc = get_u32_in(ctx, obj, path, "load_max_age_ms", 1, MAX_LOAD_MS,
+			     DEF_LOAD_MAX_AGE_MS, &b->load_max_age_ms)) ||
+	    (rc = check_keys(ctx, lm, p, lm_keys)) ||
+	    (rc = load_metric(ctx, lm, p, "queue", DEF_LOAD_QUEUE_METRIC, &b->load_queue_metric)) ||
+	    (rc = load_metric(ctx, lm, p, "kv_cache", DEF_LOAD_KV_METRIC, &b->load_kv_metric)))
+		return rc;
+	if (b->load_scrape_ms && b->load_scrape_ms < MIN_LOAD_SCRAPE_MS) {
+		char sp[PATH_MAX_LEN];
+		return fail(ctx, join(sp, sizeof(sp), path, "load_scrape_ms"),
+			    "must be 0 (off) or at least %u", MIN_LOAD_SCRAPE_MS);
+	}
+	return 0;
+}
 
 /* ---- routing on the request body (issue 11) ---- */
 
@@ -812,11 +880,13 @@ static int parse_backend(struct parse_ctx *ctx, struct backend_cfg *b, json_t *o
 			b->policy = POLICY_P2C;
 		else if (s && strcmp(s, "round_robin") == 0)
 			b->policy = POLICY_RR;
+		else if (s && strcmp(s, "least_load") == 0)
+			b->policy = POLICY_LEAST_LOAD;
 		else if (s && strcmp(s, "prefix") == 0)
 			b->policy = POLICY_PREFIX;
 		else
 			return fail(ctx, join(p, sizeof(p), path, "policy"),
-				    "must be \"p2c\", \"round_robin\" or \"prefix\"");
+				    "must be \"p2c\", \"round_robin\", \"least_load\" or \"prefix\"");
 	}
 
 	hc = json_object_get(obj, "health_check");
@@ -850,7 +920,8 @@ static int parse_backend(struct parse_ctx *ctx, struct backend_cfg *b, json_t *o
 		}
 	}
 
-	if ((rc = parse_outlier(ctx, b, obj, path)) != 0)
+	if ((rc = parse_outlier(ctx, b, obj, path)) != 0 ||
+	    (rc = parse_load(ctx, b, obj, path)) != 0)
 		return rc;
 
 	v = json_object_get(obj, "replicas");
@@ -1058,6 +1129,30 @@ static json_t *replica_to_json(const struct replica_cfg *r)
 			 "drain", r->drain);
 }
 
+/* The document's name of a policy (parse_backend reads them). */
+static const char *policy_name(enum backend_policy p)
+{
+	switch (p) {
+	case POLICY_RR:
+		return "round_robin";
+	case POLICY_LEAST_LOAD:
+		return "least_load";
+	case POLICY_PREFIX:
+		return "prefix";
+	case POLICY_P2C:
+		break;
+	}
+	return "p2c";
+}
+
+/* Whether any load key of b (parse_load) differs from its default. */
+static bool load_keys_set(const struct backend_cfg *b)
+{
+	return b->load_reports || b->load_scrape_ms || b->load_max_age_ms != DEF_LOAD_MAX_AGE_MS ||
+	       strcmp(b->load_queue_metric, DEF_LOAD_QUEUE_METRIC) != 0 ||
+	       strcmp(b->load_kv_metric, DEF_LOAD_KV_METRIC) != 0;
+}
+
 /* The body-routing keys of backend b into o: each only when set (policy
  * "prefix" writes its "prefix" object whole), so documents without them
  * read back as they were. 0 or -1 (ENOMEM). */
@@ -1121,9 +1216,7 @@ static json_t *config_to_json(const struct config *c)
 				      "connect_timeout_ms", (json_int_t)b->connect_timeout_ms,
 				      "request_timeout_ms", (json_int_t)b->request_timeout_ms,
 				      "retries", (json_int_t)b->retries,
-				      "policy", b->policy == POLICY_RR       ? "round_robin"
-						: b->policy == POLICY_PREFIX ? "prefix"
-									     : "p2c",
+				      "policy", policy_name(b->policy),
 				      "replicas", reps);
 		if (!o)
 			goto fail;
@@ -1159,6 +1252,17 @@ static json_t *config_to_json(const struct config *c)
 		    json_object_set_new(o, "queue_when_unavailable",
 					json_boolean(b->queue_when_unavailable)) ||
 		    json_object_set_new(o, "slow_start_ms", json_integer((json_int_t)b->slow_start_ms)))
+			goto fail;
+		/* The load keys only where one differs from its default, so the
+		 * documents of backends that read no load stay as they were. */
+		if (load_keys_set(b) &&
+		    (json_object_set_new(o, "load_reports", json_boolean(b->load_reports)) ||
+		    json_object_set_new(o, "load_scrape_ms", json_integer((json_int_t)b->load_scrape_ms)) ||
+		    json_object_set_new(o, "load_max_age_ms",
+					json_integer((json_int_t)b->load_max_age_ms)) ||
+		    json_object_set_new(o, "load_metrics",
+					json_pack("{s:s, s:s}", "queue", b->load_queue_metric,
+						  "kv_cache", b->load_kv_metric))))
 			goto fail;
 		if (body_routing_to_json(b, o))
 			goto fail;

@@ -19,6 +19,7 @@
 #include "ringroute/control.h"
 #include "ringroute/dns.h"
 #include "ringroute/health.h"
+#include "ringroute/scrape.h"
 #include "ringroute/instance.h"
 #include "ringroute/peers.h"
 #include "ringroute/proxy.h"
@@ -369,6 +370,7 @@ int main(int argc, char **argv)
 	struct control *ctl = NULL;
 	struct dns *dns = NULL;
 	struct health *health = NULL;
+	struct scrape *scrape = NULL;
 	struct config_watch *watch = NULL;
 	struct peers *peers = NULL;
 	struct service svc;
@@ -502,6 +504,12 @@ int main(int argc, char **argv)
 		code = 1;
 		goto out_stop;
 	}
+	ret = scrape_start(p, &scrape);
+	if (ret) {
+		log_error("cannot start the load scrape: %s", strerror(-ret));
+		code = 1;
+		goto out_stop;
+	}
 	if (p->opt.watch_config && config_watch_start(p->opt.config_path, &watch)) {
 		code = 1;
 		goto out_stop;
@@ -561,6 +569,7 @@ out_stop:
 	proxy_stop_shards(p);
 	wait_shards(p, p->opt.drain_timeout_ms);
 	health_stop(health);
+	scrape_stop(scrape);
 	if (ctl)
 		control_stop(ctl);
 	if (shards_running(p)) {

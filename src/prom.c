@@ -15,6 +15,7 @@
 
 #include "ringroute/alloc.h"
 #include "ringroute/clock.h"
+#include "ringroute/load.h"
 #include "ringroute/proxy.h"
 #include "ringroute/request.h"
 #include "ringroute/shadow.h"
@@ -445,7 +446,48 @@ struct replica_row {
 	struct replica_state *rs;
 	uint32_t max_ongoing, max_ongoing_cfg; /* this instance's share, configured */
 	struct pool_sum ps;
+	uint32_t load_max_age_ms;     /* its backend's: whether the report is fresh */
 };
+
+/* Server-reported load (load.h): the last report of each replica (0 when
+ * it has none), whether least_load reads it now, and the reports taken
+ * and dropped as bad. */
+static void put_replica_load(struct prom *w, const struct replica_row *rows, size_t n)
+{
+	uint64_t now = clock_now_ms();
+	size_t k;
+
+	prom_family(w, "ringroute_replica_reported_queue", "gauge",
+		    "Requests waiting in the replica, as it last reported (load_reports, "
+		    "load_scrape_ms); 0 without a report.");
+	for (k = 0; k < n; k++)
+		prom_sample_u64(w, "ringroute_replica_reported_queue", &rows[k].l,
+				atomic_load(&rows[k].rs->load_report) >> 32);
+	prom_family(w, "ringroute_replica_reported_kv_cache_usage", "gauge",
+		    "The replica's KV-cache use (0..1), as it last reported; 0 without a report.");
+	for (k = 0; k < n; k++)
+		prom_sample_f64(w, "ringroute_replica_reported_kv_cache_usage", &rows[k].l,
+				(double)(uint32_t)atomic_load(&rows[k].rs->load_report) /
+					LOAD_KV_ONE);
+	prom_family(w, "ringroute_replica_reported_load_fresh", "gauge",
+		    "1 while the replica's last report is within load_max_age_ms (least_load "
+		    "reads it), else 0.");
+	for (k = 0; k < n; k++) {
+		uint32_t q, kv;
+		prom_sample_u64(w, "ringroute_replica_reported_load_fresh", &rows[k].l,
+				load_fresh(rows[k].rs, now, rows[k].load_max_age_ms, &q, &kv) != 0);
+	}
+	prom_family(w, "ringroute_replica_load_reports_total", "counter",
+		    "Load reports taken from the replica (endpoint-load-metrics headers and scrapes).");
+	for (k = 0; k < n; k++)
+		prom_sample_u64(w, "ringroute_replica_load_reports_total", &rows[k].l,
+				atomic_load(&rows[k].rs->load_reports));
+	prom_family(w, "ringroute_replica_load_reports_bad_total", "counter",
+		    "Load reports of the replica dropped as malformed or out of range.");
+	for (k = 0; k < n; k++)
+		prom_sample_u64(w, "ringroute_replica_load_reports_bad_total", &rows[k].l,
+				atomic_load(&rows[k].rs->load_bad));
+}
 
 static void put_replicas(struct prom *w, struct proxy *p, const struct config *c)
 {
@@ -467,6 +509,7 @@ static void put_replicas(struct prom *w, struct proxy *p, const struct config *c
 				.rs = b->replicas[r].state,
 				.max_ongoing = b->max_ongoing,
 				.max_ongoing_cfg = b->max_ongoing_cfg,
+				.load_max_age_ms = b->load_max_age_ms,
 			};
 			proxy_sum_replica(p, rows[k].rs, &rows[k].ps);
 		}
@@ -509,6 +552,7 @@ static void put_replicas(struct prom *w, struct proxy *p, const struct config *c
 					atomic_load(&rows[k].rs->outlier.ejections[e]));
 		}
 	}
+	put_replica_load(w, rows, n);
 	prom_family(w, "ringroute_replica_requests_total", "counter",
 		    "Exchanges started with the replica: requests, retries and shadow copies.");
 	for (k = 0; k < n; k++)

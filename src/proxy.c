@@ -16,6 +16,7 @@
 
 #include "ringroute/http.h"
 #include "ringroute/instance.h"
+#include "ringroute/load.h"
 #include "ringroute/log.h"
 #include "ringroute/proxy.h"
 #include "ringroute/router.h"
@@ -300,6 +301,27 @@ static void stats_replica_retry_health(json_t *ro, const struct backend_cfg *b,
 							: json_null()));
 }
 
+/* A replica's reported load (load.h) in its /v1/stats object ro:
+ * "load": {queue, kv_cache_usage, age_ms (null: no report yet), fresh
+ * (what least_load reads now), reports, bad_reports}. */
+static void stats_replica_load(json_t *ro, const struct backend_cfg *b, struct replica_state *rs)
+{
+	uint64_t at = atomic_load(&rs->load_ms), w = atomic_load(&rs->load_report);
+	uint64_t now = clock_now_ms();
+	uint32_t q, kv;
+
+	if (!ro)
+		return;
+	json_object_set_new(
+		ro, "load",
+		json_pack("{s:I,s:f,s:o,s:b,s:I,s:I}", "queue", (json_int_t)(w >> 32), "kv_cache_usage",
+			  (double)(uint32_t)w / LOAD_KV_ONE, "age_ms",
+			  at ? json_integer(now > at ? (json_int_t)(now - at) : 0) : json_null(),
+			  "fresh", load_fresh(rs, now, b->load_max_age_ms, &q, &kv) != 0, "reports",
+			  (json_int_t)atomic_load(&rs->load_reports), "bad_reports",
+			  (json_int_t)atomic_load(&rs->load_bad)));
+}
+
 json_t *proxy_stats_json(struct proxy *p)
 {
 	struct config *c = proxy_config_get(p);
@@ -338,6 +360,7 @@ json_t *proxy_stats_json(struct proxy *p)
 			json_object_set_new(ro, "weight_now",
 					    json_real((double)router_replica_weight(
 							      b, &b->replicas[r], clock_now_ms()) / 1024));
+			stats_replica_load(ro, b, rs);
 			json_object_set_new(reps, b->replicas[r].id, ro);
 		}
 		proxy_sum_backend(p, b->state, &bsum);

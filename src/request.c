@@ -11,6 +11,8 @@
 #include "ringroute/clock.h"
 #include "ringroute/model.h"
 #include "ringroute/multiplex.h"
+#include "ringroute/load.h"
+#include "ringroute/log.h"
 #include "ringroute/outlier.h"
 #include "ringroute/prefix.h"
 #include "ringroute/retry.h"
@@ -283,6 +285,7 @@ static void req_end(struct shard *s, struct request *req)
 	mi_free(req->shard_key);
 	mi_free(req->model);
 	mi_free(req->mux_model);
+	mi_free(req->load_fmt);
 	mi_free(req->blocks);
 	if (req->be_cfg)
 		config_unref(req->be_cfg);
@@ -555,12 +558,20 @@ void req_start(struct shard *s, struct request *req, const struct req_info *ri)
 	fi.request_id = req_id(req);
 	fi.call_method = req->hold ? NULL : ep->call_method;
 	fi.open = req->hold != 0;
+	/* A held request's backend may not be known yet: its load format is
+	 * written when the head is closed (hold_decide). */
+	fi.load_format = !req->hold && req->be->load_reports ? "text" : NULL;
 	if (http_write_request_head(&req->head, ri->hd, ri->p, &fi)) {
 		req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
 		return;
 	}
 	if (req->hold) {
 		req->client_cm = http_head_find(ri->hd, "x-serve-call-method") != NULL;
+		if (copy_header(ri->hd, "endpoint-load-metrics-format", &req->load_fmt,
+				&req->load_fmt_len)) {
+			req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
+			return;
+		}
 		req->hold_max = ep->route_body_max;
 		if (ri->expect_continue && req->cops) {
 			/* The body comes only after a 100 Continue, and the
@@ -708,6 +719,13 @@ static int hold_decide(struct shard *s, struct request *req, bool complete)
 	/* Close the head: our X-Serve-Call-Method, the framing, the end. */
 	if (!req->client_cm && req->ep->call_method)
 		rc |= sb_printf(&req->head, "X-Serve-Call-Method: %s\r\n", req->ep->call_method);
+	/* The load format: ours when the backend reads reports, else the
+	 * client's as it came (http_write_request_head's rule). */
+	if (req->be->load_reports)
+		rc |= sb_puts(&req->head, "endpoint-load-metrics-format: text\r\n");
+	else if (req->load_fmt)
+		rc |= sb_printf(&req->head, "endpoint-load-metrics-format: %.*s\r\n",
+				(int)req->load_fmt_len, req->load_fmt);
 	if (req->chunked)
 		rc |= sb_puts(&req->head, "Transfer-Encoding: chunked\r\n");
 	else if (req->content_length >= 0)
@@ -926,6 +944,42 @@ static void note_retry_after(struct request *req, const struct resp_head *rh)
 				      memory_order_relaxed);
 }
 
+/* The backend asked for load reports (load.h): the replica's
+ * endpoint-load-metrics header, when it sent one, becomes its report, or
+ * is counted as bad; either way it is not passed on to the client (it
+ * answers the proxy's question, not the client's). */
+static void note_load(struct request *req, const struct resp_head *rh)
+{
+	const struct http_hdr *h = rh->hd ? http_head_find(rh->hd, "endpoint-load-metrics") : NULL;
+	struct load_report lr;
+
+	if (!h || !req->rs)
+		return;
+	switch (load_parse_orca(http_hdr_value(rh->hd, h), h->value_len, &lr)) {
+	case LOAD_OK:
+		load_store(req->rs, &lr, clock_now_ms());
+		break;
+	case LOAD_BAD:
+		if (load_bad(req->rs) == 0) {
+			/* Its start, printable, for the log (bytes from a replica). */
+			char v[121];
+			size_t n = h->value_len < sizeof(v) - 1 ? h->value_len : sizeof(v) - 1;
+			for (size_t i = 0; i < n; i++) {
+				unsigned char ch = (unsigned char)http_hdr_value(rh->hd, h)[i];
+				v[i] = ch < 0x20 || ch >= 0x7f ? '?' : (char)ch;
+			}
+			v[n] = '\0';
+			log_warn("replica %s: endpoint-load-metrics \"%s\" is not a load report "
+				 "(dropped, as its next bad ones: counted in bad_reports)",
+				 req->rs->key, v);
+		}
+		break;
+	case LOAD_NONE:
+		break;
+	}
+	http_head_mark_named(rh->hd, "endpoint-load-metrics");
+}
+
 static int req_retry_other(struct shard *s, struct request *req);
 
 static int req_up_head(struct shard *s, void *owner, const struct resp_head *rh)
@@ -933,6 +987,8 @@ static int req_up_head(struct shard *s, void *owner, const struct resp_head *rh)
 	struct request *req = owner;
 	int mode;
 
+	if (req->be->load_reports)
+		note_load(req, rh);
 	if (rh->status == 503 || rh->status == 429) {
 		note_retry_after(req, rh);
 		/* Retried: this head is never forwarded, and the connection,

@@ -6,6 +6,7 @@
 
 #include <xxhash.h>
 
+#include "ringroute/load.h"
 #include "ringroute/router.h"
 #include "ringroute/multiplex.h"
 #include "ringroute/prefix.h"
@@ -241,6 +242,53 @@ static int pick_p2c(const struct backend_cfg *b, uint64_t *rng, uint64_t avoid)
 	return take_pair(b, a, c, rng);
 }
 
+/* least_load (docs/config.md "policy"): replica i's load in millionths
+ * of its backend's cap, (ongoing + queue) / max + kv: ringroute's own
+ * requests in flight, the requests the replica says wait in it (from
+ * every client, not only this proxy) counted like ones in flight, and its
+ * KV-cache use as a fraction of a full replica (a full cache makes a new
+ * request wait for room as surely as a full queue). Without a fresh report
+ * (none, aged out, or only bad ones) it is ongoing / max, plain p2c. The
+ * clock is read once per pick, and only when a candidate has a report. */
+static uint64_t load_score(const struct backend_cfg *b, size_t i, uint64_t *now)
+{
+	struct replica_state *rs = b->replicas[i].state;
+	uint64_t ongoing = atomic_load_explicit(&rs->ongoing, memory_order_relaxed);
+	uint64_t max = b->max_ongoing ? b->max_ongoing : 1;
+	uint32_t queue, kv;
+
+	if (!atomic_load_explicit(&rs->load_ms, memory_order_relaxed))
+		return ongoing * LOAD_KV_ONE / max;
+	if (!*now)
+		*now = clock_now_ms();
+	if (!load_fresh(rs, *now, b->load_max_age_ms, &queue, &kv))
+		return ongoing * LOAD_KV_ONE / max;
+	return (ongoing + queue) * LOAD_KV_ONE / max + kv;
+}
+
+/* Power of two choices on load_score: two distinct candidates at random,
+ * the lower score is tried first (ties: the first drawn), then the other,
+ * then a scan: the same slot-taking as p2c (take_pair), so the cap holds
+ * exactly and a full replica is never chosen, however low it reports. */
+static int pick_least_load(const struct backend_cfg *b, uint64_t *rng)
+{
+	size_t n = b->nreplicas, a, c;
+	uint64_t now = 0;
+
+	if (n == 1)
+		return router_replica_acquire(b->replicas[0].state, b->max_ongoing) ? 0 : -1;
+	a = (size_t)(router_rand(rng) % n);
+	c = (size_t)(router_rand(rng) % (n - 1));
+	if (c >= a)
+		c++;
+	if (load_score(b, c, &now) < load_score(b, a, &now)) {
+		size_t t = a;
+		a = c;
+		c = t;
+	}
+	return take_pair(b, a, c, rng);
+}
+
 /* Weights (docs/config.md "replicas"): only a backend whose replicas'
  * weights differ (b->weighted) pays for them; the others take the paths
  * above unchanged. */
@@ -317,6 +365,37 @@ static int pick_p2c_weighted(const struct backend_cfg *b, uint64_t *rng)
 	return take_pair(b, a, c, rng);
 }
 
+/* least_load with weights (or slow start): the two candidates drawn by
+ * weight as in pick_p2c_weighted, and the same rule on the score: the
+ * second takes the request when its score with this request added, per
+ * weight, is at most the first's: (sc + 1/max) / wc <= sa / wa. So idle
+ * replicas without reports split by weight, and a loaded or ramping
+ * replica is compared by its share. Doubles: a reported queue of up to
+ * LOAD_QUEUE_MAX times a weight would not fit 64 bits. */
+static int pick_least_load_weighted(const struct backend_cfg *b, uint64_t *rng)
+{
+	uint64_t total = 0, wa, wc, now = weight_now(b), lnow = 0;
+	uint64_t one = LOAD_KV_ONE / (b->max_ongoing ? b->max_ongoing : 1);
+	size_t a, c;
+
+	for (size_t i = 0; i < b->nreplicas; i++)
+		total += weight_of(b, i, now);
+	if (!total)
+		return pick_scan(b, (size_t)(router_rand(rng) % b->nreplicas), 0); /* none up */
+	a = weighted_index(b, router_rand(rng) % total, SIZE_MAX, now);
+	wa = weight_of(b, a, now);
+	c = total > wa ? weighted_index(b, router_rand(rng) % (total - wa), a, now)
+		       : (a + 1) % b->nreplicas;
+	wc = weight_of(b, c, now);
+	if ((double)(load_score(b, c, &lnow) + one) * (double)wa <=
+	    (double)load_score(b, a, &lnow) * (double)wc) {
+		size_t t = a;
+		a = c;
+		c = t;
+	}
+	return take_pair(b, a, c, rng);
+}
+
 /* Weighted round robin without per-replica state: pick k of a shard
  * starts at the point frac(k * 0.618...) of the cumulative weights. The
  * golden-ratio sequence fills [0, 1) evenly, so over any run of picks each
@@ -350,6 +429,9 @@ static int pick(const struct backend_cfg *b, const char *key, size_t keylen, uin
 		return pick_scan(b, b->weighted ? rr_weighted_start(b, start) : start % b->nreplicas,
 				 avoid);
 	}
+	if (b->policy == POLICY_LEAST_LOAD && !avoid)
+		return b->weighted && b->nreplicas > 1 ? pick_least_load_weighted(b, rng ? rng : &local_rng)
+						       : pick_least_load(b, rng ? rng : &local_rng);
 	if (b->weighted && !avoid && b->nreplicas > 1)
 		return pick_p2c_weighted(b, rng ? rng : &local_rng);
 	return pick_p2c(b, rng ? rng : &local_rng, avoid);

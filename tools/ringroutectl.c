@@ -57,7 +57,7 @@ struct ctl {
 enum opt_kind {
 	O_UINT32,   /* an integer 0..2^32-1 */
 	O_UINT63,   /* an integer 0..2^63-1 */
-	O_POLICY,   /* p2c, round_robin or prefix */
+	O_POLICY,   /* p2c, round_robin, least_load or prefix */
 	O_BOOL,     /* true or false */
 	O_STRING,   /* any string: the server validates it */
 	O_METHODS,  /* M[,M...] -> ["M", ...] */
@@ -133,6 +133,11 @@ static const struct set_opt backend_opts[] = {
 	{ "--retry-on", "retry_on", NULL, O_LIST, NULL },
 	{ "--retry-budget-percent", "retry_budget_percent", NULL, O_UINT32, NULL },
 	{ "--policy", "policy", NULL, O_POLICY, NULL },
+	{ "--load-reports", "load_reports", NULL, O_BOOL, NULL },
+	{ "--load-scrape-ms", "load_scrape_ms", NULL, O_UINT32, NULL },
+	{ "--load-max-age-ms", "load_max_age_ms", NULL, O_UINT32, NULL },
+	{ "--load-queue-metric", "load_metrics", "queue", O_STRING, NULL },
+	{ "--load-kv-metric", "load_metrics", "kv_cache", O_STRING, NULL },
 	{ "--health-check", "health_check", "path", O_STRING, "none" },
 	{ "--health-interval-ms", "health_check", "interval_ms", O_UINT32, NULL },
 	{ "--health-rise", "health_check", "rise", O_UINT32, NULL },
@@ -235,7 +240,10 @@ static const struct command commands[] = {
 	  "[--queue-timeout-ms N] [--connect-timeout-ms N]\n"
 	  "[--request-timeout-ms N] [--retries N]\n"
 	  "[--retry-on C[,C...]] [--retry-budget-percent N]\n"
-	  "[--policy p2c|round_robin|prefix]\n"
+	  "[--policy p2c|round_robin|least_load|prefix]\n"
+	  "[--load-reports true|false] [--load-scrape-ms N]\n"
+	  "[--load-max-age-ms N] [--load-queue-metric NAME]\n"
+	  "[--load-kv-metric NAME]\n"
 	  "[--health-check PATH|none]\n"
 	  "[--health-interval-ms N] [--health-rise N]\n"
 	  "[--health-fall N]\n"
@@ -257,7 +265,12 @@ static const struct command commands[] = {
 	  "                           (idempotent methods only), 503, 429\n"
 	  "  --retry-budget-percent N retry_budget_percent: retries in flight, at most\n"
 	  "                           this share of the backend's requests (0..100)\n"
-	  "  --policy P               policy: p2c, round_robin or prefix\n"
+	  "  --policy P               policy: p2c, round_robin, least_load or prefix\n"
+	  "  --load-reports B         load_reports: ask replicas for endpoint-load-metrics\n"
+	  "  --load-scrape-ms N       load_scrape_ms: scrape /metrics every N ms; 0: off\n"
+	  "  --load-max-age-ms N      load_max_age_ms: older reports are not used\n"
+	  "  --load-queue-metric M    load_metrics.queue: the scraped queue gauge\n"
+	  "  --load-kv-metric M       load_metrics.kv_cache: the scraped KV-cache gauge\n"
 	  "  --health-check PATH      health_check.path; none removes the health check\n"
 	  "  --health-interval-ms N   health_check.interval_ms, >= 100 (needs a path)\n"
 	  "  --health-rise N          health_check.rise: successes in a row to turn healthy\n"
@@ -943,7 +956,7 @@ static int do_change(const struct ctl *ctl, const char *method, char *target, js
 /* ------------------------------------------------------------------ */
 /* tables */
 
-#define MAX_COLS 8
+#define MAX_COLS 9
 
 struct table {
 	size_t ncols, nrows, cap;
@@ -1038,15 +1051,16 @@ static void print_queues(json_t *j)
 static void print_stats(json_t *j)
 {
 	static const char *const head[] = { "BACKEND", "REPLICA", "ADDRESS", "ONGOING",
-					    "REQUESTS", "ERRORS", "STATE", "LAST_PROBE" };
+					    "REQUESTS", "ERRORS", "STATE", "LOAD", "LAST_PROBE" };
 	json_t *bes = json_object_get(j, "backends"), *b, *r;
 	const char *bname, *rid;
 	struct table t;
 
-	table_init(&t, 8, head);
+	table_init(&t, 9, head);
 	json_object_foreach(bes, bname, b) {
 		json_object_foreach(json_object_get(b, "replicas"), rid, r) {
-			char o[32], q[32], e[32];
+			char o[32], q[32], e[32], ld[48] = "-";
+			json_t *load = json_object_get(r, "load");
 			json_t *ra = json_object_get(r, "retry_after_ms");
 			const char *state = json_is_true(json_object_get(r, "draining")) ? "draining"
 					    : json_is_false(json_object_get(r, "healthy")) ? "unhealthy"
@@ -1056,9 +1070,14 @@ static void print_stats(json_t *j)
 			/* last: the reason has spaces ("status 503") */
 			const char *probe = json_string_value(
 				json_object_get(json_object_get(r, "health"), "reason"));
-			const char *row[8] = { bname, rid,
+			const char *row[9] = { bname, rid,
 					       json_string_value(json_object_get(r, "address")), o, q,
-					       e, state, probe ? probe : "-" };
+					       e, state, ld, probe ? probe : "-" };
+			/* the report least_load reads now: QUEUE/KV_CACHE_USAGE */
+			if (json_is_true(json_object_get(load, "fresh")))
+				snprintf(ld, sizeof(ld), "%" JSON_INTEGER_FORMAT "/%.2f",
+					 json_integer_value(json_object_get(load, "queue")),
+					 json_number_value(json_object_get(load, "kv_cache_usage")));
 			fmt_int(o, sizeof(o), json_object_get(r, "ongoing"));
 			fmt_int(q, sizeof(q), json_object_get(r, "requests"));
 			fmt_int(e, sizeof(e), json_object_get(r, "errors"));
@@ -1558,10 +1577,11 @@ static int parse_set_opts(const struct command *c, int argc, char **argv, json_t
 				break;
 			}
 			case O_POLICY:
-				if (strcmp(val, "p2c") && strcmp(val, "round_robin") && strcmp(val, "prefix"))
+				if (strcmp(val, "p2c") && strcmp(val, "round_robin") &&
+				    strcmp(val, "least_load") && strcmp(val, "prefix"))
 					return usage_error(c, NULL,
-							   "%s: expected p2c, round_robin or prefix, got '%s'",
-							   o->opt, val);
+							   "%s: expected p2c, round_robin, least_load or "
+							   "prefix, got '%s'", o->opt, val);
 				v = json_string(val);
 				break;
 			case O_BOOL:

@@ -62,6 +62,15 @@ struct replica_state {
 	struct list reg_node;       /* in replica_registry.replicas */
 	struct replica_registry *reg; /* owner, set once; NULL: private, freed by last unref */
 	struct outlier_state outlier; /* the rest of the ejection state (outlier.h) */
+	/* Server-reported load (load.h): written by any shard that reads an
+	 * endpoint-load-metrics header and by the scrape thread (last writer
+	 * wins), read by the least_load choice and the stats. load_report:
+	 * queue << 32 | KV-cache use in parts per million; load_ms: when
+	 * (clock_now_ms()), 0: never; load_reports / load_bad: reports taken
+	 * and dropped as malformed. Cold: only least_load reads it per pick. */
+	_Atomic uint64_t load_report;
+	_Atomic uint64_t load_ms;
+	_Atomic uint64_t load_reports, load_bad;
 	/* Model multiplexing (multiplex.h): the model ids this replica served
 	 * recently, made at config load for a backend with "multiplex" (the
 	 * control thread, before any shard sees the snapshot: release store)
@@ -119,6 +128,7 @@ struct backend_metrics *registry_backend_metrics(struct backend_state *b, unsign
 enum backend_policy {
 	POLICY_P2C = 0,   /* power of two choices on ongoing/max */
 	POLICY_RR,        /* round robin over replicas with a free slot */
+	POLICY_LEAST_LOAD, /* p2c on ongoing/max plus the replica's reported load (load.h) */
 	POLICY_PREFIX,    /* prefix-cache affinity (prefix.h), else the least loaded */
 };
 
@@ -174,6 +184,15 @@ struct backend_cfg {
 	size_t nreplicas;
 	struct replica_cfg *replicas;
 	struct backend_state *state;  /* referenced */
+	/* Server-reported load (load.h, docs/config.md): ask for and read the
+	 * ORCA header; scrape /metrics every load_scrape_ms (0: off) for the
+	 * gauges named load_queue_metric / load_kv_metric; a report older
+	 * than load_max_age_ms is not used. */
+	bool load_reports;
+	uint32_t load_scrape_ms;
+	uint32_t load_max_age_ms;
+	char *load_queue_metric;
+	char *load_kv_metric;
 	/* Routing on the request body (issue 11, docs/config.md). */
 	char *model_rewrite;          /* the forwarded body's top-level "model", or NULL */
 	uint32_t mux_max_models;      /* multiplex.max_models_per_replica; 0: no multiplexing */

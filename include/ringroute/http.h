@@ -132,16 +132,22 @@ struct fwd_info {
 	const char *client_ip;        /* for X-Forwarded-For */
 	const char *request_id;       /* used when the client sent no valid one */
 	const char *call_method;      /* endpoint default, or NULL */
+	/* The backend reads load reports (load.h): sent as
+	 * endpoint-load-metrics-format instead of any the client sent; NULL:
+	 * the client's pass unchanged. */
+	const char *load_format;
 	/* The head is left open for a body held before routing (request.c):
-	 * no Content-Length, Transfer-Encoding or Expect of the client's (the
-	 * request layer answered the Expect and writes the framing the held
-	 * body decides), and no final empty line. */
+	 * no Content-Length, Transfer-Encoding, Expect or
+	 * endpoint-load-metrics-format of the client's (the request layer
+	 * answered the Expect and writes the framing and load format once the
+	 * held body decided them), and no final empty line. */
 	bool open;
 };
 
 /* Write the request head sent to a replica: "METHOD URL HTTP/1.1", the
  * client's end-to-end headers, X-Forwarded-For appended, X-Request-Id and
- * X-Serve-Call-Method added when absent. Of the client's X-Request-Id
+ * X-Serve-Call-Method added when absent, endpoint-load-metrics-format
+ * when fi->load_format says so. Of the client's X-Request-Id
  * headers only http_head_request_id's is forwarded (in place); when there
  * is none, fi->request_id is added. Body framing headers
  * (Content-Length / Transfer-Encoding) pass unchanged because the body is

@@ -186,6 +186,9 @@ struct request {
 	size_t model_len;
 	char *mux_model;              /* serve_multiplexed_model_id, owned, or NULL */
 	size_t mux_model_len;
+	char *load_fmt;               /* the client's endpoint-load-metrics-format while the
+	                               * head is open, owned, or NULL */
+	size_t load_fmt_len;
 	struct route_hint hint;       /* what the replica choice reads (router.h) */
 	uint64_t *blocks;             /* prefix block hashes, owned (hint.blocks) */
 };

@@ -246,7 +246,10 @@ class Mock(Proc):
     def __init__(self, id, listen="127.0.0.1:0", **opts):
         argv = [mock_bin(), "--listen", listen, "--id", id]
         for k, v in opts.items():
-            argv += ["--" + k.replace("_", "-"), str(v)]
+            if v is True:  # a flag without a value (llm=True: --llm)
+                argv.append("--" + k.replace("_", "-"))
+            else:
+                argv += ["--" + k.replace("_", "-"), str(v)]
         super().__init__(argv, "mock-" + id)
         self.id = id
         self.port = int(self.expect_line(r"^READY (\d+)").group(1))

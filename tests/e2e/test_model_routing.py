@@ -72,7 +72,7 @@ class ModelTest(harness.RRTestCase):
         self.ups["b1"].fail503 = 0
         u = self.ups
         cfg = {"backends": {
-            "A": backend({"a": u["a"].addr}),
+            "A": backend({"a": u["a"].addr}, load_reports=True),
             "B": backend({"b1": u["b1"].addr, "b2": u["b2"].addr}, model_rewrite="beta-lora",
                          retry_on=["503"], retries=2),
             "D": backend({"d": u["d"].addr}),
@@ -113,6 +113,19 @@ class ModelTest(harness.RRTestCase):
         self.assertEqual(self.routed(chat(None)), "d", "no model: catch-all")
         # Escapes decode before the comparison.
         self.assertEqual(self.routed(b'{"model": "alph\\u0061", "prompt": "x"}'), "a")
+
+    def test_held_head_load_format(self):
+        # The backend is chosen after the head was written (open): its
+        # load format is added then; the client's passes elsewhere.
+        hs = [("Endpoint-Load-Metrics-Format", "json")]
+        self.assertEqual(self.routed(chat("alpha"), hs), "a")
+        got = [v for k, v in self.ups["a"].requests[-1]["headers"]
+               if k.lower() == "endpoint-load-metrics-format"]
+        self.assertEqual(got, ["text"])
+        self.assertEqual(self.routed(chat("gamma"), hs), "d")
+        got = [v for k, v in self.ups["d"].requests[-1]["headers"]
+               if k.lower() == "endpoint-load-metrics-format"]
+        self.assertEqual(got, ["json"])
 
     def test_header_wins_over_body(self):
         self.assertEqual(self.routed(chat("alpha"), [("X-Model", "beta")]), "b")

@@ -1,5 +1,5 @@
-/* Unit tests of the health checker's loop (health.c, included to reach its
- * static functions) without a proxy or a thread: rounds are started on a
+/* Unit tests of the health checker's loop (health.c and the probe client
+ * it runs on, probe.c, both included to reach their static functions) without a proxy or a thread: rounds are started on a
  * snapshot made by config_parse, and the poll loop is turned by hand.
  *
  * mi_strdup is replaced by one that can be made to fail, to show that a
@@ -29,10 +29,11 @@ static char *real_strdup(const char *s)
 	return mi_strdup(s);
 }
 
-/* alloc.h's include guard keeps this definition for health.c. */
+/* alloc.h's include guard keeps this definition for probe.c and health.c. */
 #undef mi_strdup
 #define mi_strdup(s) (strdup_fail ? NULL : real_strdup(s))
 
+#include "../../src/probe.c"
 #include "../../src/health.c"
 
 /* A listening socket on 127.0.0.1 that nobody accepts on (until the test
@@ -87,14 +88,12 @@ static struct config *make_config_rf(const uint16_t *ports, size_t n, unsigned i
 static void health_init_test(struct health *h)
 {
 	memset(h, 0, sizeof(*h));
-	h->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	assert_true(h->wake_fd >= 0);
+	assert_int_equal(probe_set_init(&h->ps), 0);
 }
 
 static void health_fini_test(struct health *h)
 {
-	health_teardown(h);
-	close(h->wake_fd);
+	probe_set_destroy(&h->ps);
 }
 
 /* Turns the loop until no probe is in flight; returns the ms it took. */
@@ -102,11 +101,11 @@ static uint64_t run_probes(struct health *h, uint64_t limit_ms)
 {
 	uint64_t t0 = clock_now_ms();
 
-	while (h->nprobes && clock_now_ms() - t0 < limit_ms) {
-		health_poll(h, clock_now_ms() + 50);
-		health_reap(h, clock_now_ms());
+	while (h->ps.n && clock_now_ms() - t0 < limit_ms) {
+		probe_poll(&h->ps, clock_now_ms() + 50);
+		probe_reap(&h->ps, clock_now_ms());
 	}
-	assert_int_equal(h->nprobes, 0);
+	assert_int_equal(h->ps.n, 0);
 	return clock_now_ms() - t0;
 }
 
@@ -155,8 +154,8 @@ static void test_strdup_failure_skips_backend(void **state)
 	health_round(&h, c, clock_now_ms()); /* logged once, not every tick */
 	strdup_fail = 0;
 	capture_end(&cap, out, sizeof(out));
-	assert_int_equal(h.nslots, 0);
-	assert_int_equal(h.nprobes, 0);
+	assert_int_equal(h.ps.nslots, 0);
+	assert_int_equal(h.ps.n, 0);
 	assert_int_equal(atomic_load(&c->backends[0].replicas[0].state->healthy), 1);
 	if (!strstr(out, "out of memory") || !strstr(out, "backend b"))
 		fail_msg("stderr: %s", out);
@@ -165,7 +164,7 @@ static void test_strdup_failure_skips_backend(void **state)
 	/* Memory is back: the next round probes (refused: unhealthy, with why). */
 	capture_start(&cap);
 	health_round(&h, c, clock_now_ms());
-	assert_int_equal(h.nslots, 1);
+	assert_int_equal(h.ps.nslots, 1);
 	run_probes(&h, 2000);
 	capture_end(&cap, out, sizeof(out));
 	assert_int_equal(atomic_load(&c->backends[0].replicas[0].state->healthy), 0);
@@ -195,7 +194,7 @@ static void test_probes_are_concurrent(void **state)
 	health_init_test(&h);
 	capture_start(&cap);
 	health_round(&h, c, clock_now_ms());
-	assert_int_equal(h.nprobes, N);
+	assert_int_equal(h.ps.n, N);
 	ms = run_probes(&h, 5000);
 	capture_end(&cap, out, sizeof(out));
 	if (ms >= 250u * N - 250u)
@@ -209,7 +208,7 @@ static void test_probes_are_concurrent(void **state)
 	}
 	/* Not due again before the interval: no new probe. */
 	health_round(&h, c, clock_now_ms());
-	assert_int_equal(h.nprobes, 0);
+	assert_int_equal(h.ps.n, 0);
 	health_fini_test(&h);
 	config_unref(c);
 	for (int i = 0; i < N; i++)
@@ -244,10 +243,10 @@ static void test_status_decides(void **state)
 		int fd;
 
 		capture_start(&cap);
-		if (h.nslots)
-			h.slots[0].last_ms = 0; /* due again */
+		if (h.ps.nslots)
+			h.ps.slots[0].last_ms = 0; /* due again */
 		health_round(&h, c, clock_now_ms());
-		assert_int_equal(h.nprobes, 1);
+		assert_int_equal(h.ps.n, 1);
 		fd = accept(lfd, NULL, NULL);
 		assert_true(fd >= 0);
 		if (answers[i][0])
@@ -299,8 +298,8 @@ static void test_rise_and_fall(void **state)
 		int fd;
 
 		capture_start(&cap);
-		if (h.nslots)
-			h.slots[0].last_ms = 0; /* due again */
+		if (h.ps.nslots)
+			h.ps.slots[0].last_ms = 0; /* due again */
 		health_round(&h, c, clock_now_ms());
 		fd = accept(lfd, NULL, NULL);
 		assert_true(fd >= 0);
@@ -334,6 +333,91 @@ static void test_rise_and_fall(void **state)
 	close(lfd);
 }
 
+/* What a whole-answer probe (a load scrape) ended with. */
+static struct {
+	enum health_kind kind;
+	unsigned value;
+	char body[64];
+	int calls;
+} whole;
+
+static void whole_done(struct probe *pr, enum health_kind kind, unsigned value)
+{
+	const char *b;
+	size_t n = 0;
+
+	whole.kind = kind;
+	whole.value = value;
+	whole.calls++;
+	whole.body[0] = '\0';
+	if ((b = probe_body(pr, &n)) && n < sizeof(whole.body)) {
+		memcpy(whole.body, b, n);
+		whole.body[n] = '\0';
+	}
+}
+
+/* Whole answers (probe.c, max_body > 0): the request is HTTP/1.0; the
+ * answer ends at EOF, or sooner when its Content-Length is in (a replica
+ * keeping the connection open does not run into the deadline); one
+ * longer than max fails. */
+static void test_whole_answer(void **state)
+{
+	static const struct {
+		const char *answer;
+		int close_it;
+		enum health_kind kind;
+		const char *body;
+	} cases[] = {
+		{ "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 0, HEALTH_OK, "hello" },
+		{ "HTTP/1.0 200 OK\r\ncontent-length:3\r\n\r\nabc", 0, HEALTH_OK, "abc" },
+		{ "HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nabcXYZ", 0, HEALTH_OK, "abc" },
+		{ "HTTP/1.0 200 OK\r\n\r\nuntil eof", 1, HEALTH_OK, "until eof" },
+		{ "HTTP/1.0 503 No\r\n\r\nbusy", 1, HEALTH_STATUS, "busy" },
+		{ "HTTP/1.0 200 OK\r\n\r\n0123456789012345678901234567890123456789"
+		  "0123456789012345678901234567890123456789"
+		  "0123456789012345678901234567890123456789", 1, HEALTH_NOT_HTTP, "" },
+		{ "HTTP/1.0 200 OK\r\nX: y", 1, HEALTH_NOT_HTTP, "" },
+	};
+	uint16_t port;
+	int lfd = listener(&port);
+	struct config *c = make_config(&port, 1, 1000);
+	struct health h;
+	(void)state;
+
+	health_init_test(&h);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char req[256];
+		ssize_t n;
+		int fd;
+
+		memset(&whole, 0, sizeof(whole));
+		assert_int_equal(probe_start(&h.ps, c, &c->backends[0], &c->backends[0].replicas[0],
+					     "/metrics", 100, 2000, clock_now_ms(), whole_done, NULL),
+				 0);
+		fd = accept(lfd, NULL, NULL);
+		assert_true(fd >= 0);
+		probe_poll(&h.ps, clock_now_ms() + 50); /* the connect completes, the request goes */
+		n = read(fd, req, sizeof(req) - 1);
+		assert_true(n > 0);
+		req[n] = '\0';
+		assert_non_null(strstr(req, "GET /metrics HTTP/1.0\r\n"));
+		assert_int_equal(write(fd, cases[i].answer, strlen(cases[i].answer)),
+				 (ssize_t)strlen(cases[i].answer));
+		if (cases[i].close_it)
+			close(fd);
+		if (run_probes(&h, 3000) >= 1500)
+			fail_msg("case %zu: waited for the deadline", i);
+		assert_int_equal(whole.calls, 1);
+		assert_int_equal(whole.kind, cases[i].kind);
+		assert_string_equal(whole.body, cases[i].body);
+		if (!cases[i].close_it)
+			close(fd);
+	}
+	health_fini_test(&h);
+	config_unref(c);
+	close(lfd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -341,6 +425,7 @@ int main(void)
 		cmocka_unit_test(test_probes_are_concurrent),
 		cmocka_unit_test(test_status_decides),
 		cmocka_unit_test(test_rise_and_fall),
+		cmocka_unit_test(test_whole_answer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -321,7 +321,7 @@ static void test_config_errors(void **state)
 		  "\"a\": {\"route\": \"/v1\", \"route_body_max_bytes\": 67108865, \"traffic\": {\"A\": 1}}}}",
 		  "endpoints.a.route_body_max_bytes: must be an integer <= 67108864");
 	parse_err("{\"backends\": {\"A\": {\"policy\": \"lru\"}}, \"endpoints\": {}}",
-		  "backends.A.policy: must be \"p2c\", \"round_robin\" or \"prefix\"");
+		  "backends.A.policy: must be \"p2c\", \"round_robin\", \"least_load\" or \"prefix\"");
 	parse_err("{\"backends\": {\"A\": {\"model_rewrite\": \"a\\\"b\"}}, \"endpoints\": {}}",
 		  "backends.A.model_rewrite: must be a model name");
 	parse_err("{\"backends\": {\"A\": {\"multiplex\": {}}}, \"endpoints\": {}}",
