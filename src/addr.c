@@ -75,6 +75,35 @@ static int name_ok(const char *s)
 	return !digits;
 }
 
+/* "srv:NAME" (after the prefix): NAME into name (ADDR_NAME_MAX bytes),
+ * checked as addr.h says. ADDR_IS_SRV or -EINVAL. */
+static int parse_srv(const char *s, size_t len, struct rr_addr *out, char *name, char *err,
+		     size_t errlen)
+{
+	const char *dot;
+
+	if (len == 0)
+		return addr_fail(err, errlen, "no name after 'srv:'");
+	if (len >= ADDR_NAME_MAX)
+		return addr_fail(err, errlen, "SRV name longer than %d bytes", ADDR_NAME_MAX - 1);
+	if (memchr(s, '\0', len))
+		return addr_fail(err, errlen, "SRV name contains a NUL byte");
+	memcpy(name, s, len);
+	name[len] = '\0';
+	if (!name_ok(name)) {
+		name[0] = '\0';
+		return addr_fail(err, errlen, "'%.*s' is not a DNS name", (int)len, s);
+	}
+	/* _SERVICE._PROTO.NAME: two '_' labels, then at least one more */
+	dot = name[0] == '_' ? strchr(name, '.') : NULL;
+	if (!dot || dot[1] != '_' || !(dot = strchr(dot + 1, '.')) || !dot[1]) {
+		name[0] = '\0';
+		return addr_fail(err, errlen, "'%.*s' is not _SERVICE._PROTO.NAME", (int)len, s);
+	}
+	*out = (struct rr_addr){ 0 };
+	return ADDR_IS_SRV;
+}
+
 /* The one parser behind addr_parse_sa and addr_parse_name (name: where a
  * DNS name goes, or NULL when none is allowed). The last ':' splits ADDR
  * from PORT, so "::1:80" is refused (an IPv6 address needs its brackets),
@@ -94,6 +123,10 @@ static int parse(const char *s, size_t len, unsigned flags, struct rr_addr *out,
 
 	if ((flags & ADDR_F_UNIX) && len >= 5 && memcmp(s, "unix:", 5) == 0)
 		return parse_unix(s + 5, len - 5, out, err, errlen);
+	if ((flags & ADDR_F_SRV) && name && len >= 4 && memcmp(s, "srv:", 4) == 0)
+		return parse_srv(s + 4, len - 4, out, name, err, errlen);
+	if (!(flags & ADDR_F_NAME))
+		name = NULL; /* "srv:" only */
 	if ((flags & ADDR_F_IPV6) && len && s[0] == '[') {
 		/* The port follows the ']' at once: "[::1]" alone is a
 		 * missing port, not a port "1]". */
@@ -186,7 +219,8 @@ int addr_parse_name(const char *s, size_t len, unsigned flags, struct rr_addr *o
 		    char host[ADDR_NAME_MAX], char *err, size_t errlen)
 {
 	host[0] = '\0'; /* "" unless a name */
-	return parse(s, len, flags, out, (flags & ADDR_F_NAME) ? host : NULL, err, errlen);
+	return parse(s, len, flags, out, (flags & (ADDR_F_NAME | ADDR_F_SRV)) ? host : NULL, err,
+		     errlen);
 }
 
 /* See addr.h. */

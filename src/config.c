@@ -296,21 +296,32 @@ static const char *const endpoint_keys[] = {
 	NULL,
 };
 
+/* The cache key of a resolved address: the name, or "srv:" + the SRV
+ * name (dns.h DNS_SRV_PREFIX). */
+#define REPLICA_HOST_MAX (ADDR_NAME_MAX + sizeof(DNS_SRV_PREFIX))
+
 /* The addresses one document entry stands for: one for a literal, one per
- * address of a DNS name (port set). 0 with *out (malloc'ed) and *n, or
- * -errno with ctx->err set (bad address, unresolvable name). */
+ * address of a DNS name (port set), one per address of an SRV record's
+ * target ("srv:NAME": the record's port, *weights its weight). host gets
+ * the cache key ("" for a literal). 0 with *out (malloc'ed), *n and
+ * *weights (malloc'ed for SRV, else NULL), or -errno with ctx->err set
+ * (bad address, unresolvable name). */
 static int replica_addrs(struct parse_ctx *ctx, const char *rp, const char *value,
-			 struct rr_addr **out, size_t *n, char host[ADDR_NAME_MAX])
+			 struct rr_addr **out, uint32_t **weights, size_t *n,
+			 char host[REPLICA_HOST_MAX])
 {
 	struct rr_addr a;
-	char why[256];
-	int rc = addr_parse_name(value, strlen(value), ADDR_F_IPV6 | ADDR_F_UNIX | ADDR_F_NAME, &a,
-				 host, why, sizeof(why));
+	char why[256], name[ADDR_NAME_MAX];
+	int rc = addr_parse_name(value, strlen(value),
+				 ADDR_F_IPV6 | ADDR_F_UNIX | ADDR_F_NAME | ADDR_F_SRV, &a, name, why,
+				 sizeof(why));
 
+	*weights = NULL;
+	host[0] = '\0';
 	if (rc < 0)
 		return fail(ctx, rp,
 			    "bad address \"%s\": expected IPV4:PORT, localhost:PORT, [IPV6]:PORT, "
-			    "NAME:PORT (port 1..65535) or unix:/PATH (%s)",
+			    "NAME:PORT (port 1..65535), unix:/PATH or srv:_SERVICE._PROTO.NAME (%s)",
 			    value, why);
 	if (rc == 0) {
 		*out = malloc(sizeof(**out));
@@ -320,12 +331,15 @@ static int replica_addrs(struct parse_ctx *ctx, const char *rp, const char *valu
 		*n = 1;
 		return 0;
 	}
+	snprintf(host, REPLICA_HOST_MAX, "%s%s", rc == ADDR_IS_SRV ? DNS_SRV_PREFIX : "", name);
 	/* Off the shards: the control thread, main at start, or dns.c. */
-	rc = dns_lookup(ctx->reg ? &ctx->reg->dns : NULL, host, out, n, why, sizeof(why));
+	rc = dns_lookup(ctx->reg ? &ctx->reg->dns : NULL, host, out, weights, n, why, sizeof(why));
 	if (rc == -ENOMEM)
 		return fail_nomem(ctx, rp);
 	if (rc)
 		return fail(ctx, rp, "cannot resolve %s: %s", host, why);
+	if (*weights)
+		return 0; /* SRV: each address has its record's port */
 	for (size_t i = 0; i < *n; i++) {
 		if ((*out)[i].u.sa.sa_family == AF_INET6)
 			(*out)[i].u.in6.sin6_port = a.u.in.sin_port;
@@ -387,6 +401,8 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 	const char **ids = NULL;
 	struct replica_spec *specs = NULL;
 	struct rr_addr **addrs = NULL;
+	uint32_t **srvw = NULL;
+	char (*hosts)[REPLICA_HOST_MAX] = NULL;
 	size_t *naddrs = NULL, n, total = 0;
 	int rc = 0;
 
@@ -401,13 +417,14 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 	addrs = calloc(n, sizeof(*addrs));
 	naddrs = calloc(n, sizeof(*naddrs));
 	specs = calloc(n, sizeof(*specs));
-	if (!addrs || !naddrs || !specs) {
+	srvw = calloc(n, sizeof(*srvw));
+	hosts = calloc(n, sizeof(*hosts));
+	if (!addrs || !naddrs || !specs || !srvw || !hosts) {
 		rc = fail_nomem(ctx, p);
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
 		json_t *v = json_object_get(obj, ids[i]);
-		char host[ADDR_NAME_MAX];
 
 		join(rp, sizeof(rp), p, ids[i]);
 		if (!name_ok(ids[i])) {
@@ -417,7 +434,8 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 		rc = replica_spec(ctx, rp, v, &specs[i]);
 		if (rc)
 			goto out;
-		rc = replica_addrs(ctx, rp, specs[i].address, &addrs[i], &naddrs[i], host);
+		rc = replica_addrs(ctx, rp, specs[i].address, &addrs[i], &srvw[i], &naddrs[i],
+				   hosts[i]);
 		if (rc)
 			goto out;
 		total += naddrs[i];
@@ -431,19 +449,22 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 	total = 0;
 	for (size_t i = 0; i < n; i++) {
 		const char *value = specs[i].address;
-		char host[ADDR_NAME_MAX], why[8];
-		struct rr_addr port;
+		const char *host = hosts[i];
 
 		join(rp, sizeof(rp), p, ids[i]);
-		addr_parse_name(value, strlen(value), ADDR_F_IPV6 | ADDR_F_UNIX | ADDR_F_NAME, &port,
-				host, why, sizeof(why));
 		for (size_t k = 0; k < naddrs[i]; k++) {
 			struct replica_cfg *r = &b->replicas[total++];
 			char ip[ADDR_STRLEN];
 			char *key = NULL;
 
 			r->addr = addrs[i][k];
-			r->weight = specs[i].weight;
+			r->weight = r->doc_weight = specs[i].weight;
+			if (srvw[i]) {
+				/* SRV weight w: the document's weight times w (0 as
+				 * 1), at most MAX_REPLICA_WEIGHT */
+				uint64_t w = (uint64_t)r->weight * (srvw[i][k] ? srvw[i][k] : 1);
+				r->weight = w > MAX_REPLICA_WEIGHT ? MAX_REPLICA_WEIGHT : (uint32_t)w;
+			}
 			r->drain = specs[i].drain;
 			if (r->weight != b->replicas[0].weight)
 				b->weighted = true;
@@ -497,7 +518,11 @@ static int parse_replicas(struct parse_ctx *ctx, struct backend_cfg *b, json_t *
 out:
 	for (size_t i = 0; addrs && i < n; i++)
 		free(addrs[i]);
+	for (size_t i = 0; srvw && i < n; i++)
+		free(srvw[i]);
 	free(addrs);
+	free(srvw);
+	free(hosts);
 	free(naddrs);
 	free(specs);
 	free(ids);
@@ -1123,9 +1148,11 @@ static int cmp_endpoint(const void *a, const void *b)
  * before the object form existed read back unchanged. */
 static json_t *replica_to_json(const struct replica_cfg *r)
 {
-	if (r->weight == 1 && !r->drain)
+	uint32_t w = r->doc_weight ? r->doc_weight : r->weight;
+
+	if (w == 1 && !r->drain)
 		return json_string(r->address);
-	return json_pack("{s:s, s:I, s:b}", "address", r->address, "weight", (json_int_t)r->weight,
+	return json_pack("{s:s, s:I, s:b}", "address", r->address, "weight", (json_int_t)w,
 			 "drain", r->drain);
 }
 

@@ -84,9 +84,19 @@ static int has_replica(const struct backend_cfg *b, const char *id)
 	return 0;
 }
 
-/* Appends "backend B resolved (replicas.ID/ADDRESS added, ... removed)"
- * for every backend whose DNS names stand for other addresses than
- * before: a change the documents, being equal, do not show. */
+/* The replica of b with id, or NULL. */
+static const struct replica_cfg *find_replica(const struct backend_cfg *b, const char *id)
+{
+	for (size_t i = 0; i < b->nreplicas; i++)
+		if (strcmp(b->replicas[i].id, id) == 0)
+			return &b->replicas[i];
+	return NULL;
+}
+
+/* Appends "backend B resolved (replicas.ID/ADDRESS added, ... removed,
+ * ... weight 50 -> 75)" for every backend whose DNS names stand for other
+ * addresses (or, SRV records, weights) than before: a change the
+ * documents, being equal, do not show. */
 static void diff_resolved(const struct config *old, const struct config *new,
 			  struct strbuf *out)
 {
@@ -109,6 +119,20 @@ static void diff_resolved(const struct config *old, const struct config *new,
 					  pass ? "removed" : "added");
 				first = 0;
 			}
+		}
+		for (size_t j = 0; j < b->nreplicas; j++) {
+			const struct replica_cfg *r = &b->replicas[j], *o;
+			/* the document's weight is the same: the SRV record's changed */
+			if (!r->host || !(o = find_replica(a, r->id)) || o->weight == r->weight ||
+			    o->doc_weight != r->doc_weight)
+				continue;
+			if (first) {
+				sep(out);
+				sb_printf(out, "backend %s resolved (", b->name);
+			}
+			sb_printf(out, "%sreplicas.%s weight %u -> %u", first ? "" : ", ", r->id,
+				  (unsigned)o->weight, (unsigned)r->weight);
+			first = 0;
 		}
 		if (!first)
 			sb_puts(out, ")");

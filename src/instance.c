@@ -2,19 +2,21 @@
  * derivation of I and N from a peer set. The --peers thread is peers.c. */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ringroute/addr.h"
 #include "ringroute/config.h"
+#include "ringroute/dns.h"
 #include "ringroute/instance.h"
 
 uint32_t instance_share(uint32_t cap, uint32_t index, uint32_t count)
 {
 	if (count == 0)
 		count = 1;
+	if (index >= count)
+		return 0; /* INSTANCE_NONE: not in the set, no share */
 	return cap / count + (index < cap % count ? 1 : 0);
 }
 
@@ -137,9 +139,10 @@ int instance_peers_resolve(const char *spec, struct sockaddr_in *out, size_t max
 {
 	char buf[512];
 	const char *name, *port;
-	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res, *ai;
+	struct rr_addr *addrs = NULL;
+	size_t na = 0, n = 0;
+	char why[256];
 	int rc = split_dns(spec, buf, sizeof(buf), &name, &port);
-	size_t n = 0;
 
 	if (rc < 0) {
 		snprintf(err, errlen, "malformed --peers");
@@ -147,15 +150,19 @@ int instance_peers_resolve(const char *spec, struct sockaddr_in *out, size_t max
 	}
 	if (rc == 0)
 		return parse_list(spec, out, max, err, errlen);
-	rc = getaddrinfo(name, port, &hints, &res);
+	/* c-ares, as replica names (dns.h): the same resolver, hosts file
+	 * and test hook. */
+	rc = dns_lookup(NULL, name, &addrs, NULL, &na, why, sizeof(why));
 	if (rc) {
-		snprintf(err, errlen, "cannot resolve %s: %s", name, gai_strerror(rc));
+		snprintf(err, errlen, "cannot resolve %s: %s", name, why);
 		return -1;
 	}
-	for (ai = res; ai && n < max; ai = ai->ai_next)
-		if (ai->ai_family == AF_INET)
-			memcpy(&out[n++], ai->ai_addr, sizeof(*out));
-	freeaddrinfo(res);
+	for (size_t i = 0; i < na && n < max; i++)
+		if (addrs[i].u.sa.sa_family == AF_INET) {
+			out[n] = addrs[i].u.in;
+			out[n++].sin_port = htons((uint16_t)atoi(port));
+		}
+	free(addrs);
 	if (n == 0) {
 		snprintf(err, errlen, "%s has no IPv4 address", name);
 		return -1;

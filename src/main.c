@@ -373,6 +373,7 @@ int main(int argc, char **argv)
 	struct scrape *scrape = NULL;
 	struct config_watch *watch = NULL;
 	struct peers *peers = NULL;
+	char perr[256] = ""; /* --peers' problem at start, said once */
 	struct service svc;
 	uint16_t admin_port = 0;
 	sigset_t set;
@@ -405,7 +406,7 @@ int main(int argc, char **argv)
 	}
 	proxy_mark_draining(NULL, c); /* "drain": true in --config or --state */
 	p->config = c;
-	/* --peers starts as 0 of 1 until it finds itself (below). */
+	/* --peers starts as 0 of 1 until it looks for itself (below). */
 	atomic_store(&p->instance_index, p->opt.instance_index);
 	atomic_store(&p->instance_count, p->opt.instance_count);
 	instance_apply(c, p->opt.instance_index, p->opt.instance_count);
@@ -462,16 +463,22 @@ int main(int argc, char **argv)
 		/* The listen port is known now; no shard runs yet, so the first
 		 * snapshot can still take the shares it starts with. */
 		uint32_t pi, pn;
-		char perr[256];
-		if (peers_find(p, &pi, &pn, perr, sizeof(perr)) == 0) {
-			atomic_store(&p->instance_index, pi);
-			atomic_store(&p->instance_count, pn);
-			instance_apply(c, pi, pn);
-		} else {
-			log_warn("--peers: %s; starting as instance 0 of 1", perr);
+		int prc = peers_find(p, &pi, &pn, perr, sizeof(perr));
+		if (prc < 0) {
+			/* Not ready, no share, until a round finds it. */
+			pi = INSTANCE_NONE;
+			pn = 1;
 		}
-		log_info("instance %u of %u", (unsigned)atomic_load(&p->instance_index),
-			 (unsigned)atomic_load(&p->instance_count));
+		atomic_store(&p->instance_index, pi);
+		atomic_store(&p->instance_count, pn);
+		instance_apply(c, pi, pn);
+		if (prc)
+			log_warn("--peers: %s; not ready, no share of any cap until it is in the set",
+				 perr);
+		else
+			log_info("instance %u of %u", (unsigned)pi, (unsigned)pn);
+		if (!prc)
+			perr[0] = '\0';
 	} else if (p->opt.instance_count > 1) {
 		log_info("instance %u of %u", (unsigned)p->opt.instance_index,
 			 (unsigned)p->opt.instance_count);
@@ -514,7 +521,7 @@ int main(int argc, char **argv)
 		code = 1;
 		goto out_stop;
 	}
-	if (p->opt.peers && (ret = peers_start(p, &peers))) {
+	if (p->opt.peers && (ret = peers_start(p, perr, &peers))) {
 		log_error("cannot start --peers: %s", strerror(-ret));
 		code = 1;
 		goto out_stop;

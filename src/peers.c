@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ifaddrs.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -15,19 +16,27 @@
 #include "ringroute/proxy.h"
 #include "ringroute/ticker.h"
 
-/* This machine's IPv4 addresses (every interface), plus the --listen
- * address when it is not the wildcard. */
-static size_t own_addrs(struct proxy *p, struct sockaddr_in *out, size_t max)
+/* The addresses this instance answers on: the --listen address when it
+ * is not the wildcard (then it is that address and no other: several
+ * instances on one machine, each bound to its own address, must not take
+ * each other's place), else this machine's IPv4 addresses (every
+ * interface). */
+static size_t own_addrs(struct proxy *p, struct sockaddr_in *out, size_t max, bool *listen_only)
 {
 	struct ifaddrs *ifa, *i;
 	struct sockaddr_in l;
 	size_t n = 0;
 
+	*listen_only = false;
+
 	if (p->opt.listen &&
 	    addr_parse(p->opt.listen, strlen(p->opt.listen), ADDR_F_ANY | ADDR_F_PORT0, &l, NULL,
 		       0) == 0 &&
-	    l.sin_addr.s_addr != htonl(INADDR_ANY))
+	    l.sin_addr.s_addr != htonl(INADDR_ANY)) {
 		out[n++] = l;
+		*listen_only = true;
+		return n;
+	}
 	if (getifaddrs(&ifa) == 0) {
 		for (i = ifa; i && n < max; i = i->ifa_next)
 			if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET)
@@ -43,39 +52,58 @@ int peers_find(struct proxy *p, uint32_t *index, uint32_t *count, char *err,
 	struct sockaddr_in peers[INSTANCE_MAX_PEERS], own[64];
 	int n = instance_peers_resolve(p->opt.peers, peers, INSTANCE_MAX_PEERS, err, errlen);
 	size_t nown;
+	bool listen_only;
 
 	if (n < 0)
 		return -1;
-	nown = own_addrs(p, own, sizeof(own) / sizeof(own[0]));
+	nown = own_addrs(p, own, sizeof(own) / sizeof(own[0]), &listen_only);
 	if (instance_derive(peers, (size_t)n, own, nown, p->listen_port, index, count)) {
 		snprintf(err, errlen,
-			 "none of the %d peers is this instance (port %u on one of this "
-			 "machine's addresses)",
-			 n, (unsigned)p->listen_port);
-		return -1;
+			 "none of the %d peers is this instance (port %u on %s)", n,
+			 (unsigned)p->listen_port,
+			 listen_only ? "its --listen address" : "one of this machine's addresses");
+		*index = INSTANCE_NONE;
+		*count = (uint32_t)n;
+		return 1;
 	}
 	return 0;
-}
-
-void peers_round(struct proxy *p)
-{
-	char err[256];
-	uint32_t index, count;
-
-	if (peers_find(p, &index, &count, err, sizeof(err))) {
-		log_warn("--peers: %s; keeping instance %u of %u", err,
-			 (unsigned)atomic_load(&p->instance_index),
-			 (unsigned)atomic_load(&p->instance_count));
-		return;
-	}
-	if (proxy_set_instance(p, index, count, err, sizeof(err)))
-		log_warn("--peers: %s", err);
 }
 
 struct peers {
 	struct proxy *p;
 	struct ticker *ticker;
+	char last_err[256];           /* the last round's problem, logged once */
 };
+
+/* Logs err when it is not the last round's problem too. */
+static void say_once(struct peers *ip, const char *err, const char *then)
+{
+	if (strcmp(ip->last_err, err))
+		log_warn("--peers: %s; %s", err, then);
+	snprintf(ip->last_err, sizeof(ip->last_err), "%s", err);
+}
+
+/* One round (see peers.h). */
+static void peers_round(struct peers *ip)
+{
+	struct proxy *p = ip->p;
+	char err[256];
+	uint32_t index, count;
+	int rc = peers_find(p, &index, &count, err, sizeof(err));
+
+	if (rc < 0) {
+		/* The others cannot resolve it either, most likely: each keeps
+		 * the share it has, so the sum stays the cap. */
+		say_once(ip, err, "keeping the shares of the last set");
+		return;
+	}
+	if (rc > 0)
+		say_once(ip, err, "not ready, no share of any cap until it is in the set");
+	else
+		ip->last_err[0] = '\0';
+	if (proxy_set_instance(p, index, count, err, sizeof(err)))
+		log_warn("--peers: %s", err);
+}
 
 static uint64_t peers_period(void *arg)
 {
@@ -85,10 +113,10 @@ static uint64_t peers_period(void *arg)
 
 static void peers_tick(void *arg)
 {
-	peers_round(((struct peers *)arg)->p);
+	peers_round(arg);
 }
 
-int peers_start(struct proxy *p, struct peers **out)
+int peers_start(struct proxy *p, const char *said, struct peers **out)
 {
 	struct peers *ip = mi_zalloc(sizeof(*ip));
 	int rc;
@@ -96,6 +124,7 @@ int peers_start(struct proxy *p, struct peers **out)
 	if (!ip)
 		return -ENOMEM;
 	ip->p = p;
+	snprintf(ip->last_err, sizeof(ip->last_err), "%s", said ? said : "");
 	rc = ticker_start(peers_period, peers_tick, ip, &ip->ticker);
 	if (rc) {
 		mi_free(ip);

@@ -15,6 +15,7 @@
 
 #include "ringroute/alloc.h"
 #include "ringroute/clock.h"
+#include "ringroute/instance.h"
 #include "ringroute/load.h"
 #include "ringroute/proxy.h"
 #include "ringroute/request.h"
@@ -283,7 +284,11 @@ static void put_process_state(struct prom *w, struct proxy *p, const struct conf
 	{
 		char idx[16], cnt[16];
 		struct prom_labels il = {2, {"index", "count"}, {idx, cnt}};
-		snprintf(idx, sizeof(idx), "%u", (unsigned)atomic_load(&p->instance_index));
+		uint32_t ii = atomic_load(&p->instance_index);
+		if (ii == INSTANCE_NONE) /* not in its --peers set */
+			snprintf(idx, sizeof(idx), "none");
+		else
+			snprintf(idx, sizeof(idx), "%u", (unsigned)ii);
 		snprintf(cnt, sizeof(cnt), "%u", (unsigned)atomic_load(&p->instance_count));
 		prom_sample_u64(w, "ringroute_instance", &il, 1);
 	}

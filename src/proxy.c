@@ -164,8 +164,17 @@ int proxy_set_instance(struct proxy *p, uint32_t index, uint32_t count, char *er
 		atomic_store(&p->instance_index, old_i);
 		atomic_store(&p->instance_count, old_n);
 	} else {
-		log_info("instance %u of %u (was %u of %u): caps shared anew", (unsigned)index,
-			 (unsigned)count, (unsigned)old_i, (unsigned)old_n);
+		char now[32], was[32];
+		if (index == INSTANCE_NONE)
+			snprintf(now, sizeof(now), "not in the set of %u", (unsigned)count);
+		else
+			snprintf(now, sizeof(now), "instance %u of %u", (unsigned)index,
+				 (unsigned)count);
+		if (old_i == INSTANCE_NONE)
+			snprintf(was, sizeof(was), "not in the set");
+		else
+			snprintf(was, sizeof(was), "%u of %u", (unsigned)old_i, (unsigned)old_n);
+		log_info("%s (was %s): caps shared anew", now, was);
 		ret = 0;
 	}
 out:
@@ -404,10 +413,16 @@ json_t *proxy_stats_json(struct proxy *p)
 	}
 	json_object_set_new(out, "version", json_integer((json_int_t)c->version));
 	json_object_set_new(out, "shards", json_integer(p->nshards));
-	json_object_set_new(out, "instance",
-			    json_pack("{s:I,s:I}", "index",
-				      (json_int_t)atomic_load(&p->instance_index), "count",
-				      (json_int_t)atomic_load(&p->instance_count)));
+	{
+		/* index null: not in its --peers set (instance.h INSTANCE_NONE) */
+		uint32_t ii = atomic_load(&p->instance_index);
+		json_object_set_new(out, "instance",
+				    json_pack("{s:o,s:I}", "index",
+					      ii == INSTANCE_NONE ? json_null()
+								  : json_integer((json_int_t)ii),
+					      "count",
+					      (json_int_t)atomic_load(&p->instance_count)));
+	}
 	json_object_set_new(out, "connections_accepted", json_integer((json_int_t)sh.accepted));
 	json_object_set_new(out, "requests", json_integer((json_int_t)sh.requests));
 	json_object_set_new(out, "backends", bes);

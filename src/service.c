@@ -12,6 +12,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "ringroute/clock.h"
+#include "ringroute/instance.h"
 #include "ringroute/log.h"
 #include "ringroute/proxy.h"
 #include "ringroute/router.h"
@@ -240,6 +241,11 @@ int service_ready(struct proxy *p, char *why, size_t len)
 		return 0;
 	default:
 		break;
+	}
+	if (atomic_load(&p->instance_index) == INSTANCE_NONE) {
+		/* Whole caps here would multiply them: it has none (instance.h). */
+		snprintf(why, len, "--peers: this instance is not in its peer set");
+		return 0;
 	}
 	if (!p->opt.ready_requires_healthy)
 		return 1;

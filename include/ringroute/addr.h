@@ -21,6 +21,7 @@ enum {
 	ADDR_F_IPV6  = 1u << 2, /* "[IPV6]:PORT" allowed (addr_parse_sa only) */
 	ADDR_F_UNIX  = 1u << 3, /* "unix:/path" allowed (addr_parse_sa only) */
 	ADDR_F_NAME  = 1u << 4, /* "NAME:PORT", a DNS name (addr_parse_name only) */
+	ADDR_F_SRV   = 1u << 5, /* "srv:_SERVICE._PROTO.NAME" (addr_parse_name only) */
 };
 
 /* The longest DNS name (RFC 1035: 253 characters written out) + NUL. */
@@ -58,6 +59,13 @@ int addr_parse_sa(const char *s, size_t len, unsigned flags, struct rr_addr *out
  * only the port (family AF_UNSPEC, port in out->u.in.sin_port); else
  * host is "". */
 #define ADDR_IS_NAME 1
+/* With ADDR_F_SRV too, "srv:_SERVICE._PROTO.NAME" (the name of DNS SRV
+ * records, which carry the ports: a Kubernetes headless Service publishes
+ * "_http._tcp.SVC.NS.svc.cluster.local") returns ADDR_IS_SRV with host
+ * holding the name without "srv:" and out zeroed (no port: each SRV
+ * record has its own). The name must be well-formed as above, with at
+ * least three labels, the first two starting with '_'. */
+#define ADDR_IS_SRV 2
 int addr_parse_name(const char *s, size_t len, unsigned flags, struct rr_addr *out,
 		    char host[ADDR_NAME_MAX], char *err, size_t errlen);
 

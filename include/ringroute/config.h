@@ -153,6 +153,7 @@ struct replica_cfg {
 	char *address;                /* as written: "host:port", "[v6]:port", "unix:/path" */
 	struct rr_addr addr;
 	uint32_t weight;              /* 1..MAX_REPLICA_WEIGHT: its share against the others' */
+	uint32_t doc_weight;          /* as written (srv: weight is this times the record's); 0: weight */
 	bool drain;                   /* operator's drain: kept, but given nothing new */
 	struct replica_state *state;  /* referenced */
 };

@@ -8,6 +8,10 @@
  * addresses are added, those of vanished ones drain like any removed
  * replica. A name that stops resolving keeps its last addresses.
  *
+ * A "srv:_SERVICE._PROTO.NAME" host is cached and refreshed the same way,
+ * its set being the SRV targets' addresses with the records' ports (a
+ * replica restarted on another port behind the same name is found).
+ *
  * Resolution is c-ares (libc-ares-dev) over /etc/hosts and the system's
  * resolv.conf, or, as a test hook, only the DNS server named by the
  * environment variable RR_DNS_SERVER ("127.0.0.1:5353"). */
@@ -27,7 +31,7 @@ struct dns;
 
 #define DNS_DEFAULT_REFRESH_MS 5000u
 
-/* Names and their last addresses (port 0), owned by the replica registry.
+/* Names and their last addresses (port 0; SRV: with ports, weights), owned by the replica registry.
  * gen counts changes of any set: a snapshot built at an older gen is out
  * of date. Any thread; the lock is never held across a lookup. */
 struct dns_cache {
@@ -39,13 +43,20 @@ struct dns_cache {
 void dns_cache_init(struct dns_cache *dc);
 void dns_cache_destroy(struct dns_cache *dc);
 
-/* The addresses of host (port 0, sorted, without duplicates): the cached
- * ones, or a lookup now (blocking: never call it on a shard) that is then
- * cached. dc may be NULL (no cache: always a lookup). Returns 0 with *out
- * (malloc'ed, at least one) and *n, or -ENOENT with err holding the
+/* host "srv:NAME" (DNS_SRV_PREFIX) asks for NAME's SRV records instead:
+ * the lowest priority's, each target's addresses with the record's port
+ * and weight (dns.c resolve_srv). */
+#define DNS_SRV_PREFIX "srv:"
+
+/* The addresses of host (port 0 for a name, the records' for "srv:",
+ * sorted, without duplicates): the cached ones, or a lookup now
+ * (blocking: never call it on a shard) that is then cached. dc may be
+ * NULL (no cache: always a lookup). Returns 0 with *out (malloc'ed, at
+ * least one), *n and, when weights is not NULL, *weights (malloc'ed, n
+ * SRV weights 0..65535; NULL for a name), or -ENOENT with err holding the
  * resolver's reason ("Domain name not found"), or -ENOMEM. */
-int dns_lookup(struct dns_cache *dc, const char *host, struct rr_addr **out, size_t *n,
-	       char *err, size_t errlen);
+int dns_lookup(struct dns_cache *dc, const char *host, struct rr_addr **out, uint32_t **weights,
+	       size_t *n, char *err, size_t errlen);
 
 /* Resolve host again and update its entry: a changed set bumps gen (and
  * is logged with both sets), a failure keeps the last set (logged once,

@@ -22,11 +22,16 @@ struct config;
 struct proxy;
 
 #define INSTANCE_MAX_PEERS 256
+/* The index of an instance that is not in its --peers set (or has not
+ * found itself yet): its share of every cap is 0, and /readyz says 503
+ * (docs/operations.md "Several instances"). */
+#define INSTANCE_NONE UINT32_MAX
 #define INSTANCE_PEERS_PERIOD_MS 2000
 
 /* Instance index's share of cap among count instances: floor(cap/count),
  * plus one for index < cap % count, so the shares of 0..count-1 sum to cap
- * exactly. count 0 is taken as 1. May be 0 (cap < count). */
+ * exactly. count 0 is taken as 1. May be 0 (cap < count); 0 for an
+ * index >= count (INSTANCE_NONE). */
 uint32_t instance_share(uint32_t cap, uint32_t index, uint32_t count);
 
 /* Sets every backend's effective caps in c from its configured ones
@@ -47,7 +52,8 @@ int instance_derive(const struct sockaddr_in *peers, size_t npeers,
 		    const struct sockaddr_in *own, size_t nown, uint16_t port,
 		    uint32_t *index, uint32_t *count);
 
-/* --peers: "dns:NAME:PORT" (NAME's IPv4 addresses, each with PORT) or a
+/* --peers: "dns:NAME:PORT" (NAME's IPv4 addresses, each with PORT,
+ * resolved by dns_lookup: c-ares) or a
  * comma-separated list of ADDR:PORT literals. Returns 0 when spec has one
  * of these forms, else -EINVAL with err set. */
 int instance_peers_check(const char *spec, char *err, size_t errlen);

@@ -41,11 +41,14 @@ def config(replicas, **kw):
 
 class DNSServer:
     """A UDP DNS server on 127.0.0.1 answering A and AAAA queries from
-    names (name -> list of addresses, changed at will); other names get
-    NXDOMAIN. TTL 0: every lookup asks again."""
+    names (name -> list of addresses, changed at will) and SRV queries
+    from srv (name -> list of (priority, weight, port, target)); other
+    names get NXDOMAIN, a known name asked for a type it lacks gets an
+    empty answer. TTL 0: every lookup asks again."""
 
     def __init__(self, names=None):
         self.names = dict(names or {})
+        self.srv = {}
         self.lock = threading.Lock()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
@@ -62,6 +65,14 @@ class DNSServer:
             else:
                 self.names[name] = list(addrs)
 
+    def set_srv(self, name, records):
+        """records: [(priority, weight, port, target)], or None: gone."""
+        with self.lock:
+            if records is None:
+                self.srv.pop(name, None)
+            else:
+                self.srv[name] = list(records)
+
     def _answer(self, q):
         (qid, flags, qd) = struct.unpack("!HHH", q[:6])
         i, labels = 12, []
@@ -74,11 +85,21 @@ class DNSServer:
         with self.lock:
             self.queries += 1
             addrs = self.names.get(name)
+            srv = self.srv.get(name)
         rcode, answers = 0, b""
         count = 0
-        if addrs is None:
+        if addrs is None and srv is None:
             rcode = 3  # NXDOMAIN
+        elif qtype == 33:
+            for prio, weight, port, target in srv or []:
+                rd = struct.pack("!HHH", prio, weight, port)
+                for label in target.rstrip(".").split("."):
+                    rd += bytes([len(label)]) + label.encode("ascii")
+                rd += b"\0"
+                answers += b"\xc0\x0c" + struct.pack("!HHIH", 33, 1, 0, len(rd)) + rd
+                count += 1
         else:
+            addrs = addrs or []
             fam, t = (socket.AF_INET, 1) if qtype == 1 else (socket.AF_INET6, 28)
             for a in addrs:
                 if (":" in a) != (fam == socket.AF_INET6) or qtype not in (1, 28):
@@ -224,6 +245,8 @@ class AddressFormsTest(harness.RRTestCase):
             ("unix:relative.sock", "must be absolute"),
             ("unix:/" + "x" * 120, "longer than 107 bytes"),
             ("127.0.0.1:0", "port 0 out of range"),
+            ("srv:model.test", "is not _SERVICE._PROTO.NAME"),
+            ("srv:", "no name after 'srv:'"),
         ]
         for addr, why in cases:
             with self.subTest(addr=addr):
@@ -242,7 +265,7 @@ class AddressFormsTest(harness.RRTestCase):
                       "backends.b.replicas.a", err)
 
 
-class DNSTest(harness.RRTestCase):
+class DNSCase(harness.RRTestCase):
     """Names resolved by ringroute (c-ares) against DNSServer."""
 
     def setUp(self):
@@ -254,11 +277,12 @@ class DNSTest(harness.RRTestCase):
         super().tearDown()
         self.dns.close()
 
-    def start(self, replicas, refresh_ms=200, **kw):
+    def start(self, replicas, refresh_ms=200, extra=(), **kw):
         cfg = config(replicas, policy="round_robin", **kw)
         cfg["dns_refresh_ms"] = refresh_ms
         self.sock = harness.control_sock_path()
-        return self.ringroute(cfg, admin=True, env=self.env, extra=["--control", self.sock])
+        return self.ringroute(cfg, admin=True, env=self.env,
+                              extra=["--control", self.sock] + list(extra))
 
     def document(self):
         with self.unix_client(self.sock) as c:
@@ -271,6 +295,8 @@ class DNSTest(harness.RRTestCase):
         self.assertEqual(r.status, 200, r.raw())
         return sorted(r.json()["backends"]["b"]["replicas"])
 
+
+class DNSTest(DNSCase):
     def test_name_with_two_addresses(self):
         port = free_port_on("127.0.0.2", "127.0.0.3")
         a = self.mock("a", listen="127.0.0.2:%d" % port)
@@ -405,6 +431,146 @@ class DNSTest(harness.RRTestCase):
             self.assertEqual(r.status, 400, r.raw())
             self.assertIn(b"cannot resolve nosuch.test", r.raw())
         self.assertEqual(self.replica_ids(rr), ["m/127.0.0.2:%d" % port])
+
+
+SRV = "_http._tcp.model.test"
+
+
+class SRVTest(DNSCase):
+    """srv:_SERVICE._PROTO.NAME: one replica per SRV target address and
+    port, so a replica restarted on another port behind the same name is
+    found (an A record has no port)."""
+
+    def get_ids(self, rr, n):
+        seen = {}
+        with rr.client() as c:
+            for _ in range(n):
+                r = c.request("GET", "/api")
+                self.assertEqual(r.status, 200, r.raw())
+                seen[r.json()["id"]] = seen.get(r.json()["id"], 0) + 1
+        return seen
+
+    def test_srv_records(self):
+        a = self.mock("a")
+        b = self.mock("b")
+        c = self.mock("c")  # a backup (priority 1): never used while 0 has records
+        self.dns.set("a.test", ["127.0.0.1"])
+        self.dns.set("b.test", ["127.0.0.1"])
+        self.dns.set("c.test", ["127.0.0.1"])
+        self.dns.set_srv(SRV, [(0, 50, a.port, "a.test"), (0, 50, b.port, "b.test"),
+                               (1, 50, c.port, "c.test")])
+        rr = self.start({"m": "srv:" + SRV})
+        self.assertEqual(self.replica_ids(rr), sorted(["m/127.0.0.1:%d" % a.port,
+                                                       "m/127.0.0.1:%d" % b.port]))
+        self.assertEqual(self.get_ids(rr, 20), {"a": 10, "b": 10})
+        self.assertEqual(self.document()["backends"]["b"]["replicas"], {"m": "srv:" + SRV})
+        # SRV weights are replica weights: 3:1
+        self.dns.set_srv(SRV, [(0, 75, a.port, "a.test"), (0, 25, b.port, "b.test")])
+        def put(ws):  # the set as logged: by port
+            return ", ".join("127.0.0.1:%d weight %d" % pw for pw in sorted(ws.items()))
+        self.assertTrue(harness.wait_stderr(
+            rr, "dns: srv:%s: now %s (was %s)" % (SRV, put({a.port: 75, b.port: 25}),
+                                                  put({a.port: 50, b.port: 50}))),
+            rr.stderr_tail())
+        harness.wait_for(lambda: "config version 2" in rr.stderr(), 5, "the rebuild")
+        self.assertIn("config version 2: backend b resolved (replicas.m/127.0.0.1:%d weight "
+                      "50 -> %d" % (min(a.port, b.port), 75 if a.port < b.port else 25),
+                      rr.stderr())
+        seen = self.get_ids(rr, 40)
+        self.assertEqual(sum(seen.values()), 40)
+        self.assertTrue(seen.get("b", 0) >= 5 and seen["a"] >= 2 * seen["b"], seen)
+        # the lowest priority group gone: the backup group serves
+        self.dns.set_srv(SRV, [(1, 50, c.port, "c.test")])
+        harness.wait_for(lambda: self.replica_ids(rr) == ["m/127.0.0.1:%d" % c.port], 5,
+                         "the backup group")
+        self.assertEqual(self.get_ids(rr, 5), {"c": 5})
+
+    def test_srv_port_moves_under_load(self):
+        """A replica killed and started again on a new port; the SRV answer
+        changes: the new port gets requests, the old one drains, and every
+        client request gets 200."""
+        a = self.mock("a", delay_ms=10)
+        old = self.mock("old", delay_ms=10)
+        self.dns.set("a.test", ["127.0.0.1"])
+        self.dns.set("b.test", ["127.0.0.1"])
+        self.dns.set_srv(SRV, [(0, 50, a.port, "a.test"), (0, 50, old.port, "b.test")])
+        self.alog = os.path.join(tempfile.mkdtemp(prefix="rr-disco-"), "access.log")
+        # The kill itself costs retries (in flight on it, sent to it until
+        # ejected): every client may be retrying at once, which the
+        # default budget (20%, floor 3) would refuse to the fourth.
+        rr = self.start({"m": "srv:" + SRV}, extra=["--access-log", self.alog],
+                        retry_budget_percent=100)
+        old_id = "m/127.0.0.1:%d" % old.port
+        stop = threading.Event()
+        counts, failures = {}, []
+        lock = threading.Lock()
+
+        def worker(k):
+            with rr.client(timeout=10) as c:
+                while not stop.is_set():
+                    r = c.request("GET", "/api")
+                    with lock:
+                        if r.status != 200:
+                            failures.append((r.status, r.raw()[:200]))
+                        else:
+                            counts[r.json()["id"]] = counts.get(r.json()["id"], 0) + 1
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+        for th in threads:
+            th.start()
+        try:
+            harness.wait_for(lambda: counts.get("old", 0) >= 20, 10, "traffic on old")
+            old.stop()  # killed: what it had in flight is retried elsewhere
+            new = self.mock("new", delay_ms=10)
+            self.dns.set_srv(SRV, [(0, 50, a.port, "a.test"), (0, 50, new.port, "b.test")])
+            harness.wait_stderr(rr, "dns: srv:%s: now" % SRV)
+            harness.wait_for(lambda: old_id not in self.replica_ids(rr), 5,
+                             "old port drained from the stats")
+            at_drain = counts.get("old", 0)
+            n0 = counts.get("new", 0)
+            harness.wait_for(lambda: counts.get("new", 0) >= n0 + 40, 10, "traffic on new")
+        finally:
+            stop.set()
+            for th in threads:
+                th.join(15)
+        self.assertEqual(failures, [], rr.stderr_tail())
+        self.assertEqual(counts.get("old", 0), at_drain)
+        self.assertIn("m/127.0.0.1:%d" % new.port, self.replica_ids(rr))
+        self.assertGreaterEqual(counts.get("a", 0), 40)
+
+    def test_srv_unresolvable_at_start(self):
+        import subprocess
+        path = harness.write_config(config({"m": "srv:_http._tcp.nosuch.test"}))
+        p = subprocess.run([harness.ringroute_bin(), "--config", path, "--listen", "127.0.0.1:0"],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+                           env=dict(os.environ, **self.env))
+        err = p.stderr.decode()
+        self.assertEqual(p.returncode, 1, err)
+        self.assertIn(path + ": backends.b.replicas.m: cannot resolve "
+                      "srv:_http._tcp.nosuch.test: Domain name not found", err)
+        # records whose targets do not resolve say which
+        self.dns.set_srv(SRV, [(0, 1, 9000, "gone.test")])
+        path = harness.write_config(config({"m": "srv:" + SRV}))
+        p = subprocess.run([harness.ringroute_bin(), "--config", path, "--listen", "127.0.0.1:0"],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+                           env=dict(os.environ, **self.env))
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("cannot resolve srv:%s: no SRV target resolves (gone.test: Domain name "
+                      "not found)" % SRV, p.stderr.decode())
+
+    def test_srv_stops_resolving_keeps_its_set(self):
+        a = self.mock("a")
+        self.dns.set("a.test", ["127.0.0.1"])
+        self.dns.set_srv(SRV, [(0, 1, a.port, "a.test")])
+        rr = self.start({"m": "srv:" + SRV})
+        self.dns.set_srv(SRV, None)
+        self.assertTrue(harness.wait_stderr(
+            rr, "dns: cannot resolve srv:%s: Domain name not found; keeping its last "
+            "addresses (127.0.0.1:%d weight 1)" % (SRV, a.port)), rr.stderr_tail())
+        self.assertEqual(self.get_ids(rr, 3), {"a": 3})
+        self.assertEqual(self.replica_ids(rr), ["m/127.0.0.1:%d" % a.port])
+        self.dns.set_srv(SRV, [(0, 1, a.port, "a.test")])
+        self.assertTrue(harness.wait_stderr(rr, "dns: srv:%s resolves again" % SRV))
 
 
 if __name__ == "__main__":

@@ -301,14 +301,17 @@ class MultiTest(harness.RRTestCase):
             self.assertEqual(st["instance"], {"index": order.index(p), "count": N}, st)
             total += st["backends"]["b"]["instance_max_ongoing_requests"]
         self.assertEqual(total, 5)
-        # One that is not in the set starts alone, and says so.
+        # One that is not in the set has no share (whole caps would
+        # multiply them), is not ready, and says so.
         lone = self.ringroute(path, admin=True, extra=["--peers", spec])
-        self.assertEqual(self.stats(lone)["instance"], {"index": 0, "count": 1})
+        self.assertEqual(self.stats(lone)["instance"], {"index": None, "count": 3})
+        self.assertEqual(self.stats(lone)["backends"]["b"]["instance_max_ongoing_requests"], 0)
+        self.assertEqual(harness.http_once(lone.admin_port, "GET", "/readyz").status, 503)
         self.assertTrue(harness.wait_stderr(lone, "none of the 3 peers is this instance"),
                         lone.stderr_tail())
 
     def test_peers_dns(self):
-        # The DNS form through getaddrinfo: localhost comes from the hosts
+        # The DNS form through c-ares: localhost comes from the hosts
         # file (no server needed), one address, so this instance is 0 of 1
         # and found; the helper thread's later rounds change nothing.
         m = self.mock("d")

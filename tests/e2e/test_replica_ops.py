@@ -7,7 +7,8 @@ docs/operations.md "Replica operations", docs/config.md "replicas").
   shows it draining; the state file holds the drain and a restart from it
   keeps it drained; `replica enable` brings it back.
 * weight: 1:3 gives 25% / 75% for p2c and round robin.
-* slow_start_ms: a new replica's early share is well below its steady one.
+* slow_start_ms: a new replica's early share is well below its steady one,
+  and so is that of a replica back from unhealthy or from ejection.
 * bad values of the object form are refused with the path and the reason.
 """
 
@@ -236,6 +237,87 @@ class SlowStartTest(ReplicaOpsBase):
             self.assertGreater(late_share, 0.40, late)
             self.assertLess(late_share, 0.60, late)
             rr.stop()
+
+    def test_slow_start_after_recovery(self):
+        """A replica that went unhealthy (its server stopped) and is healthy
+        again (restarted on the same port) ramps up like a new one: in the
+        first part of its slow_start_ms window a clearly smaller share
+        than the warm one, an equal one after it."""
+        warm = self.mock("warm", delay_ms=2)
+        cold = self.mock("cold", delay_ms=2)
+        port = cold.port
+        cfg = {"backends": {"b": backend([warm, cold], slow_start_ms=3000,
+                                         health_check={"path": "/-/healthz",
+                                                       "interval_ms": 100})},
+               "endpoints": {"e": endpoint("/e", {"b": 1.0})}}
+        rr = self.start(cfg)
+        time.sleep(3.1)  # both ramps from the start are over
+        cold.stop()
+        self.assertTrue(harness.wait_stderr(rr, "replica b/cold is unhealthy"), rr.stderr_tail())
+        cold = self.mock("cold", delay_ms=2, listen="127.0.0.1:%d" % port)
+        self.assertTrue(harness.wait_stderr(rr, "replica b/cold is healthy"), rr.stderr_tail())
+        back = time.monotonic()
+        warm.reset_stats()
+        self.load(rr.port, 0.8)
+        early = {m.id: m.stats()["served"] for m in (warm, cold)}
+        early_share = early["cold"] / sum(early.values())
+        time.sleep(max(0, back + 3.2 - time.monotonic()))
+        warm.reset_stats()
+        cold.reset_stats()
+        self.load(rr.port, 0.8)
+        late = {m.id: m.stats()["served"] for m in (warm, cold)}
+        late_share = late["cold"] / sum(late.values())
+        print("slow start after recovery: first 0.8 s %s (recovered %.3f), after the window "
+              "%s (recovered %.3f)" % (early, early_share, late, late_share), file=sys.stderr)
+        self.assertLess(early_share, 0.30, early)
+        self.assertGreater(late_share, 0.38, late)
+        self.assertLess(late_share, 0.62, late)
+
+    def test_slow_start_after_ejection(self):
+        """The same after outlier ejection: a replica ejected (its server
+        stopped: refused connects, retried on the other) returns, its
+        server restarted on the same port, and ramps up from the end of
+        its ejection."""
+        warm = self.mock("warm", delay_ms=2)
+        cold = self.mock("cold", delay_ms=2)
+        port = cold.port
+        cfg = {"backends": {"b": backend([warm, cold], slow_start_ms=2000,
+                                         outlier_detection={"consecutive_failures": 3,
+                                                            "base_ejection_ms": 500})},
+               "endpoints": {"e": endpoint("/e", {"b": 1.0})}}
+        rr = self.start(cfg)
+        time.sleep(2.1)  # both ramps from the start are over
+        cold.stop()
+        with harness.Client(rr.port, timeout=15) as c:
+            for i in range(200):
+                r = c.request("GET", "/e/%d" % i)
+                self.assertEqual(r.status, 200, r)
+                if "replica b/cold ejected" in rr.stderr():
+                    break
+        self.assertIn("replica b/cold ejected for 500 ms", rr.stderr())
+        cold = self.mock("cold", delay_ms=2, listen="127.0.0.1:%d" % port)
+
+        def ejected():
+            st = json.loads(self.ctl_ok("--json", "stats"))["backends"]["b"]["replicas"]
+            return st["cold"]["ejected"]
+        harness.wait_for(lambda: not ejected(), 5, "the ejection over")
+        back = time.monotonic()
+        warm.reset_stats()
+        self.load(rr.port, 0.6)
+        early = {m.id: m.stats()["served"] for m in (warm, cold)}
+        early_share = early["cold"] / sum(early.values())
+        self.assertIn("replica b/cold returns from ejection", rr.stderr())
+        time.sleep(max(0, back + 2.1 - time.monotonic()))
+        warm.reset_stats()
+        cold.reset_stats()
+        self.load(rr.port, 0.6)
+        late = {m.id: m.stats()["served"] for m in (warm, cold)}
+        late_share = late["cold"] / sum(late.values())
+        print("slow start after ejection: first 0.6 s %s (returned %.3f), after the window "
+              "%s (returned %.3f)" % (early, early_share, late, late_share), file=sys.stderr)
+        self.assertLess(early_share, 0.30, early)
+        self.assertGreater(late_share, 0.38, late)
+        self.assertLess(late_share, 0.62, late)
 
 
 class BadValuesTest(ReplicaOpsBase):

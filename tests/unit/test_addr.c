@@ -190,6 +190,59 @@ static void test_names(void **state)
 			 -EINVAL); /* a label over 63 bytes */
 }
 
+/* "srv:_SERVICE._PROTO.NAME": ADDR_IS_SRV with the name (no port) under
+ * ADDR_F_SRV only; names not of that form, empty, too long or with a NUL
+ * are refused with a reason. */
+static void test_srv(void **state)
+{
+	const unsigned f = ADDR_F_IPV6 | ADDR_F_UNIX | ADDR_F_NAME | ADDR_F_SRV;
+	struct rr_addr a;
+	char host[ADDR_NAME_MAX], err[128];
+	static const struct {
+		const char *in, *why;
+	} bad[] = {
+		{ "srv:", "no name after 'srv:'" },
+		{ "srv:model.test", "is not _SERVICE._PROTO.NAME" },
+		{ "srv:_http.model.test", "is not _SERVICE._PROTO.NAME" },
+		{ "srv:_http._tcp", "is not _SERVICE._PROTO.NAME" },
+		{ "srv:_http._tcp.", "is not _SERVICE._PROTO.NAME" },
+		{ "srv:_http._tcp..x", "is not a DNS name" },
+		{ "srv:_http._tcp.x:80", "is not a DNS name" },
+		{ "srv:_http._tcp.a b", "is not a DNS name" },
+	};
+	(void)state;
+
+	assert_int_equal(addr_parse_name("srv:_http._tcp.svc.ns.svc.cluster.local", 39, f, &a,
+					 host, err, sizeof(err)), ADDR_IS_SRV);
+	assert_string_equal(host, "_http._tcp.svc.ns.svc.cluster.local");
+	assert_int_equal(a.u.sa.sa_family, AF_UNSPEC);
+	assert_int_equal(addr_port(&a), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		if (addr_parse_name(bad[i].in, strlen(bad[i].in), f, &a, host, err, sizeof(err)) !=
+		    -EINVAL)
+			fail_msg("accepted '%s'", bad[i].in);
+		if (!strstr(err, bad[i].why))
+			fail_msg("'%s': '%s', wanted '%s'", bad[i].in, err, bad[i].why);
+	}
+	assert_int_equal(addr_parse_name("srv:_a._b.c\0d", 13, f, &a, host, err, sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "NUL"));
+	char longname[300] = "srv:_a._b.";
+	for (size_t i = 0; i < 5; i++)
+		strcat(longname, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.");
+	strcat(longname, "x");
+	assert_int_equal(addr_parse_name(longname, strlen(longname), f, &a, host, err, sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "longer than 253"));
+	/* without ADDR_F_SRV it is no form of its own (and no NAME:PORT) */
+	assert_int_equal(addr_parse_name("srv:_http._tcp.x", 16, ADDR_F_NAME, &a, host, err,
+					 sizeof(err)), -EINVAL);
+	/* ADDR_F_SRV alone allows no NAME:PORT */
+	assert_int_equal(addr_parse_name("model.test:80", 13, ADDR_F_SRV, &a, host, err,
+					 sizeof(err)), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -197,6 +250,7 @@ int main(void)
 		cmocka_unit_test(test_bad),
 		cmocka_unit_test(test_families),
 		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_srv),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -46,6 +46,9 @@ static void test_shares_sum_to_cap(void **state)
 	assert_int_equal(instance_share(4, 2, 3), 1);
 	assert_int_equal(instance_share(2, 2, 3), 0);
 	assert_int_equal(instance_share(7, 0, 0), 7); /* count 0: alone */
+	/* not in the set: no share at all */
+	assert_int_equal(instance_share(7, INSTANCE_NONE, 3), 0);
+	assert_int_equal(instance_share(7, 3, 3), 0);
 }
 
 static void test_apply_snapshot(void **state)
