@@ -319,15 +319,41 @@ static const char *prompt_string(struct prompt_ctx *pc, const char *v, const cha
 	return ve;
 }
 
-static const char *find_content(void *ctx, const char *k, size_t klen, const char *v,
-				const char *e, int *stop)
+static const char *find_text(void *ctx, const char *k, size_t klen, const char *v,
+			     const char *e, int *stop)
 {
 	const char *ve = skip_value(v, e);
 
 	(void)stop;
-	if (ve && key_is(k, klen, "content"))
+	if (ve && key_is(k, klen, "text"))
 		add_span(ctx, v, ve);
 	return ve;
+}
+
+/* A content part ({"type": "text", "text": "..."}): its "text" string. */
+static const char *text_part(struct prompt_ctx *pc, const char *v, const char *e)
+{
+	const char *end;
+
+	if (*v != '{')
+		return skip_value(v, e);
+	return each_member(v, e, find_text, pc, &end) == 0 ? end : NULL;
+}
+
+static const char *find_content(void *ctx, const char *k, size_t klen, const char *v,
+				const char *e, int *stop)
+{
+	(void)stop;
+	if (!key_is(k, klen, "content"))
+		return skip_value(v, e);
+	if (*v == '[') /* content parts, in order */
+		return each_elem(v, e, text_part, ctx);
+	{
+		const char *ve = skip_value(v, e);
+		if (ve)
+			add_span(ctx, v, ve);
+		return ve;
+	}
 }
 
 static const char *message(struct prompt_ctx *pc, const char *v, const char *e)

@@ -38,9 +38,10 @@ int model_find(const char *body, size_t len, struct model_span *val);
 long model_decode(const struct model_span *raw, char *out, size_t cap);
 
 /* The prompt of the JSON object body: the top-level "prompt" string (or
- * the strings of a "prompt" array), else the "content" string of each
- * element of the top-level "messages" array, in order (a content that is
- * not a string is passed over). Up to max spans into *spans (raw
+ * the strings of a "prompt" array), else the "content" of each element of
+ * the top-level "messages" array, in order: a string, or the "text"
+ * strings of an array of content parts ({"type": "text", "text": ...};
+ * other contents are passed over). Up to max spans into *spans (raw
  * contents: prefix hashing hashes the bytes as written, escapes and all,
  * which is deterministic and costs no copy). Returns the number of spans
  * (0: no prompt), or -1 when body is not a JSON object. */

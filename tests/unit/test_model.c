@@ -107,6 +107,16 @@ static void test_model_prompt(void **state)
 	assert_memory_equal(sp[1].p, "u\\\"1", 4);
 	assert_int_equal(model_prompt(c, strlen(c), sp, 8), 2);
 	assert_memory_equal(sp[1].p, "p2", 2);
+	{
+		/* Content parts: the "text" of each, in order, among strings. */
+		const char *d = "{\"messages\": [{\"content\": \"s\"}, {\"content\": ["
+				"{\"type\": \"text\", \"text\": \"t1\"}, {\"type\": \"image_url\","
+				" \"image_url\": {\"url\": \"x\"}}, \"odd\", {\"text\": \"t2\"}]}]}";
+		assert_int_equal(model_prompt(d, strlen(d), sp, 8), 3);
+		assert_memory_equal(sp[0].p, "s", 1);
+		assert_memory_equal(sp[1].p, "t1", 2);
+		assert_memory_equal(sp[2].p, "t2", 2);
+	}
 	assert_int_equal(model_prompt(c, strlen(c), sp, 1), 1);
 	assert_int_equal(model_prompt("{}", 2, sp, 8), 0);
 	assert_int_equal(model_prompt("nope", 4, sp, 8), -1);
