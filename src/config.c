@@ -25,6 +25,9 @@
 
 #include "ringroute/addr.h"
 #include "ringroute/config.h"
+#include "ringroute/model.h"
+#include "ringroute/multiplex.h"
+#include "ringroute/prefix.h"
 #include "ringroute/retry.h"
 
 /* One place for defaults and bounds, shared by parsing and documentation. */
@@ -216,6 +219,7 @@ static void config_free(struct config *c)
 		free(b->hc_path);
 		free(b->load_queue_metric);
 		free(b->load_kv_metric);
+		free(b->model_rewrite);
 	}
 	free(c->backends);
 	for (size_t i = 0; c->endpoints && i < c->nendpoints; i++) {
@@ -225,6 +229,10 @@ static void config_free(struct config *c)
 		free(e->call_method);
 		free(e->traffic);
 		free(e->shadow);
+		for (size_t j = 0; e->models && j < e->nmodels; j++)
+			free(e->models[j]);
+		free(e->models);
+		free(e->model_header);
 		free(e->priority_header);
 		free(e->timeout_header);
 		free(e->fairness_header);
@@ -280,7 +288,9 @@ static const char *const backend_keys[] = {
 	"connect_timeout_ms", "request_timeout_ms", "retries", "policy",
 	"health_check", "replicas", "retry_on", "retry_budget_percent", "outlier_detection",
 	"queue_when_unavailable", "slow_start_ms",
-	"load_reports", "load_scrape_ms", "load_metrics", "load_max_age_ms", NULL,
+	"load_reports", "load_scrape_ms", "load_metrics", "load_max_age_ms",
+	"model_rewrite", "multiplex", "prefix", /* routing on the body */
+	NULL,
 };
 static const char *const hc_keys[] = { "path", "interval_ms", "rise", "fall", NULL };
 static const char *const od_keys[] = {
@@ -289,6 +299,7 @@ static const char *const od_keys[] = {
 };
 static const char *const endpoint_keys[] = {
 	"route", "methods", "call_method", "max_body_bytes", "traffic", "shadow",
+	"models", "model_header", "route_body_max_bytes", /* routing by model */
 	"priority", "priority_header", "timeout_header", "timeout_ms", "fairness_header",
 	"tenant_weights", "max_queued_per_tenant", "queue_order", NULL,
 };
@@ -692,6 +703,182 @@ static int parse_load(struct parse_ctx *ctx, struct backend_cfg *b, json_t *obj,
 	return 0;
 }
 
+/* ---- routing on the request body (issue 11) ---- */
+
+#define DEF_PREFIX_BLOCK     64
+#define DEF_PREFIX_ABS       32
+#define DEF_PREFIX_REL       1.5
+#define DEF_PREFIX_ENTRIES   65536
+#define MAX_PREFIX_ENTRIES   (1u << 24)
+#define MIN_PREFIX_ENTRIES   64
+#define DEF_MODEL_HEADER     "X-Model"
+#define DEF_ROUTE_BODY_MAX   1048576
+#define MAX_ROUTE_BODY_MAX   (64ull << 20)
+
+static const char *const mux_keys[] = { "max_models_per_replica", NULL };
+static const char *const prefix_keys[] = {
+	"block_bytes", "balance_abs", "balance_rel", "table_entries", NULL,
+};
+
+/* A model name as config takes it: non-empty, at most MODEL_NAME_MAX
+ * bytes, no control bytes, '"' or '\\' (it is written into JSON bodies
+ * and compared with decoded ones as is). */
+static int model_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (!n || n > MODEL_NAME_MAX)
+		return 0;
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f || *s == '"' || *s == '\\')
+			return 0;
+	return 1;
+}
+
+/* model_rewrite, multiplex and prefix of backend b; the process-wide
+ * tables they need are made here, on the state (once: a table's size is
+ * that of the document that first asked for it). 0 or -errno. */
+static int parse_body_routing(struct parse_ctx *ctx, struct backend_cfg *b, json_t *obj,
+			      const char *path)
+{
+	char p[PATH_MAX_LEN];
+	json_t *v;
+	int rc;
+
+	v = json_object_get(obj, "model_rewrite");
+	if (v) {
+		const char *s = json_string_value(v);
+		if (!s || !model_name_ok(s))
+			return fail(ctx, join(p, sizeof(p), path, "model_rewrite"),
+				    "must be a model name: 1..%d bytes, no control characters, "
+				    "'\"' or '\\'", MODEL_NAME_MAX);
+		b->model_rewrite = strdup(s);
+		if (!b->model_rewrite)
+			return fail_nomem(ctx, path);
+	}
+	v = json_object_get(obj, "multiplex");
+	if (v) {
+		join(p, sizeof(p), path, "multiplex");
+		if (!json_is_object(v))
+			return fail(ctx, p, "must be an object {\"max_models_per_replica\": N}");
+		if ((rc = check_keys(ctx, v, p, mux_keys)))
+			return rc;
+		if (!json_object_get(v, "max_models_per_replica"))
+			return fail(ctx, p, "max_models_per_replica: required");
+		if ((rc = get_u32_in(ctx, v, p, "max_models_per_replica", 1, MUX_MAX_MODELS, 1,
+				     &b->mux_max_models)))
+			return rc;
+		for (size_t i = 0; i < b->nreplicas; i++) {
+			struct replica_state *r = b->replicas[i].state;
+			struct mux_lru *l;
+			if (atomic_load(&r->mux))
+				continue;
+			l = mux_lru_new();
+			if (!l)
+				return fail_nomem(ctx, p);
+			atomic_store_explicit(&r->mux, l, memory_order_release);
+		}
+	}
+	v = json_object_get(obj, "prefix");
+	join(p, sizeof(p), path, "prefix");
+	if (v && !json_is_object(v))
+		return fail(ctx, p, "must be an object {\"block_bytes\": N, ...}");
+	if ((rc = check_keys(ctx, v, p, prefix_keys)) ||
+	    (rc = get_u32_in(ctx, v, p, "block_bytes", 1, PREFIX_MAX_BLOCK_BYTES, DEF_PREFIX_BLOCK,
+			     &b->prefix.block_bytes)) ||
+	    (rc = get_u32_in(ctx, v, p, "balance_abs", 0, UINT32_MAX, DEF_PREFIX_ABS,
+			     &b->prefix.balance_abs)) ||
+	    (rc = get_u32_in(ctx, v, p, "table_entries", MIN_PREFIX_ENTRIES, MAX_PREFIX_ENTRIES,
+			     DEF_PREFIX_ENTRIES, &b->prefix.table_entries)))
+		return rc;
+	b->prefix.balance_rel = DEF_PREFIX_REL;
+	if (v && json_object_get(v, "balance_rel")) {
+		json_t *x = json_object_get(v, "balance_rel");
+		char rp[PATH_MAX_LEN];
+		if (!json_is_number(x) || !isfinite(json_number_value(x)) ||
+		    json_number_value(x) < 1.0)
+			return fail(ctx, join(rp, sizeof(rp), p, "balance_rel"),
+				    "must be a number >= 1");
+		b->prefix.balance_rel = json_number_value(x);
+	}
+	if (b->policy == POLICY_PREFIX && !atomic_load(&b->state->prefix)) {
+		struct prefix_table *t = prefix_table_new(b->prefix.table_entries);
+		if (!t)
+			return fail_nomem(ctx, p);
+		atomic_store_explicit(&b->state->prefix, t, memory_order_release);
+	}
+	return 0;
+}
+
+/* models, model_header and route_body_max_bytes of endpoint e. */
+static int parse_endpoint_models(struct parse_ctx *ctx, struct endpoint_cfg *e, json_t *obj,
+				 const char *path)
+{
+	char p[PATH_MAX_LEN], ip[PATH_MAX_LEN + 24];
+	const char *s;
+	json_t *v;
+	size_t i;
+	int rc;
+
+	v = json_object_get(obj, "models");
+	if (v) {
+		json_t *m;
+		join(p, sizeof(p), path, "models");
+		if (!json_is_array(v) || json_array_size(v) == 0)
+			return fail(ctx, p, "must be a non-empty array of model names");
+		e->models = calloc(json_array_size(v), sizeof(*e->models));
+		if (!e->models)
+			return fail_nomem(ctx, p);
+		json_array_foreach(v, i, m) {
+			snprintf(ip, sizeof(ip), "%s[%zu]", p, i);
+			s = json_string_value(m);
+			if (!s || !model_name_ok(s))
+				return fail(ctx, ip, "must be a model name: 1..%d bytes, no control "
+					    "characters, '\"' or '\\'", MODEL_NAME_MAX);
+			for (size_t j = 0; j < e->nmodels; j++)
+				if (strcmp(e->models[j], s) == 0)
+					return fail(ctx, ip, "\"%s\" named twice", s);
+			e->models[e->nmodels] = strdup(s);
+			if (!e->models[e->nmodels])
+				return fail_nomem(ctx, ip);
+			e->nmodels++;
+		}
+	}
+	v = json_object_get(obj, "model_header");
+	s = v ? json_string_value(v) : DEF_MODEL_HEADER;
+	if (!s || !*s || !token_ok(s) || strchr(s, ':'))
+		return fail(ctx, join(p, sizeof(p), path, "model_header"),
+			    "must be a header name (non-empty, no spaces, ':' or control characters)");
+	e->model_header = strdup(s);
+	if (!e->model_header)
+		return fail_nomem(ctx, path);
+	if ((rc = get_uint(ctx, obj, path, "route_body_max_bytes", 0, MAX_ROUTE_BODY_MAX,
+			   DEF_ROUTE_BODY_MAX, &e->route_body_max)))
+		return rc;
+	return 0;
+}
+
+/* Endpoints sharing a route must differ by models: at most one of them
+ * without models (the catch-all), no model named by two of them. Called
+ * for e against each endpoint f parsed before it with the same route.
+ * 0 or -EINVAL. */
+static int check_route_models(struct parse_ctx *ctx, const struct endpoint_cfg *e,
+			      const struct endpoint_cfg *f, const char *path)
+{
+	char rp[PATH_MAX_LEN];
+
+	if (!e->nmodels && !f->nmodels)
+		return fail(ctx, join(rp, sizeof(rp), path, "route"),
+			    "duplicate route \"%s\" (also endpoints.%s.route)", e->route, f->name);
+	for (size_t i = 0; i < e->nmodels; i++)
+		for (size_t j = 0; j < f->nmodels; j++)
+			if (strcmp(e->models[i], f->models[j]) == 0)
+				return fail(ctx, join(rp, sizeof(rp), path, "models"),
+					    "model \"%s\" also named by endpoints.%s, which has "
+					    "the same route", e->models[i], f->name);
+	return 0;
+}
+
 static int parse_backend(struct parse_ctx *ctx, struct backend_cfg *b, json_t *obj,
 			 const char *path)
 {
@@ -728,9 +915,11 @@ static int parse_backend(struct parse_ctx *ctx, struct backend_cfg *b, json_t *o
 			b->policy = POLICY_RR;
 		else if (s && strcmp(s, "least_load") == 0)
 			b->policy = POLICY_LEAST_LOAD;
+		else if (s && strcmp(s, "prefix") == 0)
+			b->policy = POLICY_PREFIX;
 		else
 			return fail(ctx, join(p, sizeof(p), path, "policy"),
-				    "must be \"p2c\", \"round_robin\" or \"least_load\"");
+				    "must be \"p2c\", \"round_robin\", \"least_load\" or \"prefix\"");
 	}
 
 	hc = json_object_get(obj, "health_check");
@@ -777,7 +966,7 @@ static int parse_backend(struct parse_ctx *ctx, struct backend_cfg *b, json_t *o
 	b->state = registry_backend(ctx->reg, b->name);
 	if (!b->state)
 		return fail_nomem(ctx, path);
-	return 0;
+	return parse_body_routing(ctx, b, obj, path);
 }
 
 /* Index of backend name in c->backends (sorted by name), or -1. */
@@ -1092,17 +1281,22 @@ static int parse_endpoint(struct parse_ctx *ctx, struct config *c, struct endpoi
 	v = json_object_get(obj, "shadow");
 	if (v && (rc = parse_weights(ctx, c, v, path, 1, &e->shadow, &e->nshadow)) != 0)
 		return rc;
+	if ((rc = parse_endpoint_models(ctx, e, obj, path)) != 0)
+		return rc;
 	return parse_endpoint_queueing(ctx, e, obj, path);
 }
 
-/* Longest route first; equal lengths by route text (routes are unique). */
+/* Longest route first; equal lengths by route text; endpoints sharing a
+ * route (they differ by models) by name. */
 static int cmp_endpoint(const void *a, const void *b)
 {
 	const struct endpoint_cfg *x = a, *y = b;
+	int d;
 
 	if (x->route_len != y->route_len)
 		return x->route_len > y->route_len ? -1 : 1;
-	return strcmp(x->route, y->route);
+	d = strcmp(x->route, y->route);
+	return d ? d : strcmp(x->name, y->name);
 }
 
 /* A replica's entry: the string form while it says nothing beyond the
@@ -1126,6 +1320,8 @@ static const char *policy_name(enum backend_policy p)
 		return "round_robin";
 	case POLICY_LEAST_LOAD:
 		return "least_load";
+	case POLICY_PREFIX:
+		return "prefix";
 	case POLICY_P2C:
 		break;
 	}
@@ -1138,6 +1334,49 @@ static bool load_keys_set(const struct backend_cfg *b)
 	return b->load_reports || b->load_scrape_ms || b->load_max_age_ms != DEF_LOAD_MAX_AGE_MS ||
 	       strcmp(b->load_queue_metric, DEF_LOAD_QUEUE_METRIC) != 0 ||
 	       strcmp(b->load_kv_metric, DEF_LOAD_KV_METRIC) != 0;
+}
+
+/* The body-routing keys of backend b into o: each only when set (policy
+ * "prefix" writes its "prefix" object whole), so documents without them
+ * read back as they were. 0 or -1 (ENOMEM). */
+static int body_routing_to_json(const struct backend_cfg *b, json_t *o)
+{
+	if (b->model_rewrite && json_object_set_new(o, "model_rewrite", json_string(b->model_rewrite)))
+		return -1;
+	if (b->mux_max_models &&
+	    json_object_set_new(o, "multiplex", json_pack("{s:I}", "max_models_per_replica",
+							  (json_int_t)b->mux_max_models)))
+		return -1;
+	if (b->policy == POLICY_PREFIX &&
+	    json_object_set_new(o, "prefix",
+				json_pack("{s:I, s:I, s:f, s:I}", "block_bytes",
+					  (json_int_t)b->prefix.block_bytes, "balance_abs",
+					  (json_int_t)b->prefix.balance_abs, "balance_rel",
+					  b->prefix.balance_rel, "table_entries",
+					  (json_int_t)b->prefix.table_entries)))
+		return -1;
+	return 0;
+}
+
+/* models, model_header and route_body_max_bytes of e into o: with models
+ * all three, else each only when not its default. 0 or -1. */
+static int endpoint_models_to_json(const struct endpoint_cfg *e, json_t *o)
+{
+	if (e->nmodels) {
+		json_t *m = json_array();
+		if (json_object_set_new(o, "models", m))
+			return -1;
+		for (size_t i = 0; i < e->nmodels; i++)
+			if (json_array_append_new(m, json_string(e->models[i])))
+				return -1;
+	}
+	if ((e->nmodels || strcmp(e->model_header, DEF_MODEL_HEADER) != 0) &&
+	    json_object_set_new(o, "model_header", json_string(e->model_header)))
+		return -1;
+	if ((e->nmodels || e->route_body_max != DEF_ROUTE_BODY_MAX) &&
+	    json_object_set_new(o, "route_body_max_bytes", json_integer((json_int_t)e->route_body_max)))
+		return -1;
+	return 0;
 }
 
 /* Builds the canonical document of c (defaults included). NULL on ENOMEM. */
@@ -1208,6 +1447,8 @@ static json_t *config_to_json(const struct config *c)
 					json_pack("{s:s, s:s}", "queue", b->load_queue_metric,
 						  "kv_cache", b->load_kv_metric))))
 			goto fail;
+		if (body_routing_to_json(b, o))
+			goto fail;
 		if (b->hc_path &&
 		    json_object_set_new(o, "health_check",
 					json_pack("{s:s, s:I, s:I, s:I}", "path", b->hc_path,
@@ -1251,7 +1492,7 @@ static json_t *config_to_json(const struct config *c)
 		if (e->call_method &&
 		    json_object_set_new(o, "call_method", json_string(e->call_method)))
 			goto fail;
-		if (endpoint_queueing_to_json(e, o))
+		if (endpoint_models_to_json(e, o) || endpoint_queueing_to_json(e, o))
 			goto fail;
 	}
 	json_decref(bs);
@@ -1362,19 +1603,21 @@ static int config_build(struct parse_ctx *ctx, json_t *root, struct config **out
 		/* Names are visited in sorted order, so the later name of a
 		 * pair is the one reported: stable whatever the key order. */
 		for (size_t j = 0; j < i; j++) {
-			if (strcmp(c->endpoints[j].route, e->route) == 0) {
-				char rp[PATH_MAX_LEN];
-				rc = fail(ctx, join(rp, sizeof(rp), p, "route"),
-					  "duplicate route \"%s\" (also endpoints.%s.route)",
-					  e->route, c->endpoints[j].name);
+			if (strcmp(c->endpoints[j].route, e->route) == 0 &&
+			    (rc = check_route_models(ctx, e, &c->endpoints[j], p)) != 0)
 				goto err;
-			}
 		}
 	}
 	free(names);
 	names = NULL;
 	if (c->nendpoints > 1)
 		qsort(c->endpoints, c->nendpoints, sizeof(*c->endpoints), cmp_endpoint);
+	/* A route whose endpoints name models is routed by the model. */
+	for (size_t i = 0; i < c->nendpoints; i++)
+		for (size_t j = 0; j < c->nendpoints; j++)
+			if (c->endpoints[j].nmodels &&
+			    strcmp(c->endpoints[i].route, c->endpoints[j].route) == 0)
+				c->endpoints[i].route_models = true;
 
 	doc = config_to_json(c);
 	if (!doc) {

@@ -134,7 +134,8 @@ static void h1_push(struct shard *s, struct h1_conn *c, struct strbuf *buf)
 /* Statuses after which the rest of the request cannot be read safely. */
 static int closes_connection(int status)
 {
-	return status == 400 || status == 413 || status == 431 || status == 501 || status == 505;
+	return status == 400 || status == 408 || status == 413 || status == 431 || status == 501 ||
+	       status == 505;
 }
 
 /* The connection's own answer when no request can be made (ENOMEM). */
@@ -493,6 +494,7 @@ static void h1_on_headers(struct shard *s, struct h1_conn *c)
 	ri.is_head = p->method == HTTP_HEAD;
 	ri.http10 = p->http_major == 1 && p->http_minor == 0;
 	ri.expect_continue = header_has_token(hd, "expect", "100-continue");
+	ri.chunked = (p->flags & F_CHUNKED) != 0;
 	req_start(s, req, &ri);
 }
 

@@ -421,6 +421,10 @@ int http_write_request_head(struct strbuf *out, const struct http_head *h, const
 			continue; /* the remaining time replaces it (request.c) */
 		if (name_is(h, x, "x-serve-call-method", 19))
 			have_cm = 1;
+		if (fi->open && (name_is(h, x, "content-length", 14) ||
+				 name_is(h, x, "transfer-encoding", 17) || name_is(h, x, "expect", 6) ||
+				 name_is(h, x, "endpoint-load-metrics-format", 28)))
+			continue;
 		if (fi->load_format && name_is(h, x, "endpoint-load-metrics-format", 28))
 			continue; /* ours replaces it */
 		ret |= put_header(out, h, x);
@@ -443,7 +447,8 @@ int http_write_request_head(struct strbuf *out, const struct http_head *h, const
 		ret |= sb_printf(out, "X-Serve-Call-Method: %s\r\n", fi->call_method);
 	if (fi->load_format)
 		ret |= sb_printf(out, "endpoint-load-metrics-format: %s\r\n", fi->load_format);
-	ret |= sb_put(out, "\r\n", 2);
+	if (!fi->open)
+		ret |= sb_put(out, "\r\n", 2);
 	return ret ? -ENOMEM : 0;
 }
 

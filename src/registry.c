@@ -15,6 +15,8 @@
 #include "ringroute/clock.h"
 #include "ringroute/config.h"
 #include "ringroute/metrics.h"
+#include "ringroute/multiplex.h"
+#include "ringroute/prefix.h"
 
 /* Frees a replica state that is on no list and referenced by nobody. */
 static void replica_state_free(struct replica_state *r)
@@ -25,6 +27,7 @@ static void replica_state_free(struct replica_state *r)
 	for (unsigned i = 0; i < RR_MAX_SHARDS; i++) {
 		mi_free(atomic_exchange(&r->pools[i], NULL));
 	}
+	mux_lru_free(atomic_exchange(&r->mux, NULL));
 	free(r->key);
 	r->key = NULL;
 	free(r);
@@ -36,6 +39,7 @@ static void backend_state_free(struct backend_state *b)
 	 * no shard can reach its counters any more. */
 	for (unsigned i = 0; i < RR_MAX_SHARDS; i++)
 		mi_free(atomic_exchange(&b->metrics[i], NULL));
+	prefix_table_free(atomic_exchange(&b->prefix, NULL));
 	free(b->name);
 	b->name = NULL;
 	free(b);

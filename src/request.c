@@ -7,10 +7,14 @@
 
 #include "ringroute/accesslog.h"
 #include "ringroute/alloc.h"
+#include "ringroute/body.h"
 #include "ringroute/clock.h"
+#include "ringroute/model.h"
+#include "ringroute/multiplex.h"
 #include "ringroute/load.h"
 #include "ringroute/log.h"
 #include "ringroute/outlier.h"
+#include "ringroute/prefix.h"
 #include "ringroute/retry.h"
 #include "ringroute/router.h"
 #include "ringroute/shadow.h"
@@ -36,6 +40,7 @@ static const char *const reason_names[REQ_R_COUNT] = {
 	[REQ_R_NO_MEMORY] = "no_memory",
 	[REQ_R_SHUTDOWN] = "shutdown",
 	[REQ_R_NO_HEALTHY_REPLICA] = "no_healthy_replica",
+	[REQ_R_NO_MODEL] = "no_model",
 	[REQ_R_EVICTED] = "evicted",
 	[REQ_R_DEADLINE] = "deadline",
 	[REQ_R_DEADLINE_UNREACHABLE] = "deadline_unreachable",
@@ -299,6 +304,10 @@ static void req_end(struct shard *s, struct request *req)
 	mi_free(req->path);
 	mi_free(req->shard_key);
 	mi_free(req->tenant);
+	mi_free(req->model);
+	mi_free(req->mux_model);
+	mi_free(req->load_fmt);
+	mi_free(req->blocks);
 	if (req->be_cfg)
 		config_unref(req->be_cfg);
 	config_unref(req->cfg);
@@ -338,8 +347,8 @@ void req_abandon(struct shard *s, struct request *req, enum req_reason reason)
  * slot. */
 static int pick_replica(struct shard *s, struct request *req)
 {
-	return router_pick_replica_avoid(req->be, req->shard_key, req->shard_key_len, &s->rng,
-					 &s->rr_cursor, req->tried_mask);
+	return router_pick_replica_hint(req->be, &req->hint, req->shard_key, req->shard_key_len,
+					&s->rng, &s->rr_cursor, req->tried_mask);
 }
 
 /* Queue req for its backend. Returns 1 (queued) or 0 (ended: 503). Fails
@@ -466,26 +475,42 @@ static void body_room(struct shard *s, struct request *req)
 		req->cops->on_body_room(s, req);
 }
 
+/* The endpoint's defaults where req's head said nothing: its priority,
+ * and its timeout_ms as the deadline. Again when a held body chose
+ * another endpoint (hold_decide). */
+static void req_class_defaults(struct request *req, const struct endpoint_cfg *ep)
+{
+	if (!req->prio_hdr)
+		req->prio = ep->priority;
+	if (!req->deadline_hdr)
+		req->qe.req_deadline_us = ep->timeout_ms ? req->t_start_us + ep->timeout_ms * 1000ull : 0;
+}
+
 /* Who goes next: req's priority (the priority header's integer, clamped
  * to [-10, 10], else the endpoint's), its deadline (arrival + the timeout
  * header's milliseconds, at least 1, else + timeout_ms, else none) and its
- * tenant (the fairness header's value; "" without one). 0 or -ENOMEM. */
+ * tenant (the fairness header's value; "" without one). The header names
+ * are those of ep, the endpoint the route chose. 0 or -ENOMEM. */
 static int req_classify(struct request *req, const struct endpoint_cfg *ep,
 			const struct http_head *hd)
 {
 	const struct http_hdr *h;
 	int64_t v;
-	uint64_t ms = ep->timeout_ms;
 
-	req->prio = ep->priority;
 	if (ep->priority_header && (h = http_head_find(hd, ep->priority_header)) &&
-	    http_hdr_int(hd, h, &v) == 0)
+	    http_hdr_int(hd, h, &v) == 0) {
 		req->prio = v < QUEUE_PRIO_MIN ? QUEUE_PRIO_MIN : v > QUEUE_PRIO_MAX ? QUEUE_PRIO_MAX
 										  : (int)v;
+		req->prio_hdr = true;
+	}
 	if (ep->timeout_header && (h = http_head_find(hd, ep->timeout_header)) &&
-	    http_hdr_int(hd, h, &v) == 0)
-		ms = v < 1 ? 1 : (uint64_t)v > 86400000ull * 365 ? 86400000ull * 365 : (uint64_t)v;
-	req->qe.req_deadline_us = ms ? req->t_start_us + ms * 1000u : 0;
+	    http_hdr_int(hd, h, &v) == 0) {
+		uint64_t ms = v < 1 ? 1 : (uint64_t)v > 86400000ull * 365 ? 86400000ull * 365
+									 : (uint64_t)v;
+		req->qe.req_deadline_us = req->t_start_us + ms * 1000u;
+		req->deadline_hdr = true;
+	}
+	req_class_defaults(req, ep);
 	if (ep->fairness_header && (h = http_head_find(hd, ep->fairness_header)) &&
 	    h->value_len) {
 		req->tenant = mi_strndup(http_hdr_value(hd, h), h->value_len);
@@ -496,13 +521,96 @@ static int req_classify(struct request *req, const struct endpoint_cfg *ep,
 	return 0;
 }
 
+/* A copy of header name's value in hd into *out (mi_malloc'ed, *len);
+ * 0 when absent or empty, -ENOMEM. */
+static int copy_header(const struct http_head *hd, const char *name, char **out, size_t *len)
+{
+	const struct http_hdr *h = http_head_find(hd, name);
+
+	if (!h || !h->value_len)
+		return 0;
+	*out = mi_strndup(http_hdr_value(hd, h), h->value_len);
+	if (!*out)
+		return -ENOMEM;
+	*len = h->value_len;
+	return 0;
+}
+
+/* The backend of req's endpoint by weight (by the shard key's unit when
+ * it has one), counted in its retry budget. */
+static void pick_backend(struct shard *s, struct request *req)
+{
+	const struct endpoint_cfg *ep = req->ep;
+	double u = req->shard_key ? router_key_unit(req->shard_key, req->shard_key_len)
+				  : router_rand_unit(&s->rng);
+
+	req->be = router_pick_weighted(ep->traffic, ep->ntraffic, u);
+	budget_enter(req, req->be->state);
+}
+
+/* Does req's backend read the body (model_rewrite, policy prefix, or a
+ * multiplexed backend that takes the model id from the body)? */
+static bool backend_reads_body(const struct request *req)
+{
+	const struct backend_cfg *be = req->be;
+
+	return be->model_rewrite || be->policy == POLICY_PREFIX ||
+	       (be->mux_max_models && !req->mux_model && !req->model);
+}
+
+/* The endpoint of req's model among those sharing its route (the model
+ * may be NULL: the catch-all). 0, or -1 when req ended (404 no_model). */
+static int choose_model_endpoint(struct shard *s, struct request *req)
+{
+	const struct endpoint_cfg *ep =
+		router_match_model(req->cfg, req->ep, req->method_num, req->model, req->model_len);
+	char msg[MODEL_NAME_MAX + 64];
+
+	if (!ep) {
+		if (req->model)
+			snprintf(msg, sizeof(msg), "no endpoint for model \"%.*s\"",
+				 (int)(req->model_len > MODEL_NAME_MAX ? MODEL_NAME_MAX : req->model_len),
+				 req->model);
+		else
+			snprintf(msg, sizeof(msg), "no endpoint for a request without a model");
+		req_fail(s, req, 404, REQ_R_NO_MODEL, msg);
+		return -1;
+	}
+	if (ep != req->ep) {
+		req->ep = ep;
+		req->em = metrics_endpoint(&s->metrics, ep->name);
+	}
+	if (req->content_length >= 0 && (uint64_t)req->content_length > ep->max_body_bytes) {
+		req_fail(s, req, 413, REQ_R_BODY_TOO_LARGE, "request body too large");
+		return -1;
+	}
+	return 0;
+}
+
+static void hold_timeout(struct timer *t, void *ctx);
+static int hold_decide(struct shard *s, struct request *req, bool complete);
+
+/* The model id of a multiplexed backend: serve_multiplexed_model_id, else
+ * the request's model (header or decoded body), else body_model (the
+ * body's, as written; NULL: none). */
+static void set_mux_id(struct request *req, const struct model_span *body_model)
+{
+	if (!req->be->mux_max_models)
+		return;
+	if (req->mux_model)
+		req->hint.mux_id = mux_id(req->mux_model, req->mux_model_len);
+	else if (req->model)
+		req->hint.mux_id = mux_id(req->model, req->model_len);
+	else if (body_model)
+		req->hint.mux_id = mux_id(body_model->p, body_model->len);
+}
+
 void req_start(struct shard *s, struct request *req, const struct req_info *ri)
 {
 	const struct endpoint_cfg *ep;
 	const struct http_hdr *key;
 	struct fwd_info fi;
 	int status = 0;
-	double u;
 
 	req->is_head = ri->is_head;
 	req->http10 = ri->http10;
@@ -533,31 +641,256 @@ void req_start(struct shard *s, struct request *req, const struct req_info *ri)
 		}
 		req->shard_key_len = key->value_len;
 	}
+	req->content_length = ri->content_length;
+	req->chunked = ri->chunked;
+	req->method_num = ri->method;
+	if (ep->route_models) {
+		/* The model header of the route's endpoints (the first one
+		 * found wins), else the body's model decides the endpoint. */
+		for (size_t i = (size_t)(ep - req->cfg->endpoints);
+		     i < req->cfg->nendpoints && !req->model &&
+		     req->cfg->endpoints[i].route_len == ep->route_len &&
+		     memcmp(req->cfg->endpoints[i].route, ep->route, ep->route_len) == 0;
+		     i++) {
+			if (copy_header(ri->hd, req->cfg->endpoints[i].model_header, &req->model,
+					&req->model_len)) {
+				req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
+				return;
+			}
+		}
+		if (req->model && choose_model_endpoint(s, req))
+			return;
+		ep = req->ep;
+		if (!req->model)
+			req->hold |= REQ_HOLD_MODEL;
+	}
 	if (req_classify(req, ep, ri->hd)) {
 		req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
 		return;
 	}
-	/* The backend first: whether it reads load reports changes the head. */
-	u = req->shard_key ? router_key_unit(req->shard_key, req->shard_key_len)
-			   : router_rand_unit(&s->rng);
-	req->be = router_pick_weighted(ep->traffic, ep->ntraffic, u);
+	if (!req->hold)
+		pick_backend(s, req);
+	/* Looked for only where a multiplexed backend may read it. */
+	if ((req->hold || req->be->mux_max_models) &&
+	    copy_header(ri->hd, "serve_multiplexed_model_id", &req->mux_model,
+			&req->mux_model_len)) {
+		req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
+		return;
+	}
+	if (!req->hold) {
+		if (backend_reads_body(req))
+			req->hold |= REQ_HOLD_BACKEND;
+		else
+			set_mux_id(req, NULL);
+	}
 	fi.client_ip = ri->client_ip;
 	fi.request_id = req_id(req);
-	fi.call_method = ep->call_method;
-	fi.load_format = req->be->load_reports ? "text" : NULL;
+	fi.call_method = req->hold ? NULL : ep->call_method;
+	fi.open = req->hold != 0;
+	/* A held request's backend may not be known yet: its load format is
+	 * written when the head is closed (hold_decide). */
+	fi.load_format = !req->hold && req->be->load_reports ? "text" : NULL;
 	fi.drop_timeout = req->qe.req_deadline_us != 0;
 	if (http_write_request_head(&req->head, ri->hd, ri->p, &fi)) {
 		req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
 		return;
 	}
+	if (req->hold) {
+		req->client_cm = http_head_find(ri->hd, "x-serve-call-method") != NULL;
+		if (copy_header(ri->hd, "endpoint-load-metrics-format", &req->load_fmt,
+				&req->load_fmt_len)) {
+			req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
+			return;
+		}
+		req->hold_max = ep->route_body_max;
+		if (ri->expect_continue && req->cops) {
+			/* The body comes only after a 100 Continue, and the
+			 * replica is not chosen before it: ours. A replica's
+			 * own 100 later is dropped. */
+			req->cops->on_continue(s, req);
+			req->expect_continue = false;
+		}
+		if (!ri->chunked && ri->content_length <= 0) {
+			hold_decide(s, req, true); /* no body: nothing to wait for */
+			return;
+		}
+		if (ri->content_length >= 0 && (uint64_t)ri->content_length > req->hold_max) {
+			hold_decide(s, req, false); /* beyond the bound: route it now */
+			return;
+		}
+		timer_init(&req->retry_timer, hold_timeout);
+		timer_arm(&s->tw, &req->retry_timer, s->header_timeout_ms);
+		return;
+	}
 	/* The remaining time goes last, written at each attempt. */
 	if (req->qe.req_deadline_us)
 		req->head_base = req->head.len - 2;
-	budget_enter(req, req->be->state);
 	if (ep->nshadow)
 		shadow_start(s, &req->shadows, req->cfg, ep, req->head.p, req->head.len,
 			     req->is_head);
 	req_dispatch(s, req, 0);
+}
+
+/* ---- a body held before routing ---- */
+
+/* The client did not send the body it announced within the header
+ * timeout while it was held: nobody else waits on it. */
+static void hold_timeout(struct timer *t, void *ctx)
+{
+	struct shard *s = ctx;
+	struct request *req = container_of(t, struct request, retry_timer);
+
+	req_fail(s, req, 408, REQ_R_BAD_REQUEST, "request body not received in time");
+}
+
+/* The held body as one run: in place when it is one Content-Length
+ * segment, else de-chunked or joined into lin. 0 with *p, *n (*p NULL
+ * when the framing is bad: read as no JSON), or -ENOMEM. */
+static int held_body(struct request *req, struct strbuf *lin, const char **p, size_t *n)
+{
+	int rc;
+
+	*p = NULL;
+	*n = 0;
+	if (!req->chunked && req->nreplay == 1) {
+		*p = req->replay[0].p;
+		*n = req->replay[0].len;
+		return 0;
+	}
+	rc = body_linear(req->replay, req->nreplay, req->chunked, lin);
+	if (rc == -ENOMEM)
+		return rc;
+	if (rc == 0 && lin->len) {
+		*p = lin->p;
+		*n = lin->len;
+	}
+	return 0;
+}
+
+/* The prefix block hashes of the prompt of body into req->hint.
+ * 0 or -ENOMEM. */
+static int hash_prompt(struct request *req, const char *body, size_t n)
+{
+	struct model_span spans[MODEL_PROMPT_SPANS];
+	const uint32_t bb = req->be->prefix.block_bytes;
+	int ns = model_prompt(body, n, spans, MODEL_PROMPT_SPANS);
+	size_t total = 0, max;
+
+	for (int i = 0; i < ns; i++)
+		total += spans[i].len;
+	max = total / bb < PREFIX_MAX_BLOCKS ? total / bb : PREFIX_MAX_BLOCKS;
+	if (!max)
+		return 0;
+	req->blocks = mi_malloc(max * sizeof(*req->blocks));
+	if (!req->blocks)
+		return -ENOMEM;
+	req->hint.blocks = req->blocks;
+	req->hint.nblocks = prefix_hash(spans, (size_t)ns, bb, req->blocks, max);
+	return 0;
+}
+
+/* The held body is complete (complete), or past route_body_max_bytes or
+ * not coming (the request then routes without reading it): read what
+ * routing needs from it, choose the endpoint and backend, close the head
+ * with the framing the body now has, start the shadows and dispatch; the
+ * held bytes go first (req_start_upstream sends req->replay). Returns 0,
+ * or -1 when req ended. */
+static int hold_decide(struct shard *s, struct request *req, bool complete)
+{
+	struct strbuf lin = {0}, nb = {0};
+	const char *body = NULL;
+	size_t n = 0;
+	struct model_span mv;
+	int found = 0, rc = 0;
+
+	timer_cancel(&s->tw, &req->retry_timer);
+	timer_init(&req->retry_timer, retry_fire);
+	if (complete && req->nreplay && held_body(req, &lin, &body, &n))
+		goto nomem;
+	if (body)
+		found = model_find(body, n, &mv) == 1;
+	if ((req->hold & REQ_HOLD_MODEL) && found) {
+		char name[MODEL_NAME_MAX];
+		long dl = model_decode(&mv, name, sizeof(name));
+		if (dl > 0) {
+			req->model = mi_strndup(name, (size_t)dl);
+			if (!req->model)
+				goto nomem;
+			req->model_len = (size_t)dl;
+		}
+	}
+	if (req->hold & REQ_HOLD_MODEL) {
+		if (choose_model_endpoint(s, req))
+			goto ended;
+		req_class_defaults(req, req->ep);
+		pick_backend(s, req);
+	}
+	req->hold = 0;
+	set_mux_id(req, found ? &mv : NULL);
+	if (req->be->policy == POLICY_PREFIX && body && hash_prompt(req, body, n))
+		goto nomem;
+	if (req->be->model_rewrite) {
+		if (!complete) {
+			req_fail(s, req, 413, REQ_R_BODY_TOO_LARGE,
+				 "request body larger than route_body_max_bytes: its model cannot "
+				 "be rewritten");
+			goto ended;
+		}
+		if (found) {
+			size_t voff = (size_t)(mv.p - 1 - body);
+			if (body_rewrite(body, n, voff, voff + mv.len + 2, req->be->model_rewrite, &nb))
+				goto nomem;
+			rc = retry_replace(s, req, nb.p, nb.len);
+			nb.p = NULL; /* req's now (or freed) */
+			if (rc)
+				goto nomem;
+			req->chunked = false;
+			req->content_length = (int64_t)req->replay_bytes;
+		}
+	}
+	sb_free(&lin);
+	lin = (struct strbuf){0};
+	/* Close the head: our X-Serve-Call-Method, the framing, the end. */
+	if (!req->client_cm && req->ep->call_method)
+		rc |= sb_printf(&req->head, "X-Serve-Call-Method: %s\r\n", req->ep->call_method);
+	/* The load format: ours when the backend reads reports, else the
+	 * client's as it came (http_write_request_head's rule). */
+	if (req->be->load_reports)
+		rc |= sb_puts(&req->head, "endpoint-load-metrics-format: text\r\n");
+	else if (req->load_fmt)
+		rc |= sb_printf(&req->head, "endpoint-load-metrics-format: %.*s\r\n",
+				(int)req->load_fmt_len, req->load_fmt);
+	if (req->chunked)
+		rc |= sb_puts(&req->head, "Transfer-Encoding: chunked\r\n");
+	else if (req->content_length >= 0)
+		rc |= sb_printf(&req->head, "Content-Length: %lld\r\n", (long long)req->content_length);
+	rc |= sb_put(&req->head, "\r\n", 2);
+	if (rc)
+		goto nomem;
+	/* The remaining time goes last, written at each attempt. */
+	if (req->qe.req_deadline_us)
+		req->head_base = req->head.len - 2;
+	if (req->ep->nshadow) {
+		shadow_start(s, &req->shadows, req->cfg, req->ep, req->head.p, req->head.len,
+			     req->is_head);
+		for (uint32_t i = 0; i < req->nreplay; i++)
+			shadow_body(s, &req->shadows,
+				    req->replay[i].bid >= 0 ? (uint32_t)req->replay[i].bid : BID_NONE,
+				    req->replay[i].p, req->replay[i].len);
+		if (req->flags & REQ_F_BODY_DONE)
+			shadow_detach(&req->shadows);
+	}
+	if (req->replay_bytes > REPLAY_MAX)
+		req->flags |= REQ_F_NO_REPLAY; /* sent once from these, never again */
+	return req_dispatch(s, req, 0) ? 0 : -1;
+nomem:
+	sb_free(&lin);
+	sb_free(&nb);
+	req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
+	return -1;
+ended:
+	sb_free(&lin);
+	return -1;
 }
 
 /* ---- body ---- */
@@ -568,6 +901,17 @@ int req_body(struct shard *s, struct request *req, uint32_t bid, const char *p, 
 	if (req->ep && req->body_bytes > req->ep->max_body_bytes) {
 		req_fail(s, req, 413, REQ_R_BODY_TOO_LARGE, "request body too large");
 		return -1;
+	}
+	if (req->hold) {
+		if (retry_hold(s, req, bid, p, len)) {
+			req_fail(s, req, 503, REQ_R_NO_MEMORY, "out of memory");
+			return -1;
+		}
+		/* Past the bound: routed without reading it; the rest
+		 * streams as usual. */
+		if (req->replay_bytes > req->hold_max)
+			return hold_decide(s, req, false);
+		return 0;
 	}
 	shadow_body(s, &req->shadows, bid, p, len);
 	retry_keep(s, req, bid, p, len);
@@ -581,13 +925,18 @@ int req_body(struct shard *s, struct request *req, uint32_t bid, const char *p, 
 
 void req_body_done(struct shard *s, struct request *req)
 {
-	(void)s;
 	req->flags |= REQ_F_BODY_DONE;
+	if (req->hold) {
+		hold_decide(s, req, true);
+		return;
+	}
 	shadow_detach(&req->shadows); /* the copies have their whole body */
 }
 
 bool req_body_blocked(const struct request *req)
 {
+	if (req->hold)
+		return false; /* read up to the bound: hold_decide runs there */
 	return !req->up || upstream_congested(req->up);
 }
 
@@ -1059,7 +1408,12 @@ static int req_start_upstream(struct shard *s, struct request *req, int fresh)
 		.is_head = req->is_head,
 	};
 
-	return upstream_start(s, &ur, req->rs, &be->replicas[req->ridx].addr, fresh, &req->up);
+	int rc = upstream_start(s, &ur, req->rs, &be->replicas[req->ridx].addr, fresh, &req->up);
+
+	/* A held body too large to replay was kept only to be sent once. */
+	if (!rc && (req->flags & REQ_F_NO_REPLAY) && req->nreplay)
+		retry_forbid(s, req);
+	return rc;
 }
 
 /* The request no longer wants its exchange. */

@@ -1,6 +1,7 @@
 /* Retries (see retry.h). */
 #include "ringroute/retry.h"
 
+#include <errno.h>
 #include <string.h>
 
 #include "ringroute/alloc.h"
@@ -33,34 +34,72 @@ void retry_free(struct shard *s, struct request *req)
 	req->capreplay = 0;
 }
 
-void retry_keep(struct shard *s, struct request *req, uint32_t bid, const char *p, size_t len)
+/* Append one segment to req's kept bytes: the buffer referenced, or
+ * the bytes copied. 0 or -ENOMEM (nothing changed). */
+static int keep_seg(struct shard *s, struct request *req, uint32_t bid, const char *p, size_t len)
 {
 	struct seg g = {.p = p, .len = (uint32_t)len, .bid = (int32_t)bid, .own = NULL};
 
-	if (req->flags & REQ_F_NO_REPLAY)
-		return;
-	if (req->replay_bytes + len > REPLAY_MAX)
-		goto forbid;
 	if (req->nreplay == req->capreplay) {
 		uint32_t cap = req->capreplay ? req->capreplay * 2 : 8;
 		struct seg *v = mi_realloc(req->replay, cap * sizeof(*v));
 		if (!v)
-			goto forbid;
+			return -ENOMEM;
 		req->replay = v;
 		req->capreplay = cap;
 	}
 	if (bid == BID_NONE || bufring_ref(&s->br, bid)) {
 		char *own = mi_malloc(len);
 		if (!own)
-			goto forbid;
+			return -ENOMEM;
 		memcpy(own, p, len);
 		g = (struct seg){.p = own, .len = (uint32_t)len, .bid = -1, .own = own};
 	}
 	req->replay[req->nreplay++] = g;
 	req->replay_bytes += len;
-	return;
-forbid:
-	retry_forbid(s, req);
+	return 0;
+}
+
+void retry_keep(struct shard *s, struct request *req, uint32_t bid, const char *p, size_t len)
+{
+	if (req->flags & REQ_F_NO_REPLAY)
+		return;
+	if (req->replay_bytes + len > REPLAY_MAX || keep_seg(s, req, bid, p, len))
+		retry_forbid(s, req);
+}
+
+int retry_hold(struct shard *s, struct request *req, uint32_t bid, const char *p, size_t len)
+{
+	if (!len)
+		return 0;
+	/* Past HOLD_REF_MAX the bytes are copied: a body held up to 64 MiB
+	 * must not pin the shard's whole receive ring (1024 buffers), which
+	 * would leave nothing to read its own rest into. */
+	if (req->replay_bytes >= HOLD_REF_MAX)
+		bid = BID_NONE;
+	return keep_seg(s, req, bid, p, len);
+}
+
+int retry_replace(struct shard *s, struct request *req, char *own, size_t len)
+{
+	replay_clear(s, req);
+	if (!len) {
+		mi_free(own);
+		return 0;
+	}
+	if (!req->capreplay) {
+		struct seg *v = mi_malloc(sizeof(*v));
+		if (!v) {
+			mi_free(own);
+			return -ENOMEM;
+		}
+		req->replay = v;
+		req->capreplay = 1;
+	}
+	req->replay[0] = (struct seg){.p = own, .len = (uint32_t)len, .bid = -1, .own = own};
+	req->nreplay = 1;
+	req->replay_bytes = len;
+	return 0;
 }
 
 static const char *const retry_on_names[RETRY_ON_NAMES] = {

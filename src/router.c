@@ -8,6 +8,8 @@
 
 #include "ringroute/load.h"
 #include "ringroute/router.h"
+#include "ringroute/multiplex.h"
+#include "ringroute/prefix.h"
 
 /* Fixed seed for shard keys: the backend a key maps to must not change across
  * restarts or between shards. */
@@ -38,6 +40,17 @@ const struct endpoint_cfg *router_match(const struct config *c, const char *url,
 		if (rl != plen && e->route[rl - 1] != '/' && url[rl] != '/')
 			continue; /* "/predict" vs "/predictions" */
 		if (e->methods && (method >= 64 || !(e->methods & (1ull << method)))) {
+			/* Endpoints sharing the route (they differ by models)
+			 * sit next to it: the first that allows the method. */
+			for (size_t j = i + 1; j < c->nendpoints; j++) {
+				const struct endpoint_cfg *f = &c->endpoints[j];
+				if (f->route_len != rl || memcmp(f->route, e->route, rl) != 0)
+					break;
+				if (!f->methods || (method < 64 && (f->methods & (1ull << method)))) {
+					*status = 200;
+					return f;
+				}
+			}
 			*status = 405;
 			return e; /* named in the error body */
 		}
@@ -443,4 +456,162 @@ int router_pick_replica_avoid(const struct backend_cfg *b, const char *key, size
 	if (idx < 0 && avoid)
 		idx = pick(b, key, keylen, rng, rr_cursor, 0);
 	return idx;
+}
+
+/* ---- routing on the request body ---- */
+
+/* See router.h. */
+const struct endpoint_cfg *router_match_model(const struct config *c,
+					      const struct endpoint_cfg *ep, unsigned method,
+					      const char *model, size_t len)
+{
+	const struct endpoint_cfg *any = NULL;
+	size_t i = (size_t)(ep - c->endpoints);
+
+	for (; i < c->nendpoints; i++) {
+		const struct endpoint_cfg *e = &c->endpoints[i];
+
+		if (e->route_len != ep->route_len || memcmp(e->route, ep->route, ep->route_len) != 0)
+			break;
+		if (e->methods && (method >= 64 || !(e->methods & (1ull << method))))
+			continue;
+		if (!e->nmodels) {
+			if (!any)
+				any = e;
+			continue;
+		}
+		if (!model)
+			continue;
+		for (size_t k = 0; k < e->nmodels; k++)
+			if (strlen(e->models[k]) == len && memcmp(e->models[k], model, len) == 0)
+				return e;
+	}
+	return any;
+}
+
+static inline uint32_t ongoing_of(const struct backend_cfg *b, size_t i)
+{
+	return atomic_load_explicit(&b->replicas[i].state->ongoing, memory_order_relaxed);
+}
+
+/* The least loaded replica that is up and below the cap (ties: the first
+ * from a random start, so that idle replicas share new prefixes and
+ * models), or -1; *least gets its ongoing. Advisory: the caller takes the
+ * slot. */
+static int least_loaded(const struct backend_cfg *b, uint64_t *rng, uint32_t *least)
+{
+	size_t n = b->nreplicas, start = (size_t)(router_rand(rng) % n);
+	int best = -1;
+	uint32_t lo = UINT32_MAX;
+
+	for (size_t k = 0; k < n; k++) {
+		size_t i = (start + k) % n;
+		uint32_t o = ongoing_of(b, i);
+		if (o < lo && o < b->max_ongoing && router_replica_up(b->replicas[i].state)) {
+			lo = o;
+			best = (int)i;
+		}
+	}
+	*least = lo;
+	return best;
+}
+
+/* A slot on the least loaded replica, else on any (a scan): index or -1. */
+static int take_least(const struct backend_cfg *b, uint64_t *rng)
+{
+	uint32_t lo;
+	int i = least_loaded(b, rng, &lo);
+
+	if (i >= 0 && router_replica_acquire(b->replicas[i].state, b->max_ongoing))
+		return i;
+	return pick_scan(b, (size_t)(router_rand(rng) % b->nreplicas), 0);
+}
+
+/* Multiplexing: the least loaded holder of the model below the cap, else
+ * the least loaded of all (it will load the model: a spill when the
+ * holders are full); the replica chosen notes the model. */
+static int pick_mux(const struct backend_cfg *b, uint64_t id, uint64_t *rng, uint64_t avoid)
+{
+	size_t n = b->nreplicas, start = (size_t)(router_rand(rng) % n);
+	int best = -1, idx = -1;
+	uint32_t lo = UINT32_MAX;
+	struct mux_lru *l;
+
+	for (size_t k = 0; k < n; k++) {
+		size_t i = (start + k) % n;
+		struct replica_state *r = b->replicas[i].state;
+		struct mux_lru *m = atomic_load_explicit(&r->mux, memory_order_acquire);
+		uint32_t o;
+
+		if (!m || avoided(avoid, i) || !mux_holds(m, b->mux_max_models, id))
+			continue;
+		o = ongoing_of(b, i);
+		if (o < lo && o < b->max_ongoing && router_replica_up(r)) {
+			lo = o;
+			best = (int)i;
+		}
+	}
+	if (best >= 0 && router_replica_acquire(b->replicas[best].state, b->max_ongoing))
+		idx = best;
+	else if (avoid)
+		idx = pick_scan(b, start, avoid);
+	else
+		idx = take_least(b, rng);
+	if (idx >= 0 && (l = atomic_load_explicit(&b->replicas[idx].state->mux, memory_order_acquire)))
+		mux_note(l, b->mux_max_models, id);
+	return idx;
+}
+
+/* Prefix affinity: the replica of the longest matching prefix unless it
+ * is beyond the balance bound (SGLang's rule: load - least > balance_abs
+ * and load > balance_rel * least) or full, else the least loaded; the
+ * choice is recorded for the request's blocks. */
+static int pick_prefix(const struct backend_cfg *b, const struct route_hint *h, uint64_t *rng,
+		       uint64_t avoid)
+{
+	struct prefix_table *t = atomic_load_explicit(&b->state->prefix, memory_order_acquire);
+	int idx = -1, cached = -1;
+	uint32_t lo;
+	size_t matched;
+
+	if (avoid)
+		idx = pick_scan(b, (size_t)(router_rand(rng) % b->nreplicas), avoid); /* a retry */
+	else {
+		if (t && h && h->nblocks)
+			cached = prefix_lookup(t, h->blocks, h->nblocks, b->nreplicas, &matched);
+		if (cached >= 0) {
+			int least = least_loaded(b, rng, &lo);
+			uint32_t oc = ongoing_of(b, (size_t)cached);
+			int over = least >= 0 && oc > lo && oc - lo > b->prefix.balance_abs &&
+				   (double)oc > b->prefix.balance_rel * (double)lo;
+			if (!over &&
+			    router_replica_acquire(b->replicas[cached].state, b->max_ongoing))
+				idx = cached;
+			else if (least >= 0 &&
+				 router_replica_acquire(b->replicas[least].state, b->max_ongoing))
+				idx = least;
+		}
+		if (idx < 0)
+			idx = take_least(b, rng);
+	}
+	if (idx >= 0 && t && h && h->nblocks)
+		prefix_record(t, h->blocks, h->nblocks, (size_t)idx);
+	return idx;
+}
+
+int router_pick_replica_hint(const struct backend_cfg *b, const struct route_hint *hint,
+			     const char *key, size_t keylen, uint64_t *rng, uint32_t *rr_cursor,
+			     uint64_t avoid)
+{
+	uint64_t local_rng = (uint64_t)(uintptr_t)b ^ 0x9e3779b97f4a7c15ull;
+
+	if (b->nreplicas == 0)
+		return -1;
+	if (!rng)
+		rng = &local_rng;
+	if (!key && hint && hint->mux_id && b->mux_max_models)
+		return pick_mux(b, hint->mux_id, rng, avoid);
+	if (!key && b->policy == POLICY_PREFIX)
+		return pick_prefix(b, hint, rng, avoid);
+	return router_pick_replica_avoid(b, key, keylen, rng, rr_cursor, avoid);
 }

@@ -57,7 +57,7 @@ struct ctl {
 enum opt_kind {
 	O_UINT32,   /* an integer 0..2^32-1 */
 	O_UINT63,   /* an integer 0..2^63-1 */
-	O_POLICY,   /* p2c, round_robin or least_load */
+	O_POLICY,   /* p2c, round_robin, least_load or prefix */
 	O_BOOL,     /* true or false */
 	O_STRING,   /* any string: the server validates it */
 	O_METHODS,  /* M[,M...] -> ["M", ...] */
@@ -240,7 +240,7 @@ static const struct command commands[] = {
 	  "[--queue-timeout-ms N] [--connect-timeout-ms N]\n"
 	  "[--request-timeout-ms N] [--retries N]\n"
 	  "[--retry-on C[,C...]] [--retry-budget-percent N]\n"
-	  "[--policy p2c|round_robin|least_load]\n"
+	  "[--policy p2c|round_robin|least_load|prefix]\n"
 	  "[--load-reports true|false] [--load-scrape-ms N]\n"
 	  "[--load-max-age-ms N] [--load-queue-metric NAME]\n"
 	  "[--load-kv-metric NAME]\n"
@@ -265,7 +265,7 @@ static const struct command commands[] = {
 	  "                           (idempotent methods only), 503, 429\n"
 	  "  --retry-budget-percent N retry_budget_percent: retries in flight, at most\n"
 	  "                           this share of the backend's requests (0..100)\n"
-	  "  --policy P               policy: p2c, round_robin or least_load\n"
+	  "  --policy P               policy: p2c, round_robin, least_load or prefix\n"
 	  "  --load-reports B         load_reports: ask replicas for endpoint-load-metrics\n"
 	  "  --load-scrape-ms N       load_scrape_ms: scrape /metrics every N ms; 0: off\n"
 	  "  --load-max-age-ms N      load_max_age_ms: older reports are not used\n"
@@ -1598,10 +1598,10 @@ static int parse_set_opts(const struct command *c, int argc, char **argv, json_t
 			}
 			case O_POLICY:
 				if (strcmp(val, "p2c") && strcmp(val, "round_robin") &&
-				    strcmp(val, "least_load"))
+				    strcmp(val, "least_load") && strcmp(val, "prefix"))
 					return usage_error(c, NULL,
-							   "%s: expected p2c, round_robin or least_load, "
-							   "got '%s'", o->opt, val);
+							   "%s: expected p2c, round_robin, least_load or "
+							   "prefix, got '%s'", o->opt, val);
 				v = json_string(val);
 				break;
 			case O_BOOL:

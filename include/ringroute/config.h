@@ -28,6 +28,8 @@
 #define RR_DEFAULT_MAX_BODY (64ull << 20)
 
 struct upstream_pool; /* per shard, defined by upstream.h */
+struct mux_lru;       /* multiplex.h */
+struct prefix_table;  /* prefix.h */
 struct backend_metrics; /* per shard, defined by metrics.h */
 
 /* Shared by all shards: one cache line of hot counters per replica. */
@@ -72,6 +74,11 @@ struct replica_state {
 	_Atomic uint64_t load_report;
 	_Atomic uint64_t load_ms;
 	_Atomic uint64_t load_reports, load_bad;
+	/* Model multiplexing (multiplex.h): the model ids this replica served
+	 * recently, made at config load for a backend with "multiplex" (the
+	 * control thread, before any shard sees the snapshot: release store)
+	 * and freed with the state; NULL otherwise. */
+	_Atomic(struct mux_lru *) mux;
 } __attribute__((aligned(64)));
 
 /* Shared by all shards: per-backend queue bookkeeping (issue 3). */
@@ -90,6 +97,10 @@ struct backend_state {
 	char *name;
 	struct list reg_node;
 	struct replica_registry *reg; /* owner, set once; NULL: private, freed by last unref */
+	/* Prefix-cache affinity (prefix.h): which replica served which prompt
+	 * blocks, process-wide; made at config load for a backend with policy
+	 * "prefix" (release store), sized then, freed with the state. */
+	_Atomic(struct prefix_table *) prefix;
 	/* Priorities, tenants, deadlines (queue.c, issue 12), shared by the
 	 * shards. best_key[s]: queue_entry_key of shard s's best waiter
 	 * (valid while its waiting_shards bit is set); lowest_prio[s]: the
@@ -148,6 +159,16 @@ enum backend_policy {
 	POLICY_P2C = 0,   /* power of two choices on ongoing/max */
 	POLICY_RR,        /* round robin over replicas with a free slot */
 	POLICY_LEAST_LOAD, /* p2c on ongoing/max plus the replica's reported load (load.h) */
+	POLICY_PREFIX,    /* prefix-cache affinity (prefix.h), else the least loaded */
+};
+
+/* A backend's "prefix" object (docs/config.md). */
+struct prefix_cfg {
+	uint32_t block_bytes;         /* the prompt is hashed in blocks of this many bytes */
+	uint32_t balance_abs;         /* the cached replica is passed over when its load is */
+	double balance_rel;           /* more than balance_abs above the least AND more than
+	                               * balance_rel times the least */
+	uint32_t table_entries;       /* slots of the process-wide table (a power of 2) */
 };
 
 #define MAX_REPLICA_WEIGHT 10000
@@ -203,6 +224,10 @@ struct backend_cfg {
 	uint32_t load_max_age_ms;
 	char *load_queue_metric;
 	char *load_kv_metric;
+	/* Routing on the request body (issue 11, docs/config.md). */
+	char *model_rewrite;          /* the forwarded body's top-level "model", or NULL */
+	uint32_t mux_max_models;      /* multiplex.max_models_per_replica; 0: no multiplexing */
+	struct prefix_cfg prefix;     /* policy "prefix" */
 };
 
 struct weighted {
@@ -228,6 +253,14 @@ struct endpoint_cfg {
 	struct weighted *traffic;     /* weights sum > 0 */
 	size_t nshadow;
 	struct weighted *shadow;      /* weight = probability in [0,1] */
+	/* Routing by model (issue 11, docs/config.md). Endpoints may share a
+	 * route when they differ by models: they sit next to each other
+	 * (sorted by route, then name) and router_match_model chooses. */
+	char **models;                /* names this endpoint serves; NULL: any (catch-all) */
+	size_t nmodels;
+	char *model_header;           /* header naming the model ("X-Model") */
+	uint64_t route_body_max;      /* route_body_max_bytes: body held to find the model */
+	bool route_models;            /* some endpoint with this route names models */
 	/* Who goes next in the queues (docs/config.md "Priorities, tenants
 	 * and deadlines"; parse_endpoint_queueing in config.c). */
 	int32_t priority;             /* -10..10, default 0; < 0: sheddable */

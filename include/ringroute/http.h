@@ -140,6 +140,12 @@ struct fwd_info {
 	 * endpoint-load-metrics-format instead of any the client sent; NULL:
 	 * the client's pass unchanged. */
 	const char *load_format;
+	/* The head is left open for a body held before routing (request.c):
+	 * no Content-Length, Transfer-Encoding, Expect or
+	 * endpoint-load-metrics-format of the client's (the request layer
+	 * answered the Expect and writes the framing and load format once the
+	 * held body decided them), and no final empty line. */
+	bool open;
 	bool drop_timeout;            /* leave out the client's X-Request-Timeout-Ms: the
 	                               * request layer adds the remaining time itself */
 };

@@ -27,6 +27,7 @@
 #include "ringroute/http.h"
 #include "ringroute/metrics.h"
 #include "ringroute/queue.h"
+#include "ringroute/router.h"
 #include "ringroute/sock.h"
 #include "ringroute/upstream.h"
 
@@ -60,6 +61,8 @@ enum req_reason {
 	REQ_R_SHUTDOWN,
 	REQ_R_NO_HEALTHY_REPLICA,   /* no replica of the backend up: at once, or at the queue
 	                             * timeout with queue_when_unavailable */
+	REQ_R_NO_MODEL,             /* no endpoint of the route names the request's model
+	                             * and none is a catch-all (404) */
 	REQ_R_EVICTED,              /* queued, its place taken by a higher priority (503) */
 	REQ_R_DEADLINE,             /* its deadline passed while queued (504) */
 	REQ_R_DEADLINE_UNREACHABLE, /* could not start before its deadline (503) */
@@ -96,6 +99,8 @@ struct req_info {
 	uint32_t head_bytes;          /* bytes of the head as received */
 	int64_t content_length;       /* -1 when not declared */
 	bool is_head, http10, expect_continue;
+	bool chunked;                 /* Transfer-Encoding: chunked (a body held before
+	                               * routing is de-chunked to be read) */
 };
 
 /* The client protocol's side of a request. Every hook may be called from
@@ -179,10 +184,36 @@ struct request {
 	 * head is sent as head[0..head_base) + "X-Request-Timeout-Ms: N"
 	 * + CRLF CRLF, N the time left at each attempt. */
 	int prio;
+	bool prio_hdr, deadline_hdr;  /* the head set them (else the endpoint's defaults) */
 	char *tenant;
 	size_t tenant_len;
 	size_t head_base;
 	uint64_t t_dispatch_us;       /* the current attempt's start, for service times */
+	/* Routing on the body (docs/ARCHITECTURE.md "Held bodies"): while
+	 * hold is set, body bytes are kept (req->replay, retry_hold) and
+	 * nothing is routed; req_hold_decide chooses and sends them. */
+	uint32_t hold;                /* REQ_HOLD_* bits: what the held body is read for */
+	uint64_t hold_max;            /* route_body_max_bytes of the route */
+	int64_t content_length;       /* as declared, -1 none */
+	bool chunked;                 /* the client's body is chunked */
+	bool client_cm;               /* the client sent X-Serve-Call-Method */
+	unsigned method_num;          /* llhttp method (to match the model's endpoint) */
+	char *model;                  /* the request's model (header or body), owned, or NULL */
+	size_t model_len;
+	char *mux_model;              /* serve_multiplexed_model_id, owned, or NULL */
+	size_t mux_model_len;
+	char *load_fmt;               /* the client's endpoint-load-metrics-format while the
+	                               * head is open, owned, or NULL */
+	size_t load_fmt_len;
+	struct route_hint hint;       /* what the replica choice reads (router.h) */
+	uint64_t *blocks;             /* prefix block hashes, owned (hint.blocks) */
+};
+
+/* What a held body is read for. */
+enum {
+	REQ_HOLD_MODEL   = 1u << 0,   /* the endpoint depends on the body's model */
+	REQ_HOLD_BACKEND = 1u << 1,   /* the backend reads it (model_rewrite, prefix,
+	                               * multiplex by the body's model) */
 };
 
 /* ---- for the client protocol ---- */

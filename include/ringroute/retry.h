@@ -16,6 +16,18 @@ struct backend_state;
  * other bytes copied). Past REPLAY_MAX, or when memory runs out, nothing
  * is kept any more and req cannot be retried (REQ_F_NO_REPLAY). */
 void retry_keep(struct shard *s, struct request *req, uint32_t bid, const char *p, size_t len);
+/* A body held before routing (request.c): the same kept segments, with no
+ * REPLAY_MAX bound (the caller bounds it by route_body_max_bytes). They
+ * are what the first attempt sends, and a retry's replay while within
+ * REPLAY_MAX (retry_keep forbids beyond). The first HOLD_REF_MAX bytes
+ * are the receive buffers, referenced; the rest is copied. 0, or -ENOMEM
+ * with nothing kept of these bytes. */
+int retry_hold(struct shard *s, struct request *req, uint32_t bid, const char *p, size_t len);
+#define HOLD_REF_MAX (256u << 10) /* held bytes beyond this are copied, not referenced */
+/* Replace what was kept by own[0..len) (mi_malloc'ed): the rewritten
+ * body. own belongs to req from now on: 0, or -ENOMEM with own freed and
+ * nothing kept. */
+int retry_replace(struct shard *s, struct request *req, char *own, size_t len);
 /* Drop what was kept and forbid retries (the response began, or req ends). */
 void retry_forbid(struct shard *s, struct request *req);
 /* Free the kept bytes' bookkeeping (req ends). */

@@ -95,4 +95,34 @@ int router_pick_replica(const struct backend_cfg *b, const char *key, size_t key
 int router_pick_replica_avoid(const struct backend_cfg *b, const char *key, size_t keylen,
 			      uint64_t *rng, uint32_t *rr_cursor, uint64_t avoid);
 
+/* ---- routing on the request body (issue 11, docs/config.md) ---- */
+
+/* Among the endpoints that share ep's route (ep is the first of them, as
+ * router_match returns it; they sit next to it) and allow method: the one
+ * whose models name model[0..len), else the one without models (the
+ * catch-all); NULL when neither exists (404 no_model). model NULL: the
+ * request has none, so only the catch-all. */
+const struct endpoint_cfg *router_match_model(const struct config *c,
+					      const struct endpoint_cfg *ep, unsigned method,
+					      const char *model, size_t len);
+
+/* What the body and its headers said for choosing a replica. */
+struct route_hint {
+	uint64_t mux_id;              /* multiplex model id (mux_id()), 0: none */
+	const uint64_t *blocks;       /* prefix block hashes (prefix_hash), or NULL */
+	size_t nblocks;
+};
+
+/* router_pick_replica_avoid, with the hint: a shard key still decides
+ * first (rendezvous); else a multiplexed backend (mux_max_models) with a
+ * model id prefers the least loaded replica holding it and notes the
+ * choice; else policy "prefix" prefers the replica of the longest
+ * matching prefix within the balance bound and records the choice; else
+ * as router_pick_replica_avoid. Every path takes its slot with
+ * router_replica_acquire: the cap stays exact and a full replica is
+ * never chosen. hint may be NULL. Index or -1. */
+int router_pick_replica_hint(const struct backend_cfg *b, const struct route_hint *hint,
+			     const char *key, size_t keylen, uint64_t *rng, uint32_t *rr_cursor,
+			     uint64_t avoid);
+
 #endif

@@ -18,7 +18,9 @@
 * X-Request-Timeout-Ms reaches the replica (mock-replica echoes the headers
   it got): the remaining time (<= the client's value, > 0, one header only);
   the endpoint's timeout_ms without a header; none without a deadline; a
-  custom timeout_header is read and X-Request-Timeout-Ms is what goes on.
+  custom timeout_header is read and X-Request-Timeout-Ms is what goes on; a
+  request routed by its body's model gets the deadline of the endpoint the
+  model chose.
 * the remaining time bounds the upstream timeout: a replica slower than the
   deadline gets a 504 upstream_timeout at the deadline, not at
   request_timeout_ms.
@@ -176,6 +178,26 @@ class ForwardTest(DeadlineCase):
         h = self.echoed(self.mock("d1"), ep={"timeout_header": "X-Deadline-Ms"},
                         headers=[("X-Deadline-Ms", "4000"), ("X-Request-Timeout-Ms", "99999")])
         self.assertTrue(3000 < int(h["x-request-timeout-ms"]) <= 4000, h)
+
+    def test_held_body_endpoint_deadline(self):
+        """Routed by the body's model (a held body): the deadline is the
+        endpoint's the model chose, and its head is closed with the time left."""
+        m = self.mock("d1")
+        cfg = {"backends": {"b": backend([m])},
+               "endpoints": {"em": endpoint("/", {"b": 1.0}, models=["m"], timeout_ms=3000),
+                             "any": endpoint("/", {"b": 1.0})}}
+        self.rr = self.ringroute(cfg, shards=self.SHARDS, admin=True)
+        for model, want in (("m", True), ("other", False)):
+            body = ('{"model": "%s", "prompt": "hi"}' % model).encode()
+            r = self.client(self.rr.port).request("POST", "/v1/completions", body=body,
+                                                  headers=[("Content-Type", "application/json")])
+            self.assertEqual(r.status, 200, r)
+            h = {k.lower(): v for k, v in r.json()["headers"].items()}
+            if want:
+                self.assertTrue(2000 < int(h["x-request-timeout-ms"]) <= 3000, h)
+            else:
+                self.assertNotIn("x-request-timeout-ms", h)
+            self.assertEqual(r.json()["body_len"], len(body), r)
 
     def test_bounds_upstream_timeout(self):
         m = self.mock("d1")

@@ -166,7 +166,7 @@ static void sim_on_headers(struct sim_client *c)
 	struct http_head *hd = &c->hp.hd;
 	const struct endpoint_cfg *ep;
 	const struct http_hdr *key;
-	struct fwd_info fi;
+	struct fwd_info fi = {0};
 	struct strbuf head = {0};
 	char msg[160];
 	int status = 0;
@@ -211,6 +211,7 @@ static void sim_on_headers(struct sim_client *c)
 	fi.request_id = "00000000000000aa";
 	fi.call_method = ep->call_method;
 	fi.load_format = NULL;
+	fi.open = false;
 	fi.drop_timeout = false;
 	FZ_ASSERT(http_write_request_head(&head, hd, &c->hp.p, &fi) == 0, "out of memory");
 	check_forwarded(c, &head);

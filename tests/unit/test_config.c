@@ -218,7 +218,7 @@ static void test_semantic_errors(void **state)
 	parse_err("{\"backends\": {\"b\": {\"max_ongoing\": 4}}, \"endpoints\": {}}",
 		  "routes.json: backends.b.max_ongoing: unknown key");
 	parse_err("{\"backends\": {\"b\": {\"policy\": \"random\"}}, \"endpoints\": {}}",
-		  "routes.json: backends.b.policy: must be \"p2c\", \"round_robin\" or \"least_load\"");
+		  "routes.json: backends.b.policy: must be \"p2c\", \"round_robin\", \"least_load\" or \"prefix\"");
 	parse_err("{\"backends\": {\"b\": {\"health_check\": {\"path\": \"healthz\"}}}, \"endpoints\": {}}",
 		  "~routes.json: backends.b.health_check.path: must be a string starting with '/'");
 	parse_err("{\"backends\": {\"b\": {\"health_check\": {\"path\": \"/h\", \"interval_ms\": 99}}}, \"endpoints\": {}}",

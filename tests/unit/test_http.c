@@ -183,8 +183,8 @@ static void check_req(const char *raw, const struct fwd_info *fi, const char *ex
 	check_splits(HTTP_REQUEST, raw, fi, 0, &expect, 1);
 }
 
-static const struct fwd_info fi_plain = {"10.0.0.1", "rid-1", NULL, NULL, false};
-static const struct fwd_info fi_cm = {"10.0.0.1", "rid-1", "__call__", NULL, false};
+static const struct fwd_info fi_plain = {"10.0.0.1", "rid-1", NULL, NULL, false, false};
+static const struct fwd_info fi_cm = {"10.0.0.1", "rid-1", "__call__", NULL, false, false};
 
 /* ---- request rewriting ---- */
 
@@ -388,7 +388,7 @@ static void test_x_forwarded_for_empty(void **state)
  * last, in place of any the client sent; without it the client's passes. */
 static void test_load_format(void **state)
 {
-	static const struct fwd_info lf = {"10.0.0.1", "rid-1", NULL, "text", false};
+	static const struct fwd_info lf = {"10.0.0.1", "rid-1", NULL, "text", false, false};
 	(void)state;
 	check_req("GET / HTTP/1.1\r\nHost: h\r\n\r\n", &lf,
 		  "GET / HTTP/1.1\r\nHost: h\r\n"
@@ -405,7 +405,7 @@ static void test_load_format(void **state)
 
 static void test_request_id(void **state)
 {
-	struct fwd_info none = {"10.0.0.1", NULL, NULL, NULL, false};
+	struct fwd_info none = {"10.0.0.1", NULL, NULL, NULL, false, false};
 	(void)state;
 	/* Kept (original case and place) when the client sent one. */
 	check_req("GET / HTTP/1.1\r\nx-REQUEST-id: client-7\r\nHost: h\r\n\r\n", &fi_plain,
@@ -458,7 +458,7 @@ static void test_request_id_length(void **state)
 /* A response carries our id, never the replica's (which may differ). */
 static void test_response_request_id(void **state)
 {
-	static const struct fwd_info rid = {NULL, "abc123", NULL, NULL, false};
+	static const struct fwd_info rid = {NULL, "abc123", NULL, NULL, false, false};
 	static const char *const expect[] = {
 		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Request-Id: abc123\r\n\r\n",
 	};
@@ -479,7 +479,7 @@ static void test_long_request_id(void **state)
 {
 	/* Longer than sb_printf's stack buffer: the formatted-in-place path. */
 	char rid[1500], expect[2000];
-	struct fwd_info fi = {"10.0.0.1", rid, NULL, NULL, false};
+	struct fwd_info fi = {"10.0.0.1", rid, NULL, NULL, false, false};
 	(void)state;
 	for (size_t i = 0; i < sizeof(rid) - 1; i++)
 		rid[i] = (char)('a' + i % 26);

@@ -437,7 +437,11 @@ static const char doc[] =
 	"  \"o\": {\"route\": \"/o\", \"traffic\": {\"one\": 1}},"
 	"  \"p\": {\"route\": \"/p\", \"traffic\": {\"one\": 1}},"
 	"  \"st\": {\"route\": \"/st\", \"traffic\": {\"st\": 1}},"
-	"  \"sh\": {\"route\": \"/sh\", \"traffic\": {\"b\": 1}, \"shadow\": {\"sb\": 1}}"
+	"  \"sh\": {\"route\": \"/sh\", \"traffic\": {\"b\": 1}, \"shadow\": {\"sb\": 1}},"
+	/* routing on the body: by model, with a catch-all (/m) or without (/mo) */
+	"  \"m-alpha\": {\"route\": \"/m\", \"models\": [\"alpha\"], \"traffic\": {\"b\": 1}},"
+	"  \"m-any\": {\"route\": \"/m\", \"traffic\": {\"one\": 1}},"
+	"  \"mo\": {\"route\": \"/mo\", \"models\": [\"alpha\"], \"traffic\": {\"b\": 1}}"
 	" }}";
 
 struct fx {
@@ -538,6 +542,7 @@ static struct request *start(struct fx *f, struct client *c, const char *head)
 	ri.is_head = hp->p.method == HTTP_HEAD;
 	ri.http10 = hp->p.http_major == 1 && hp->p.http_minor == 0;
 	ex = http_head_find(&hp->hd, "expect");
+	ri.chunked = (hp->p.flags & F_CHUNKED) != 0;
 	ri.expect_continue = ex && ex->value_len == 12 &&
 			     strncasecmp(http_hdr_value(&hp->hd, ex), "100-continue", 12) == 0;
 	ri.head_bytes = (uint32_t)strlen(head);
@@ -1443,6 +1448,116 @@ static void test_access_log_lines(void **state)
 		json_decref(lines[i]);
 }
 
+/* ---- a body held before routing ---- */
+
+#define POST_M(path, extra, len) \
+	"POST " path " HTTP/1.1\r\nHost: a\r\n" extra "Content-Length: " #len "\r\n\r\n"
+
+static const char *head_end(const struct request *req, size_t n)
+{
+	return req->head.p + req->head.len - n;
+}
+
+static void test_held_body_routes_by_model(void **state)
+{
+	struct fx *f = *state;
+	struct client c;
+	struct request *req = start(f, &c, POST_M("/m", "", 17));
+	static const char tail[] = "Content-Length: 17\r\n\r\n";
+
+	assert_non_null(req);
+	assert_true(req->hold & REQ_HOLD_MODEL);
+	assert_int_equal(up.starts, 0);
+	assert_false(req_body_blocked(req)); /* read on: nothing chosen yet */
+	assert_int_equal(req_body(f->s, req, BID_NONE, "{\"model\":", 9), 0);
+	assert_int_equal(req_body(f->s, req, BID_NONE, "\"alpha\"}", 8), 0);
+	assert_int_equal(up.starts, 0);
+	req_body_done(f->s, req);
+	assert_int_equal(up.starts, 1);
+	assert_int_equal(req->hold, 0);
+	assert_string_equal(req->ep->name, "m-alpha");
+	assert_string_equal(req->be->name, "b");
+	assert_memory_equal(head_end(req, sizeof(tail) - 1), tail, sizeof(tail) - 1);
+	assert_int_equal(req->nreplay, 2); /* the held bytes are what is sent */
+	up_respond(f->s, req, 200);
+	assert_string_equal(c.log, "head:200 end released ");
+	/* Another model, and none: the catch-all. */
+	req = start(f, &c, POST_M("/m", "", 16));
+	assert_int_equal(req_body(f->s, req, BID_NONE, "{\"model\":\"beta\"}", 16), 0);
+	req_body_done(f->s, req);
+	assert_string_equal(req->ep->name, "m-any");
+	up_respond(f->s, req, 200);
+	req = start(f, &c, POST_M("/m", "X-Model: alpha\r\n", 2));
+	assert_int_equal(req->hold, 0); /* the header named it: nothing held */
+	assert_string_equal(req->ep->name, "m-alpha");
+	assert_int_equal(req_body(f->s, req, BID_NONE, "{}", 2), 0);
+	req_body_done(f->s, req);
+	up_respond(f->s, req, 200);
+}
+
+static void test_held_no_model_404(void **state)
+{
+	struct fx *f = *state;
+	struct client c;
+	struct request *req = start(f, &c, POST_M("/mo", "", 13));
+
+	assert_int_equal(req_body(f->s, req, BID_NONE, "{\"model\":\"z\"}", 13), 0);
+	req_body_done(f->s, req);
+	assert_failed_once(&c, 404);
+	assert_int_equal(by_reason(f, REQ_R_NO_MODEL), 1);
+	assert_int_equal(up.starts, 0);
+	assert_null(start(f, &c, POST_M("/mo", "X-Model: y\r\n", 0)));
+	assert_failed_once(&c, 404);
+	assert_int_equal(by_reason(f, REQ_R_NO_MODEL), 2);
+}
+
+static void test_held_abandon_and_timeout(void **state)
+{
+	struct fx *f = *state;
+	struct client c;
+	struct request *req = start(f, &c, POST_M("/m", "", 50));
+
+	assert_int_equal(req_body(f->s, req, BID_NONE, "{\"mo", 4), 0);
+	req_abandon(f->s, req, REQ_R_CLIENT_ABORT);
+	assert_int_equal(by_status(f, 499), 1);
+	assert_int_equal(up.starts, 0);
+	/* The body does not come: 408 at the header timeout. */
+	req = start(f, &c, POST_M("/m", "", 50));
+	assert_int_equal(req_body(f->s, req, BID_NONE, "{\"mo", 4), 0);
+	assert_true(timer_armed(&req->retry_timer));
+	timer_cancel(&f->s->tw, &req->retry_timer);
+	hold_timeout(&req->retry_timer, f->s);
+	assert_failed_once(&c, 408);
+	assert_int_equal(up.starts, 0);
+}
+
+static void test_held_expect_continue(void **state)
+{
+	struct fx *f = *state;
+	struct client c;
+	struct request *req = start(f, &c, POST_M("/m", "Expect: 100-continue\r\n", 2));
+
+	assert_int_equal(c.continues, 1); /* ours: the body waits for it */
+	assert_int_equal(req_body(f->s, req, BID_NONE, "{}", 2), 0);
+	req_body_done(f->s, req);
+	assert_null(strstr(req->head.p, "Expect")); /* answered: not forwarded */
+	assert_int_equal(up_interim(f->s, req, 100), 0);
+	assert_int_equal(c.continues, 1); /* the replica's is not passed on */
+	up_respond(f->s, req, 200);
+}
+
+static void test_held_model_header_alloc(void **state)
+{
+	struct fx *f = *state;
+	struct client c;
+
+	strndup_fail = 1;
+	assert_null(start(f, &c, POST_M("/m", "X-Model: alpha\r\n", 2)));
+	strndup_fail = 0;
+	assert_failed_once(&c, 503);
+	assert_int_equal(by_reason(f, REQ_R_NO_MEMORY), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1471,6 +1586,11 @@ int main(void)
 		cmocka_unit_test(test_budget_and_backoff_arithmetic),
 		cmocka_unit_test_setup_teardown(test_503_retried_then_forwarded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retry_budget_exhausted, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held_body_routes_by_model, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held_no_model_404, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held_abandon_and_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held_expect_continue, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held_model_header_alloc, setup, teardown),
 	};
 
 	http_settings_init(&settings);
