@@ -139,6 +139,9 @@ struct prefix_cfg {
 	double balance_rel;           /* more than balance_abs above the least AND more than
 	                               * balance_rel times the least */
 	uint32_t table_entries;       /* slots of the process-wide table (a power of 2) */
+	uint32_t bytes_per_load;      /* the cached replica is passed over when its load is more
+	                               * than matched bytes / bytes_per_load requests above
+	                               * the least loaded's; 0: only the balance bound */
 };
 
 #define MAX_REPLICA_WEIGHT 10000
