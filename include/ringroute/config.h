@@ -128,7 +128,7 @@ struct backend_metrics *registry_backend_metrics(struct backend_state *b, unsign
 enum backend_policy {
 	POLICY_P2C = 0,   /* power of two choices on ongoing/max */
 	POLICY_RR,        /* round robin over replicas with a free slot */
-	POLICY_LEAST_LOAD, /* p2c on ongoing/max plus the replica's reported load (load.h) */
+	POLICY_LEAST_LOAD, /* p2c on ongoing plus the replica's reported load (load.h) */
 	POLICY_PREFIX,    /* prefix-cache affinity (prefix.h), else the least loaded */
 };
 
