@@ -345,6 +345,10 @@ static void test_config_errors(void **state)
 		  "backends.A.prefix.balance_rel: must be a number >= 1");
 	parse_err("{\"backends\": {\"A\": {\"prefix\": {\"block\": 1}}}, \"endpoints\": {}}",
 		  "backends.A.prefix.block: unknown key");
+	parse_err("{\"backends\": {\"A\": {\"prefix\": {\"bytes_per_load\": -1}}}, \"endpoints\": {}}",
+		  "backends.A.prefix.bytes_per_load: ");
+	parse_err("{\"backends\": {\"A\": {\"prefix\": {\"bytes_per_load\": \"1k\"}}}, \"endpoints\": {}}",
+		  "backends.A.prefix.bytes_per_load: ");
 }
 
 static const char prefix_doc[] =
