@@ -3,7 +3,7 @@ HAProxy and nginx on LLM replicas, driven by bench/llm-load instead of wrk.
 
     bench/compare --scenario llm [--duration 30] [--warmup 10] [--rounds 3]
                   [--only ringroute-prefix,ringroute-least-load,ringroute-p2c,haproxy,nginx]
-                  [--connections USERS] [--json out.json]
+                  [--connections USERS] [--think-ms MS] [--json out.json]
 
 Replicas: LLM_REPLICAS x `mock-replica --llm` with its default cost model (batch 8,
 2,048-block KV cache of 16 tokens, prefill 200 us per uncached token, decode 10 ms a
@@ -137,7 +137,7 @@ def run_load(args, scenario, proxy, replicas):
     exe = os.path.join(C.HERE, "llm-load")
     argv = [sys.executable, exe, "--url", f"http://127.0.0.1:{proxy.port}",
             "--users", str(scenario.connections), "--duration", str(args.duration),
-            "--warmup", str(args.warmup), "--seed", "1"]
+            "--warmup", str(args.warmup), "--seed", "1", "--think-ms", f"{args.think_ms:g}"]
     for r in replicas:
         argv += ["--metrics-url", f"http://127.0.0.1:{r.port}/metrics"]
     cpu0 = C.proc_tree_cpu(proxy.proc.pid)
@@ -204,7 +204,8 @@ def report(args, scenario, summary, failed, versions, info):
     print("peers:   " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
     print(f"scenario llm: {scenario.description}")
     print(f"load:    bench/llm-load --users {scenario.connections} --warmup {args.warmup:g} "
-          f"--duration {args.duration:g} --seed 1, {args.rounds} rounds alternating, "
+          f"--duration {args.duration:g} --seed 1 --think-ms {args.think_ms:g}, "
+          f"{args.rounds} rounds alternating, "
           "KV caches emptied before every run")
     print()
     cols = ["proxy", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms",

@@ -709,6 +709,7 @@ static int parse_load(struct parse_ctx *ctx, struct backend_cfg *b, json_t *obj,
 #define DEF_PREFIX_ABS       32
 #define DEF_PREFIX_REL       1.5
 #define DEF_PREFIX_ENTRIES   65536
+#define DEF_PREFIX_BYTES_PER_LOAD 1024 /* docs/config.md: prefill of ~256 tokens = one request */
 #define MAX_PREFIX_ENTRIES   (1u << 24)
 #define MIN_PREFIX_ENTRIES   64
 #define DEF_MODEL_HEADER     "X-Model"
@@ -717,7 +718,7 @@ static int parse_load(struct parse_ctx *ctx, struct backend_cfg *b, json_t *obj,
 
 static const char *const mux_keys[] = { "max_models_per_replica", NULL };
 static const char *const prefix_keys[] = {
-	"block_bytes", "balance_abs", "balance_rel", "table_entries", NULL,
+	"block_bytes", "balance_abs", "balance_rel", "table_entries", "bytes_per_load", NULL,
 };
 
 /* A model name as config takes it: non-empty, at most MODEL_NAME_MAX
@@ -789,7 +790,9 @@ static int parse_body_routing(struct parse_ctx *ctx, struct backend_cfg *b, json
 	    (rc = get_u32_in(ctx, v, p, "balance_abs", 0, UINT32_MAX, DEF_PREFIX_ABS,
 			     &b->prefix.balance_abs)) ||
 	    (rc = get_u32_in(ctx, v, p, "table_entries", MIN_PREFIX_ENTRIES, MAX_PREFIX_ENTRIES,
-			     DEF_PREFIX_ENTRIES, &b->prefix.table_entries)))
+			     DEF_PREFIX_ENTRIES, &b->prefix.table_entries)) ||
+	    (rc = get_u32_in(ctx, v, p, "bytes_per_load", 0, UINT32_MAX, DEF_PREFIX_BYTES_PER_LOAD,
+			     &b->prefix.bytes_per_load)))
 		return rc;
 	b->prefix.balance_rel = DEF_PREFIX_REL;
 	if (v && json_object_get(v, "balance_rel")) {
@@ -1349,11 +1352,12 @@ static int body_routing_to_json(const struct backend_cfg *b, json_t *o)
 		return -1;
 	if (b->policy == POLICY_PREFIX &&
 	    json_object_set_new(o, "prefix",
-				json_pack("{s:I, s:I, s:f, s:I}", "block_bytes",
+				json_pack("{s:I, s:I, s:f, s:I, s:I}", "block_bytes",
 					  (json_int_t)b->prefix.block_bytes, "balance_abs",
 					  (json_int_t)b->prefix.balance_abs, "balance_rel",
 					  b->prefix.balance_rel, "table_entries",
-					  (json_int_t)b->prefix.table_entries)))
+					  (json_int_t)b->prefix.table_entries, "bytes_per_load",
+					  (json_int_t)b->prefix.bytes_per_load)))
 		return -1;
 	return 0;
 }

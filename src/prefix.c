@@ -6,6 +6,7 @@
 #include <xxhash.h>
 
 #include "ringroute/alloc.h"
+#include "ringroute/load.h"
 
 #define PREFIX_SEED 0x7072656669787331ull /* "prefixs1": block 0's seed */
 #define TAG_MASK (~0xFFFFull)
@@ -130,4 +131,21 @@ void prefix_record(struct prefix_table *t, const uint64_t *h, size_t n, size_t r
 		if (atomic_load_explicit(s, memory_order_relaxed) != v)
 			atomic_store_explicit(s, v, memory_order_relaxed);
 	}
+}
+
+/* See prefix.h. Doubles: the loads are up to ~5e15 millionths, the
+ * products would not fit 64 bits. */
+int prefix_spill(const struct prefix_cfg *c, uint64_t cached, uint64_t least,
+		 uint64_t matched_bytes)
+{
+	double cl, ll, d;
+
+	if (cached <= least)
+		return 0;
+	cl = (double)cached / LOAD_KV_ONE;
+	ll = (double)least / LOAD_KV_ONE;
+	d = cl - ll;
+	if (d > (double)c->balance_abs && cl > c->balance_rel * ll)
+		return 1;
+	return c->bytes_per_load && d * (double)c->bytes_per_load > (double)matched_bytes;
 }

@@ -242,28 +242,29 @@ static int pick_p2c(const struct backend_cfg *b, uint64_t *rng, uint64_t avoid)
 	return take_pair(b, a, c, rng);
 }
 
-/* least_load (docs/config.md "policy"): replica i's load in millionths
- * of its backend's cap, (ongoing + queue) / max + kv: ringroute's own
- * requests in flight, the requests the replica says wait in it (from
- * every client, not only this proxy) counted like ones in flight, and its
- * KV-cache use as a fraction of a full replica (a full cache makes a new
- * request wait for room as surely as a full queue). Without a fresh report
- * (none, aged out, or only bad ones) it is ongoing / max, plain p2c. The
- * clock is read once per pick, and only when a candidate has a report. */
+/* least_load (docs/config.md "least_load"): replica i's load in
+ * millionths of one request (load_cost): ringroute's own requests in
+ * flight, plus the requests the replica says wait in it and its KV-cache
+ * use near saturation when it has a fresh report. Absolute counts, not
+ * fractions of the cap: replicas of one backend are alike, so a request
+ * ahead delays a new one as much on any of them, whatever the cap (a
+ * high cap made ongoing / max ~0, leaving the choice to KV use alone).
+ * Without a fresh report (none, aged out, or only bad ones) it is
+ * ongoing, plain p2c. The clock is read once per pick, and only when a
+ * candidate has a report. */
 static uint64_t load_score(const struct backend_cfg *b, size_t i, uint64_t *now)
 {
 	struct replica_state *rs = b->replicas[i].state;
-	uint64_t ongoing = atomic_load_explicit(&rs->ongoing, memory_order_relaxed);
-	uint64_t max = b->max_ongoing ? b->max_ongoing : 1;
+	uint32_t ongoing = atomic_load_explicit(&rs->ongoing, memory_order_relaxed);
 	uint32_t queue, kv;
 
 	if (!atomic_load_explicit(&rs->load_ms, memory_order_relaxed))
-		return ongoing * LOAD_KV_ONE / max;
+		return load_cost(ongoing, 0, 0);
 	if (!*now)
 		*now = clock_now_ms();
 	if (!load_fresh(rs, *now, b->load_max_age_ms, &queue, &kv))
-		return ongoing * LOAD_KV_ONE / max;
-	return (ongoing + queue) * LOAD_KV_ONE / max + kv;
+		return load_cost(ongoing, 0, 0);
+	return load_cost(ongoing, queue, kv);
 }
 
 /* Power of two choices on load_score: two distinct candidates at random,
@@ -368,14 +369,14 @@ static int pick_p2c_weighted(const struct backend_cfg *b, uint64_t *rng)
 /* least_load with weights (or slow start): the two candidates drawn by
  * weight as in pick_p2c_weighted, and the same rule on the score: the
  * second takes the request when its score with this request added, per
- * weight, is at most the first's: (sc + 1/max) / wc <= sa / wa. So idle
+ * weight, is at most the first's: (sc + 1) / wc <= sa / wa. So idle
  * replicas without reports split by weight, and a loaded or ramping
  * replica is compared by its share. Doubles: a reported queue of up to
  * LOAD_QUEUE_MAX times a weight would not fit 64 bits. */
 static int pick_least_load_weighted(const struct backend_cfg *b, uint64_t *rng)
 {
 	uint64_t total = 0, wa, wc, now = weight_now(b), lnow = 0;
-	uint64_t one = LOAD_KV_ONE / (b->max_ongoing ? b->max_ongoing : 1);
+	uint64_t one = LOAD_KV_ONE; /* this request */
 	size_t a, c;
 
 	for (size_t i = 0; i < b->nreplicas; i++)
@@ -562,37 +563,62 @@ static int pick_mux(const struct backend_cfg *b, uint64_t id, uint64_t *rng, uin
 	return idx;
 }
 
-/* Prefix affinity: the replica of the longest matching prefix unless it
- * is beyond the balance bound (SGLang's rule: load - least > balance_abs
- * and load > balance_rel * least) or full, else the least loaded; the
- * choice is recorded for the request's blocks. */
+/* The replica that is up and below the cap with the lowest load_score
+ * (ties: the first from a random start, so that idle replicas share new
+ * prefixes), or -1; *least gets its score. Advisory: the caller takes the
+ * slot. */
+static int least_scored(const struct backend_cfg *b, uint64_t *rng, uint64_t *now,
+			uint64_t *least)
+{
+	size_t n = b->nreplicas, start = (size_t)(router_rand(rng) % n);
+	int best = -1;
+	uint64_t lo = UINT64_MAX;
+
+	for (size_t k = 0; k < n; k++) {
+		size_t i = (start + k) % n;
+		uint64_t sc;
+
+		if (ongoing_of(b, i) >= b->max_ongoing || !router_replica_up(b->replicas[i].state))
+			continue;
+		sc = load_score(b, i, now);
+		if (sc < lo) {
+			lo = sc;
+			best = (int)i;
+		}
+	}
+	*least = lo;
+	return best;
+}
+
+/* Prefix affinity (docs/config.md "Policy prefix"): the replica of the
+ * longest matching prefix unless prefix_spill says its load outweighs
+ * what the match saves, or it is full; else the least loaded (by
+ * load_score: ongoing, plus reported load when the backend reads
+ * reports); the choice is recorded for the request's blocks. */
 static int pick_prefix(const struct backend_cfg *b, const struct route_hint *h, uint64_t *rng,
 		       uint64_t avoid)
 {
 	struct prefix_table *t = atomic_load_explicit(&b->state->prefix, memory_order_acquire);
-	int idx = -1, cached = -1;
-	uint32_t lo;
-	size_t matched;
+	int idx = -1, cached = -1, least;
+	uint64_t now = 0, lo;
+	size_t matched = 0;
 
 	if (avoid)
 		idx = pick_scan(b, (size_t)(router_rand(rng) % b->nreplicas), avoid); /* a retry */
 	else {
+		least = least_scored(b, rng, &now, &lo);
 		if (t && h && h->nblocks)
 			cached = prefix_lookup(t, h->blocks, h->nblocks, b->nreplicas, &matched);
-		if (cached >= 0) {
-			int least = least_loaded(b, rng, &lo);
-			uint32_t oc = ongoing_of(b, (size_t)cached);
-			int over = least >= 0 && oc > lo && oc - lo > b->prefix.balance_abs &&
-				   (double)oc > b->prefix.balance_rel * (double)lo;
-			if (!over &&
-			    router_replica_acquire(b->replicas[cached].state, b->max_ongoing))
-				idx = cached;
-			else if (least >= 0 &&
-				 router_replica_acquire(b->replicas[least].state, b->max_ongoing))
-				idx = least;
-		}
-		if (idx < 0)
-			idx = take_least(b, rng);
+		if (cached >= 0 && cached != least && least >= 0 &&
+		    prefix_spill(&b->prefix, load_score(b, (size_t)cached, &now), lo,
+				 (uint64_t)matched * b->prefix.block_bytes))
+			cached = -1;
+		if (cached >= 0 && router_replica_acquire(b->replicas[cached].state, b->max_ongoing))
+			idx = cached;
+		else if (least >= 0 && router_replica_acquire(b->replicas[least].state, b->max_ongoing))
+			idx = least;
+		else
+			idx = pick_scan(b, (size_t)(router_rand(rng) % b->nreplicas), 0);
 	}
 	if (idx >= 0 && t && h && h->nblocks)
 		prefix_record(t, h->blocks, h->nblocks, (size_t)idx);

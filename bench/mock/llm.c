@@ -24,7 +24,8 @@
  *   sequence has one more token (a joining one its first). So time to first
  *   token = queueing + the step it joins in; a long prefill stalls the batch.
  * * Load: running, waiting, and KV use = blocks held by running sequences
- *   (prompt + generated so far) / --kv-blocks, at most 1.
+ *   (prompt + generated so far; a block shared by several counted once, as
+ *   vLLM's block pool counts it) / --kv-blocks, at most 1.
  *
  * Single-loop only (--threads 1): the engine belongs to loop 0, no locks.
  */
@@ -562,6 +563,30 @@ void llm_engine_destroy(struct mock_loop *l)
 
 /* ----------------------------------------------------------------- load */
 
+/* Full prompt blocks sequences a and b share: their chain hashes are
+ * equal up to some block and differ after it (a chain hash names the
+ * whole prefix), so the first difference is found by binary search. */
+static uint32_t shared_blocks(const struct llm_seq *a, const struct llm_seq *b)
+{
+	uint32_t lo = 0, hi = a->nhash < b->nhash ? a->nhash : b->nhash;
+
+	while (lo < hi) { /* invariant: the first lo blocks are shared */
+		uint32_t mid = lo + (hi - lo + 1) / 2;
+		if (a->hashes[mid - 1] == b->hashes[mid - 1])
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	return lo;
+}
+
+/* KV use as vLLM reports it (kv_cache_usage_perc, from its block pool:
+ * 1 - free blocks / all blocks): the blocks held by running sequences,
+ * a block that several of them share (a common prefix) counted once.
+ * Cached blocks no running sequence holds are free (evictable), not used.
+ * Distinct blocks: each sequence's blocks (prompt + generated so far)
+ * less the longest prefix it shares with an earlier one (the prefixes
+ * form a tree). At most 1. */
 static double llm_kv_usage(const struct mock_ctx *ctx, const struct llm_engine *e)
 {
 	uint64_t held = 0;
@@ -569,8 +594,15 @@ static double llm_kv_usage(const struct mock_ctx *ctx, const struct llm_engine *
 
 	for (const struct list *pos = e->running.next; pos != &e->running; pos = pos->next) {
 		const struct llm_seq *s = container_of(pos, const struct llm_seq, node);
+		uint32_t shared = 0;
+
+		for (const struct list *q = e->running.next; q != pos; q = q->next) {
+			uint32_t k = shared_blocks(s, container_of(q, const struct llm_seq, node));
+			if (k > shared)
+				shared = k;
+		}
 		held += (s->prompt_tokens + s->generated + ctx->opt.block_tokens - 1) /
-			ctx->opt.block_tokens;
+			ctx->opt.block_tokens - shared;
 	}
 	u = (double)held / (double)ctx->opt.kv_blocks;
 	return u > 1 ? 1 : u;

@@ -158,7 +158,7 @@ struct backend_metrics *registry_backend_metrics(struct backend_state *b, unsign
 enum backend_policy {
 	POLICY_P2C = 0,   /* power of two choices on ongoing/max */
 	POLICY_RR,        /* round robin over replicas with a free slot */
-	POLICY_LEAST_LOAD, /* p2c on ongoing/max plus the replica's reported load (load.h) */
+	POLICY_LEAST_LOAD, /* p2c on ongoing plus the replica's reported load (load.h) */
 	POLICY_PREFIX,    /* prefix-cache affinity (prefix.h), else the least loaded */
 };
 
@@ -169,6 +169,9 @@ struct prefix_cfg {
 	double balance_rel;           /* more than balance_abs above the least AND more than
 	                               * balance_rel times the least */
 	uint32_t table_entries;       /* slots of the process-wide table (a power of 2) */
+	uint32_t bytes_per_load;      /* the cached replica is passed over when its load is more
+	                               * than matched bytes / bytes_per_load requests above
+	                               * the least loaded's; 0: only the balance bound */
 };
 
 #define MAX_REPLICA_WEIGHT 10000

@@ -101,4 +101,30 @@ static inline int load_fresh(struct replica_state *rs, uint64_t now_ms, uint32_t
 	return 1;
 }
 
+/* KV-cache use above which a replica's load rises (load_cost): 0.9 */
+#define LOAD_KV_KNEE 900000u
+
+/* The load of a replica as least_load and prefix compare replicas, in
+ * millionths of one request (LOAD_KV_ONE = one request ahead of a new
+ * one): what predicts a new request's wait there (docs/config.md
+ * "least_load"). ongoing: ringroute's requests in flight on it; queue:
+ * the requests it reports waiting (every client's, ours too); kv_ppm: its
+ * reported KV-cache use (blocks held by running sequences, vLLM's
+ * definition). Every request ahead counts one; KV use up to
+ * LOAD_KV_KNEE costs nothing (there is room for a new prompt), above it
+ * the load grows linearly to twice (ongoing + queue + 1) at a full cache
+ * (a new request then waits for a running one to free its blocks, or
+ * preempts one). Callers without a report pass queue = kv_ppm = 0: the
+ * load is ongoing. At most about 5.3e15: no overflow. */
+static inline uint64_t load_cost(uint32_t ongoing, uint32_t queue, uint32_t kv_ppm)
+{
+	uint64_t n = (uint64_t)ongoing + queue, c = n * LOAD_KV_ONE;
+
+	if (kv_ppm > LOAD_KV_KNEE) {
+		uint64_t over = kv_ppm > LOAD_KV_ONE ? LOAD_KV_ONE - LOAD_KV_KNEE : kv_ppm - LOAD_KV_KNEE;
+		c += (n + 1) * over * (LOAD_KV_ONE / (LOAD_KV_ONE - LOAD_KV_KNEE));
+	}
+	return c;
+}
+
 #endif

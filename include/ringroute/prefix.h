@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ringroute/config.h"
 #include "ringroute/model.h"
 
 /* Blocks hashed per request at most: a longer prompt's affinity is that
@@ -50,5 +51,17 @@ int prefix_lookup(const struct prefix_table *t, const uint64_t *h, size_t n, siz
 
 /* Record that replica ridx served the prefixes h[0..n). */
 void prefix_record(struct prefix_table *t, const uint64_t *h, size_t n, size_t ridx);
+
+/* Whether policy prefix passes over the replica holding the longest
+ * match (docs/config.md "Policy prefix"): cached and least are the loads
+ * (load_cost units, LOAD_KV_ONE = one request) of that replica and of the
+ * least loaded one, matched_bytes the prompt bytes the match covers.
+ * 1 (take the least loaded) when SGLang's balance bound holds, C - L >
+ * balance_abs and C > balance_rel x L, or when the load difference in
+ * requests exceeds matched_bytes / bytes_per_load (what queueing behind
+ * the extra requests costs outweighs the prefill the match saves);
+ * 0 (take the cached replica) otherwise. Pure. */
+int prefix_spill(const struct prefix_cfg *c, uint64_t cached, uint64_t least,
+		 uint64_t matched_bytes);
 
 #endif

@@ -117,7 +117,8 @@ struct route_hint {
  * first (rendezvous); else a multiplexed backend (mux_max_models) with a
  * model id prefers the least loaded replica holding it and notes the
  * choice; else policy "prefix" prefers the replica of the longest
- * matching prefix within the balance bound and records the choice; else
+ * matching prefix unless prefix_spill says its extra load outweighs the
+ * match (then the least loaded) and records the choice; else
  * as router_pick_replica_avoid. Every path takes its slot with
  * router_replica_acquire: the cap stays exact and a full replica is
  * never chosen. hint may be NULL. Index or -1. */

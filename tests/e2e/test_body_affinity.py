@@ -8,8 +8,9 @@ tables are process-wide, and these tests fail if a shard kept its own.
 
 * Prefix: requests sharing a long system prompt all go to one replica;
   different prompts spread over the replicas; with the cached replica
-  loaded beyond the balance bound (held requests, observed at the
-  replica), the next request spills to another one.
+  loaded beyond the balance bound, or by more requests than the match
+  is worth (bytes_per_load; held requests, observed at the replica), the
+  next request spills to another one.
 * Multiplex: every request of a model id (the serve_multiplexed_model_id
   header, else the body's "model") goes to the replica that holds it;
   model ids spread; with the holder full (cap 1, a held request), the
@@ -109,7 +110,9 @@ class PrefixTest(Base):
         self.assertGreaterEqual(len(set(ids.values())), 3, ids)
 
     def test_load_bound_spills(self):
-        self.start(policy="prefix", prefix={"balance_abs": 1, "balance_rel": 1.0})
+        # SGLang's bound alone (bytes_per_load 0)
+        self.start(policy="prefix", prefix={"balance_abs": 1, "balance_rel": 1.0,
+                                            "bytes_per_load": 0})
         home = self.post(chat(SYSTEM, "warm"))
         h1 = self.hold(chat(SYSTEM, "held 1"))
         self.assertEqual(h1[2].id, home)
@@ -117,6 +120,23 @@ class PrefixTest(Base):
         h2 = self.hold(chat(SYSTEM, "held 2"))
         self.assertEqual(h2[2].id, home)
         # Load 2 against 0: beyond both bounds, the least loaded takes it.
+        other = self.post(chat(SYSTEM, "spilled"))
+        self.assertNotEqual(other, home)
+        self.release(h1)
+        self.release(h2)
+
+
+    def test_load_cost_spills(self):
+        # The cost rule, SGLang's bound at its defaults (32, 1.5: never here):
+        # the match is the prompt's 5 full 64-byte blocks (a 376-byte system
+        # prompt and a short question: 320 bytes), at 256 bytes per request
+        # of load worth 1.25 requests: load 1 against 0 stays, 2 spills.
+        self.start(policy="prefix", prefix={"bytes_per_load": 256})
+        home = self.post(chat(SYSTEM, "warm"))
+        h1 = self.hold(chat(SYSTEM, "held 1"))
+        self.assertEqual(h1[2].id, home)
+        h2 = self.hold(chat(SYSTEM, "held 2"))
+        self.assertEqual(h2[2].id, home)
         other = self.post(chat(SYSTEM, "spilled"))
         self.assertNotEqual(other, home)
         self.release(h1)

@@ -15,6 +15,8 @@ it had at once.
   endpoint-load-metrics-format: text and does not pass the report on to
   the client; the stats and /metrics show the reports.
 * ORCA JSON: a full KV cache sends the traffic to the other replica.
+* Loads in requests, whatever the cap: with a cap of 1000, a queue of 3
+  outweighs a KV use of 0.5 (below the 0.9 knee KV use costs nothing).
 * Ageing: a replica that stops reporting after a long-queue report gets
   traffic again once load_max_age_ms has passed.
 * Bad reports are dropped and counted: both replicas keep getting traffic.
@@ -199,6 +201,19 @@ class OrcaTest(LoadTestCase):
         st = self.warm_up(rr, c, ["a", "b"])
         self.assertEqual(st["a"]["kv_cache_usage"], 1.0, st)
         self.assertEqual(self.send(c, 30, "json"), ["b"] * 30)
+
+    def test_queue_counts_not_kv_below_knee_whatever_the_cap(self):
+        # Loads in requests, not fractions of the cap: with a cap of 1000
+        # a queue of 3 still outweighs a KV use of 0.5 (below the 0.9 knee
+        # KV use costs nothing). The old score, (ongoing + queue) / max +
+        # kv, had it the other way round: 0.103 against 0.5.
+        a, b = self.replicas("a", "b")
+        a.report = "TEXT named_metrics.kv_cache_usage_perc=0.1, named_metrics.num_requests_waiting=3"
+        b.report = "TEXT named_metrics.kv_cache_usage_perc=0.5, named_metrics.num_requests_waiting=0"
+        rr = self.start([a, b], load_reports=True, max_ongoing_requests=1000)
+        c = self.client(rr.port)
+        self.warm_up(rr, c, ["a", "b"])
+        self.assertEqual(self.send(c, 30, "cap"), ["b"] * 30)
 
     def test_reports_age_out(self):
         a, b = self.replicas("a", "b")

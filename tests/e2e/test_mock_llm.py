@@ -241,6 +241,29 @@ class MockLLMTest(unittest.TestCase):
         self.assertTrue(0 <= nm["kv_cache_usage_perc"] <= 1)
         self.assertEqual(nm["num_requests_waiting"], 0)
 
+    def test_kv_usage_counts_shared_blocks_once(self):
+        # vLLM's kv_cache_usage_perc: blocks held by running sequences, a
+        # prefix block shared by two of them counted once; cached blocks no
+        # running sequence holds are free. Two prompts of 100 shared full
+        # blocks (16 tokens = 64 bytes each) + 1 token of their own: 101
+        # blocks each, 102 distinct, of 1000.
+        m = self.mock(kv_blocks=1000, max_batch=4, prefill_us_per_token=10,
+                      decode_us_per_token=100000)
+        common = "s" * 6400
+        ss = [Stream(m.port, "/v1/completions",
+                     {"prompt": common + tail, "max_tokens": 10, "stream": True})
+              for tail in ("xa", "yb")]
+        got = harness.wait_for(lambda: (lambda g: g if g["vllm:num_requests_running"] == 2 else None)
+                               (metrics(m.port)), what="both running")
+        self.assertAlmostEqual(got["vllm:kv_cache_usage_perc"], 0.102, places=6, msg=got)
+        self.assertEqual(got["vllm:gpu_cache_usage_perc"], got["vllm:kv_cache_usage_perc"])
+        for s in ss:
+            self.assertEqual(s.join().status, 200)
+        # idle, with the prefix cached: nothing held
+        got = metrics(m.port)
+        self.assertEqual(got["vllm:num_requests_running"], 0)
+        self.assertEqual(got["vllm:kv_cache_usage_perc"], 0)
+
     def test_metrics_and_models(self):
         m = self.mock(model="llama-x", decode_us_per_token=100)
         got = metrics(m.port)

@@ -213,6 +213,24 @@ static void test_config_keys(void **state)
 #undef BAD
 }
 
+/* load_cost: one request = LOAD_KV_ONE; KV use up to the knee is free,
+ * then linear up to (n + 1) more at a full cache. */
+static void test_load_cost(void **state)
+{
+	(void)state;
+	assert_int_equal(load_cost(0, 0, 0), 0);
+	assert_int_equal(load_cost(3, 0, 0), 3 * (uint64_t)LOAD_KV_ONE);
+	assert_int_equal(load_cost(3, 4, 0), 7 * (uint64_t)LOAD_KV_ONE);
+	assert_int_equal(load_cost(3, 4, LOAD_KV_KNEE), 7 * (uint64_t)LOAD_KV_ONE);
+	assert_int_equal(load_cost(3, 4, 950000), 7 * (uint64_t)LOAD_KV_ONE + 4 * (uint64_t)LOAD_KV_ONE);
+	assert_int_equal(load_cost(3, 4, LOAD_KV_ONE), 15 * (uint64_t)LOAD_KV_ONE);
+	assert_int_equal(load_cost(0, 0, LOAD_KV_ONE), LOAD_KV_ONE);
+	assert_int_equal(load_cost(0, 0, 2 * LOAD_KV_ONE), LOAD_KV_ONE); /* clamped */
+	/* the largest inputs do not wrap */
+	assert_true(load_cost(UINT32_MAX, LOAD_QUEUE_MAX, LOAD_KV_ONE) >
+		    load_cost(UINT32_MAX, LOAD_QUEUE_MAX, 0));
+}
+
 static struct config *two_replicas(unsigned max)
 {
 	char doc[512], err[512];
@@ -276,19 +294,49 @@ static void test_least_load_choice(void **state)
 	}
 	assert_true(n[0] > 50 && n[1] > 50);
 
-	/* a full KV cache alone outweighs ongoing 3 of 4 elsewhere */
+	/* KV use below the knee (0.9) costs nothing: r0 with 1 in flight
+	 * at 0.85 beats r1 with 2; a full cache doubles r0's load plus this
+	 * request's (1 -> 3): r1 with 2 wins */
 	{
-		struct load_report kv = { .queue = 0, .kv_ppm = LOAD_KV_ONE, .have = LOAD_HAVE_KV };
+		struct load_report kv = { .queue = 0, .kv_ppm = 850000, .have = LOAD_HAVE_KV };
 		load_store(b->replicas[0].state, &kv, clock_now_ms());
-		for (int i = 0; i < 3; i++)
+		assert_true(router_replica_acquire(b->replicas[0].state, 4));
+		for (int i = 0; i < 2; i++)
 			assert_true(router_replica_acquire(b->replicas[1].state, 4));
+		for (int i = 0; i < 50; i++) {
+			int k = router_pick_replica(b, NULL, 0, &rng, NULL);
+			assert_int_equal(k, 0);
+			router_replica_release(b->replicas[k].state);
+		}
+		kv.kv_ppm = LOAD_KV_ONE;
+		load_store(b->replicas[0].state, &kv, clock_now_ms());
 		for (int i = 0; i < 50; i++) {
 			int k = router_pick_replica(b, NULL, 0, &rng, NULL);
 			assert_int_equal(k, 1);
 			router_replica_release(b->replicas[k].state);
 		}
-		for (int i = 0; i < 3; i++)
+		router_replica_release(b->replicas[0].state);
+		for (int i = 0; i < 2; i++)
 			router_replica_release(b->replicas[1].state);
+	}
+	/* absolute counts, whatever the cap: with max 1000 a reported queue
+	 * of 3 on r0 still sends the request to r1 with 2 in flight (the old
+	 * score, (ongoing + queue) / max + kv, saw ~0 for both) */
+	{
+		struct config *big = two_replicas(1000);
+		const struct backend_cfg *bb = config_backend(big, "b");
+		struct load_report q = { .queue = 3, .kv_ppm = 100000, .have = 3 };
+		load_store(bb->replicas[0].state, &q, clock_now_ms());
+		for (int i = 0; i < 2; i++)
+			assert_true(router_replica_acquire(bb->replicas[1].state, 1000));
+		for (int i = 0; i < 50; i++) {
+			int k = router_pick_replica(bb, NULL, 0, &rng, NULL);
+			assert_int_equal(k, 1);
+			router_replica_release(bb->replicas[k].state);
+		}
+		for (int i = 0; i < 2; i++)
+			router_replica_release(bb->replicas[1].state);
+		config_unref(big);
 	}
 	config_unref(c);
 }
@@ -335,6 +383,7 @@ int main(void)
 		cmocka_unit_test(test_orca_json),
 		cmocka_unit_test(test_prom),
 		cmocka_unit_test(test_config_keys),
+		cmocka_unit_test(test_load_cost),
 		cmocka_unit_test(test_least_load_choice),
 		cmocka_unit_test(test_least_load_weighted),
 	};

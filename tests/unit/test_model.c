@@ -14,6 +14,8 @@
 #include <llhttp.h>
 
 #include "ringroute/body.h"
+#include "ringroute/clock.h"
+#include "ringroute/load.h"
 #include "ringroute/model.h"
 #include "ringroute/multiplex.h"
 #include "ringroute/prefix.h"
@@ -343,11 +345,16 @@ static void test_config_errors(void **state)
 		  "backends.A.prefix.balance_rel: must be a number >= 1");
 	parse_err("{\"backends\": {\"A\": {\"prefix\": {\"block\": 1}}}, \"endpoints\": {}}",
 		  "backends.A.prefix.block: unknown key");
+	parse_err("{\"backends\": {\"A\": {\"prefix\": {\"bytes_per_load\": -1}}}, \"endpoints\": {}}",
+		  "backends.A.prefix.bytes_per_load: ");
+	parse_err("{\"backends\": {\"A\": {\"prefix\": {\"bytes_per_load\": \"1k\"}}}, \"endpoints\": {}}",
+		  "backends.A.prefix.bytes_per_load: ");
 }
 
 static const char prefix_doc[] =
 	"{\"backends\": {\"P\": {\"policy\": \"prefix\", \"max_ongoing_requests\": 3,"
-	"  \"prefix\": {\"block_bytes\": 16, \"balance_abs\": 1, \"balance_rel\": 1.0},"
+	"  \"prefix\": {\"block_bytes\": 16, \"balance_abs\": 1, \"balance_rel\": 1.0,"
+	"              \"bytes_per_load\": 0},"
 	"  \"replicas\": {\"r0\": \"127.0.0.1:1\", \"r1\": \"127.0.0.1:2\", \"r2\": \"127.0.0.1:3\"}},"
 	"  \"M\": {\"multiplex\": {\"max_models_per_replica\": 1}, \"max_ongoing_requests\": 2,"
 	"  \"replicas\": {\"r0\": \"127.0.0.1:1\", \"r1\": \"127.0.0.1:2\", \"r2\": \"127.0.0.1:3\"}}},"
@@ -412,6 +419,89 @@ static void test_pick_prefix(void **state)
 	config_unref(c);
 }
 
+/* prefix_spill: SGLang's bound, or the load difference (in requests)
+ * above matched_bytes / bytes_per_load. */
+static void test_prefix_spill(void **state)
+{
+	struct prefix_cfg c = {.block_bytes = 64, .balance_abs = 32, .balance_rel = 1.5,
+			       .bytes_per_load = 1024};
+	const uint64_t one = LOAD_KV_ONE;
+	(void)state;
+	assert_false(prefix_spill(&c, 5 * one, 5 * one, 0));        /* not busier */
+	assert_false(prefix_spill(&c, 4 * one, 5 * one, 0));
+	assert_true(prefix_spill(&c, 6 * one, 5 * one, 0));         /* no match saved */
+	assert_false(prefix_spill(&c, 8 * one, 5 * one, 4096));     /* 3 < 4 requests saved */
+	assert_false(prefix_spill(&c, 9 * one, 5 * one, 4096));     /* 4: not more */
+	assert_true(prefix_spill(&c, 10 * one, 5 * one, 4096));     /* 5 > 4 */
+	assert_true(prefix_spill(&c, 9 * one + one / 2, 5 * one, 4096)); /* fractions count */
+	c.bytes_per_load = 0;                                       /* only SGLang's bound */
+	assert_false(prefix_spill(&c, 37 * one, 5 * one, 0));       /* 32: not more than 32 */
+	assert_true(prefix_spill(&c, 38 * one, 5 * one, 0));
+	assert_false(prefix_spill(&c, 100 * one, 80 * one, 0));     /* 20 < 32 */
+	c.balance_abs = 10;
+	assert_false(prefix_spill(&c, 100 * one, 80 * one, 0));     /* 100 < 1.5 x 80 */
+	assert_true(prefix_spill(&c, 130 * one, 80 * one, 0));
+}
+
+/* The choice under bytes_per_load: 10 blocks of 16 bytes matched, 64
+ * bytes per request of load: the cached replica keeps the prefix while
+ * it has at most 2.5 requests more than the least loaded. And with
+ * load_reports, a queue the cached replica reports counts. */
+static void test_pick_prefix_cost(void **state)
+{
+	static const char doc[] =
+		"{\"backends\": {\"P\": {\"policy\": \"prefix\", \"max_ongoing_requests\": 8,"
+		"  \"load_reports\": true,"
+		"  \"prefix\": {\"block_bytes\": 16, \"bytes_per_load\": 64},"
+		"  \"replicas\": {\"r0\": \"127.0.0.1:1\", \"r1\": \"127.0.0.1:2\"}}},"
+		" \"endpoints\": {}}";
+	struct config *c = parse_ok(doc);
+	const struct backend_cfg *b = config_backend(c, "P");
+	char text[160];
+	uint64_t h[10], rng = 3;
+	struct model_span sp = {text, sizeof(text)};
+	struct route_hint hint = {0};
+	struct load_report rep = {.queue = 3, .have = LOAD_HAVE_QUEUE};
+	int first, other, i;
+	(void)state;
+	memset(text, 'q', sizeof(text));
+	hint.blocks = h;
+	hint.nblocks = prefix_hash(&sp, 1, 16, h, 10);
+	first = router_pick_replica_hint(b, &hint, NULL, 0, &rng, NULL, 0);
+	assert_true(first >= 0);
+	other = 1 - first;
+	/* loads 1, 2 against 0 stay (2 < 2.5); 3 against 0 spills */
+	assert_int_equal(router_pick_replica_hint(b, &hint, NULL, 0, &rng, NULL, 0), first);
+	assert_int_equal(ongoing(b, first), 2);
+	assert_int_equal(router_pick_replica_hint(b, &hint, NULL, 0, &rng, NULL, 0), first);
+	assert_int_equal(ongoing(b, first), 3);
+	i = router_pick_replica_hint(b, &hint, NULL, 0, &rng, NULL, 0);
+	assert_int_equal(i, other);
+	for (int k = 0; k < 3; k++)
+		router_replica_release(b->replicas[first].state);
+	router_replica_release(b->replicas[other].state);
+	/* the prefix now follows the spill (recorded): idle, it stays there */
+	i = router_pick_replica_hint(b, &hint, NULL, 0, &rng, NULL, 0);
+	assert_int_equal(i, other);
+	router_replica_release(b->replicas[i].state);
+	/* the holder reports 3 waiting: 3 > 2.5 requests, the request goes
+	 * to the idle replica, though ringroute has nothing in flight there */
+	load_store(b->replicas[other].state, &rep, clock_now_ms());
+	i = router_pick_replica_hint(b, &hint, NULL, 0, &rng, NULL, 0);
+	assert_int_equal(i, first);
+	router_replica_release(b->replicas[i].state);
+	/* now first holds it; 2 waiting there (the other idle, reporting
+	 * none): it keeps the prefix */
+	rep.queue = 0;
+	load_store(b->replicas[other].state, &rep, clock_now_ms());
+	rep.queue = 2;
+	load_store(b->replicas[first].state, &rep, clock_now_ms());
+	i = router_pick_replica_hint(b, &hint, NULL, 0, &rng, NULL, 0);
+	assert_int_equal(i, first);
+	router_replica_release(b->replicas[i].state);
+	config_unref(c);
+}
+
 static void test_pick_mux(void **state)
 {
 	struct config *c = parse_ok(prefix_doc);
@@ -462,7 +552,8 @@ static void test_round_trip(void **state)
 	assert_non_null(strstr(a->json, "\"model_rewrite\":\"lora-1\""));
 	assert_non_null(strstr(a->json, "\"multiplex\":{\"max_models_per_replica\":3}"));
 	assert_non_null(strstr(a->json, "\"policy\":\"prefix\",\"prefix\":{\"balance_abs\":32,"
-				       "\"balance_rel\":2.5,\"block_bytes\":32,\"table_entries\":65536}"));
+				       "\"balance_rel\":2.5,\"block_bytes\":32,\"bytes_per_load\":1024,"
+				       "\"table_entries\":65536}"));
 	assert_non_null(strstr(a->json, "\"model_header\":\"X-Llm\",\"models\":[\"x\",\"y\"]"));
 	assert_non_null(strstr(a->json, "\"route_body_max_bytes\":4096"));
 	/* Nothing new where nothing was set. */
@@ -483,6 +574,8 @@ int main(void)
 		cmocka_unit_test(test_match_model),
 		cmocka_unit_test(test_config_errors),
 		cmocka_unit_test(test_pick_prefix),
+		cmocka_unit_test(test_prefix_spill),
+		cmocka_unit_test(test_pick_prefix_cost),
 		cmocka_unit_test(test_pick_mux),
 		cmocka_unit_test(test_round_trip),
 	};
