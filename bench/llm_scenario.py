@@ -222,13 +222,7 @@ def report(args, scenario, summary, failed, versions, info):
                      fmt(s["hit_rate"] * 100 if s["hit_rate"] is not None else None) + "%",
                      fmt(s["same_replica"] * 100 if s["same_replica"] is not None else None) + "%",
                      str(s["errors"]), fmt(s["cpu_ms_per_req"], ".3f")])
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                                   for i, (c, w) in enumerate(zip(cells, widths)))
-    print(line(cols))
-    print(line(["-" * w for w in widths]))
-    for r in rows:
-        print(line(r))
+    C.print_table(cols, rows)
     print()
     print("medians over rounds; TTFT: request sent to first content chunk; ITL: gaps "
           "between content chunks; completed req/s: streams finished inside the window; "

@@ -446,13 +446,7 @@ def print_report(cx, info, a, summary, failed, versions, skipped):
                     [fmt(s["tenant_share"].get(t), "{:.2f}") for t in tnames] +
                     [str(s["errors_total"]),
                      f"{s['max_inflight']}" + (f" (>{CAP}!)" if over else "")])
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                                   for i, (c, w) in enumerate(zip(cells, widths)))
-    print(line(cols))
-    print(line(["-" * w for w in widths]))
-    for r in rows:
-        print(line(r))
+    cx.print_table(cols, rows)
     print()
     print("goodput/s: 2xx responses completed within their deadline per second (median "
           "over rounds); inter.: interactive requests in time and the p99 of those; "

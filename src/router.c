@@ -342,20 +342,34 @@ static size_t weighted_index(const struct backend_cfg *b, uint64_t target, size_
  * its weight (slow start) does not win against every replica with a
  * request in flight, as comparing ongoing / weight alone would have it
  * (0 beats anything). With equal weights this is plain p2c. */
-static int pick_p2c_weighted(const struct backend_cfg *b, uint64_t *rng)
+/* The two candidates of a weighted choice: a drawn with probability
+ * proportional to its weight, c likewise among the others (the next one
+ * when a holds all the weight), their weights in *wa, *wc. Returns false
+ * when no replica has weight (none up): the caller scans instead. */
+static bool draw_weighted_pair(const struct backend_cfg *b, uint64_t *rng, size_t *a,
+			       size_t *c, uint64_t *wa, uint64_t *wc)
 {
-	uint64_t total = 0, wa, wc, oa, oc, now = weight_now(b);
-	size_t a, c;
+	uint64_t total = 0, now = weight_now(b);
 
 	for (size_t i = 0; i < b->nreplicas; i++)
 		total += weight_of(b, i, now);
 	if (!total)
+		return false;
+	*a = weighted_index(b, router_rand(rng) % total, SIZE_MAX, now);
+	*wa = weight_of(b, *a, now);
+	*c = total > *wa ? weighted_index(b, router_rand(rng) % (total - *wa), *a, now)
+			 : (*a + 1) % b->nreplicas;
+	*wc = weight_of(b, *c, now);
+	return true;
+}
+
+static int pick_p2c_weighted(const struct backend_cfg *b, uint64_t *rng)
+{
+	uint64_t wa, wc, oa, oc;
+	size_t a, c;
+
+	if (!draw_weighted_pair(b, rng, &a, &c, &wa, &wc))
 		return pick_scan(b, (size_t)(router_rand(rng) % b->nreplicas), 0); /* none up */
-	a = weighted_index(b, router_rand(rng) % total, SIZE_MAX, now);
-	wa = weight_of(b, a, now);
-	c = total > wa ? weighted_index(b, router_rand(rng) % (total - wa), a, now)
-		       : (a + 1) % b->nreplicas;
-	wc = weight_of(b, c, now);
 	oa = atomic_load_explicit(&b->replicas[a].state->ongoing, memory_order_relaxed);
 	oc = atomic_load_explicit(&b->replicas[c].state->ongoing, memory_order_relaxed);
 	if ((oc + 1) * wa <= oa * wc) {
@@ -375,19 +389,12 @@ static int pick_p2c_weighted(const struct backend_cfg *b, uint64_t *rng)
  * LOAD_QUEUE_MAX times a weight would not fit 64 bits. */
 static int pick_least_load_weighted(const struct backend_cfg *b, uint64_t *rng)
 {
-	uint64_t total = 0, wa, wc, now = weight_now(b), lnow = 0;
+	uint64_t wa, wc, lnow = 0;
 	uint64_t one = LOAD_KV_ONE; /* this request */
 	size_t a, c;
 
-	for (size_t i = 0; i < b->nreplicas; i++)
-		total += weight_of(b, i, now);
-	if (!total)
+	if (!draw_weighted_pair(b, rng, &a, &c, &wa, &wc))
 		return pick_scan(b, (size_t)(router_rand(rng) % b->nreplicas), 0); /* none up */
-	a = weighted_index(b, router_rand(rng) % total, SIZE_MAX, now);
-	wa = weight_of(b, a, now);
-	c = total > wa ? weighted_index(b, router_rand(rng) % (total - wa), a, now)
-		       : (a + 1) % b->nreplicas;
-	wc = weight_of(b, c, now);
 	if ((double)(load_score(b, c, &lnow) + one) * (double)wa <=
 	    (double)load_score(b, a, &lnow) * (double)wc) {
 		size_t t = a;
